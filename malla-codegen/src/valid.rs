@@ -1,0 +1,59 @@
+//! Rules that look at the service as a whole: names that would collide with
+//! generated items, method ids, argument counts.
+
+use std::collections::HashMap;
+
+use crate::ast::Service;
+use crate::ctxt::Ctxt;
+
+/// Inherent methods of the generated `…Client`; a service method with one of
+/// these names could not be called through the client.
+pub const RESERVED_CLIENT_METHODS: &[&str] = &["new", "with_options", "on_node"];
+
+/// serde implements `Serialize` for tuples of up to 16 elements, and the
+/// arguments travel as one tuple.
+pub const MAX_ARGS: usize = 16;
+
+impl Service<'_> {
+    /// Checks the rules that span several items, reporting all at once.
+    pub fn validate(&self) -> syn::Result<()> {
+        let cx = Ctxt::new();
+        let client = format!("{}Client", self.ident);
+        let mut seen_names: HashMap<String, &syn::Ident> = HashMap::new();
+        let mut seen_ids: HashMap<u32, &syn::Ident> = HashMap::new();
+
+        for method in &self.methods {
+            let name = method.wire_name();
+            if RESERVED_CLIENT_METHODS.contains(&name.as_str()) {
+                cx.error_spanned_by(
+                    &method.ident,
+                    format_args!(
+                        "method name `{name}` collides with the generated `{client}::{name}`; rename the method"
+                    ),
+                );
+            }
+            if let Some(first) = seen_names.insert(name.clone(), &method.ident) {
+                cx.error_spanned_by(
+                    &method.ident,
+                    format_args!("duplicate method `{name}` (first declared as `{first}`)"),
+                );
+            } else if let Some(other) = seen_ids.insert(method.id(), &method.ident) {
+                // Method ids are 32-bit hashes of the name; a clash is
+                // astronomically rare but would make two methods one.
+                cx.error_spanned_by(
+                    &method.ident,
+                    format_args!("method `{name}` has the same wire id as `{other}`; rename one of them"),
+                );
+            }
+            if method.args.len() > MAX_ARGS {
+                cx.error_spanned_by(
+                    &method.args[MAX_ARGS].ident,
+                    format_args!(
+                        "a malla method takes at most {MAX_ARGS} arguments; group them in a struct"
+                    ),
+                );
+            }
+        }
+        cx.check()
+    }
+}

@@ -1,0 +1,271 @@
+//! One call from start to finish: pick the targets in `get_nodes` order, try
+//! each, and move on only when the call provably did not run there
+//! (Malla's `remote/4`, made safer: see DESIGN.md "Calls and failover").
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::with_deadline;
+use crate::node::Node;
+use crate::registry::{LocalService, MethodLookup, Route, ServiceSlot};
+use crate::service::{DispatchError, Format, LocalFuture};
+use crate::{CallOptions, Error, MethodManifest, NodeId};
+
+pub(crate) struct Call<'a> {
+    pub(crate) node: &'a Node,
+    pub(crate) slot: &'a ServiceSlot,
+    pub(crate) service: Cow<'static, str>,
+    pub(crate) method: &'a MethodManifest,
+    pub(crate) options: &'a CallOptions,
+}
+
+/// Where one attempt goes.
+enum Target {
+    Local(Arc<LocalService>),
+    Remote(NodeId),
+}
+
+/// The result of one attempt.
+enum Attempt<R> {
+    /// The call ran (or may have run): this is its answer.
+    Done(Result<R, Error>),
+    /// The call did not run there; the next node may be tried.
+    NotRun(Error),
+}
+
+/// The arguments as the attempts need them: by value for a direct call,
+/// encoded once for everything else.
+struct Args<A, F> {
+    value: Option<A>,
+    local: Option<F>,
+    encoded: Option<Vec<u8>>,
+}
+
+impl<A: Serialize, F> Args<A, F> {
+    fn encoded(&mut self, what: impl FnOnce() -> String) -> Result<&[u8], Error> {
+        if self.encoded.is_none() {
+            let value = self.value.take().expect("arguments are encoded before being moved");
+            let bytes = postcard::to_allocvec(&value).map_err(|e| Error::Codec {
+                what: what(),
+                message: e.to_string(),
+            })?;
+            self.encoded = Some(bytes);
+        }
+        Ok(self.encoded.as_deref().expect("just encoded"))
+    }
+}
+
+impl Call<'_> {
+    pub(crate) async fn run<A, R, L, F>(self, args: A, local: F) -> Result<R, Error>
+    where
+        A: Serialize + Send,
+        R: DeserializeOwned + Send + 'static,
+        L: Any + Send + Sync,
+        F: FnOnce(&L, A) -> LocalFuture<R> + Send,
+    {
+        let timeout = self.options.effective_timeout(self.method.timeout_ms());
+        let deadline = Instant::now() + timeout;
+        let mut args = Args {
+            value: Some(args),
+            local: Some(local),
+            encoded: None,
+        };
+        let mut failure: Option<Error> = None;
+
+        for round in 0..=self.options.sna_retries {
+            if round > 0 {
+                let wake = (Instant::now() + self.options.effective_retry_interval()).min(deadline);
+                tokio::time::sleep_until(wake).await;
+                if Instant::now() >= deadline {
+                    return Err(self.timeout_error(timeout));
+                }
+            }
+            let route = self.slot.route_full();
+            for target in self.targets(&route) {
+                match self.attempt::<A, R, L, F>(target, &mut args, deadline, timeout).await {
+                    Attempt::Done(result) => return result,
+                    Attempt::NotRun(err) => failure = Some(pick_failure(failure, err)),
+                }
+            }
+        }
+        Err(match failure {
+            // With discovered nodes, running out of them is "not available";
+            // with an explicit list, the caller wants to know what happened.
+            Some(err) if self.options.nodes.is_some() || matches!(err, Error::SignatureMismatch { .. }) => err,
+            _ => Error::ServiceNotAvailable {
+                service: self.service.clone(),
+            },
+        })
+    }
+
+    /// Targets in `get_nodes` order: the local instance first, then remote
+    /// ones; or the caller's explicit list.
+    fn targets(&self, route: &Route) -> Vec<Target> {
+        let me = &self.node.inner.id;
+        match &self.options.nodes {
+            Some(nodes) => nodes
+                .iter()
+                .filter_map(|id| {
+                    if id == me {
+                        route.local.clone().map(Target::Local)
+                    } else {
+                        Some(Target::Remote(id.clone()))
+                    }
+                })
+                .collect(),
+            None => route
+                .local
+                .iter()
+                .cloned()
+                .map(Target::Local)
+                .chain(route.remote.iter().cloned().map(Target::Remote))
+                .collect(),
+        }
+    }
+
+    async fn attempt<A, R, L, F>(
+        &self,
+        target: Target,
+        args: &mut Args<A, F>,
+        deadline: Instant,
+        timeout: std::time::Duration,
+    ) -> Attempt<R>
+    where
+        A: Serialize + Send,
+        R: DeserializeOwned + Send + 'static,
+        L: Any + Send + Sync,
+        F: FnOnce(&L, A) -> LocalFuture<R> + Send,
+    {
+        match target {
+            Target::Local(local) => self.attempt_local::<A, R, L, F>(&local, args, deadline, timeout).await,
+            Target::Remote(node) => Attempt::NotRun(Error::NodeDown { node }),
+        }
+    }
+
+    async fn attempt_local<A, R, L, F>(
+        &self,
+        local: &LocalService,
+        args: &mut Args<A, F>,
+        deadline: Instant,
+        timeout: std::time::Duration,
+    ) -> Attempt<R>
+    where
+        A: Serialize + Send,
+        R: DeserializeOwned + Send + 'static,
+        L: Any + Send + Sync,
+        F: FnOnce(&L, A) -> LocalFuture<R> + Send,
+    {
+        let me = self.node.inner.id.clone();
+        if !local.is_active() {
+            return Attempt::NotRun(Error::ServiceNotAvailable {
+                service: self.service.clone(),
+            });
+        }
+        let index = match local.lookup(self.method.id(), self.method.signature()) {
+            MethodLookup::Found(index) => index,
+            MethodLookup::Unknown | MethodLookup::Mismatch(_) => {
+                return Attempt::NotRun(self.signature_mismatch(me));
+            }
+        };
+
+        // Same trait on both sides: call the implementation directly.
+        let typed = local.typed.as_ref().and_then(|h| h.downcast_ref::<L>());
+        if let (Some(handle), Some(value), Some(f)) = (typed, args.value.take(), args.local.take()) {
+            let fut = AssertUnwindSafe(f(handle, value)).catch_unwind();
+            return Attempt::Done(match with_deadline(fut, deadline).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(panic)) => Err(self.remote_error(me, panic_message(&*panic))),
+                Err(_) => Err(self.timeout_error(timeout)),
+            });
+        }
+
+        // A stub or a dynamic call reaching a local service: go through the
+        // dispatcher as a remote node would, minus the network.
+        let body = match args.encoded(|| self.what("encode the arguments of")) {
+            Ok(body) => body,
+            Err(err) => return Attempt::Done(Err(err)),
+        };
+        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            local.service.dispatch(index, Format::Postcard, body)
+        }));
+        let fut = match dispatched {
+            Ok(Ok(fut)) => fut,
+            Ok(Err(err)) => return Attempt::Done(Err(self.dispatch_error(me, err))),
+            Err(panic) => return Attempt::Done(Err(self.remote_error(me, panic_message(&*panic)))),
+        };
+        let reply = match with_deadline(AssertUnwindSafe(fut).catch_unwind(), deadline).await {
+            Ok(Ok(Ok(bytes))) => bytes,
+            Ok(Ok(Err(err))) => return Attempt::Done(Err(self.dispatch_error(me, err))),
+            Ok(Err(panic)) => return Attempt::Done(Err(self.remote_error(me, panic_message(&*panic)))),
+            Err(_) => return Attempt::Done(Err(self.timeout_error(timeout))),
+        };
+        Attempt::Done(self.decode_reply(&reply))
+    }
+
+    pub(crate) fn decode_reply<R: DeserializeOwned>(&self, bytes: &[u8]) -> Result<R, Error> {
+        postcard::from_bytes(bytes).map_err(|e| Error::Codec {
+            what: self.what("decode the reply of"),
+            message: e.to_string(),
+        })
+    }
+
+    fn what(&self, action: &str) -> String {
+        format!("{action} `{}.{}`", self.service, self.method.name())
+    }
+
+    pub(crate) fn timeout_error(&self, timeout: std::time::Duration) -> Error {
+        Error::Timeout {
+            service: self.service.clone(),
+            method: self.method.name_cow(),
+            timeout,
+        }
+    }
+
+    pub(crate) fn signature_mismatch(&self, node: NodeId) -> Error {
+        Error::SignatureMismatch {
+            service: self.service.clone(),
+            method: self.method.name_cow(),
+            node,
+        }
+    }
+
+    pub(crate) fn remote_error(&self, node: NodeId, message: String) -> Error {
+        Error::Remote {
+            service: self.service.clone(),
+            method: self.method.name_cow(),
+            node,
+            message,
+        }
+    }
+
+    fn dispatch_error(&self, node: NodeId, err: DispatchError) -> Error {
+        self.remote_error(node, err.to_string())
+    }
+}
+
+/// Keeps the most telling reason among the attempts that did not run: a
+/// signature mismatch says more than an unavailable service.
+fn pick_failure(previous: Option<Error>, next: Error) -> Error {
+    match previous {
+        Some(prev @ Error::SignatureMismatch { .. }) if !matches!(next, Error::SignatureMismatch { .. }) => prev,
+        _ => next,
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}

@@ -1,0 +1,142 @@
+//! The one error type of the public API. Each variant says what happened and
+//! carries what a caller needs to act on it: the service, the method, the
+//! node, the deadline.
+
+use std::borrow::Cow;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::NodeId;
+
+/// Everything a malla call or node operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No reachable, active instance of the service is known: it was never
+    /// discovered, every instance is paused, or every node refused it. This
+    /// is what a stub answers before discovery, without touching the network.
+    #[error("service `{service}` is not available on any known node")]
+    ServiceNotAvailable {
+        /// Wire name of the service.
+        service: Cow<'static, str>,
+    },
+
+    /// The node serving the call has another signature for the method: the
+    /// caller was built from another version of the service (for example a
+    /// stub generated from an outdated manifest).
+    #[error(
+        "`{service}.{method}` has a different signature on node `{node}`; the caller was built from another version of the service"
+    )]
+    SignatureMismatch {
+        /// Wire name of the service.
+        service: Cow<'static, str>,
+        /// Method name.
+        method: Cow<'static, str>,
+        /// Node that refused the call.
+        node: NodeId,
+    },
+
+    /// The call did not complete before its deadline. It may have run.
+    #[error("`{service}.{method}` timed out after {timeout:?}")]
+    Timeout {
+        /// Wire name of the service.
+        service: Cow<'static, str>,
+        /// Method name.
+        method: Cow<'static, str>,
+        /// The deadline the call had.
+        timeout: Duration,
+    },
+
+    /// The connection to the node was lost while the call was in flight, or
+    /// the node is not connected. A non-idempotent call in flight is not
+    /// retried elsewhere: it may have run.
+    #[error("node `{node}` is down or unreachable")]
+    NodeDown {
+        /// The node.
+        node: NodeId,
+    },
+
+    /// The method failed on the node that ran it: its handler panicked, or
+    /// the node could not decode the request.
+    #[error("`{service}.{method}` failed on node `{node}`: {message}")]
+    Remote {
+        /// Wire name of the service.
+        service: Cow<'static, str>,
+        /// Method name.
+        method: Cow<'static, str>,
+        /// Node that ran the call.
+        node: NodeId,
+        /// What went wrong, as the remote node reported it.
+        message: String,
+    },
+
+    /// The peer does not share our cookie. Nothing was exchanged.
+    #[error("{peer} refused the handshake: {reason}")]
+    Unauthorized {
+        /// Address or name of the peer.
+        peer: String,
+        /// Why, as far as it can be told.
+        reason: String,
+    },
+
+    /// The connection handshake failed for another reason than the cookie:
+    /// protocol version, duplicate node name, timeout.
+    #[error("handshake with {peer} failed: {reason}")]
+    Handshake {
+        /// Address or name of the peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// Opening a TCP connection failed.
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        /// Address dialed.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A value could not be encoded or decoded (arguments, reply, frame).
+    #[error("could not {what}: {message}")]
+    Codec {
+        /// What was being done, e.g. "decode the reply of `Calculator.add`".
+        what: String,
+        /// The codec's message.
+        message: String,
+    },
+
+    /// A service with that name is already served on this node.
+    #[error("service `{0}` is already served on this node")]
+    AlreadyServed(String),
+
+    /// The service is not served on this node.
+    #[error("service `{0}` is not served on this node")]
+    NotServed(String),
+
+    /// The node was misconfigured (missing cookie, bad name, no runtime…).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The node has been shut down.
+    #[error("the node has been shut down")]
+    Shutdown,
+
+    /// An I/O error outside of a call (binding a port, for example).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// Whether the error says the call surely did not run (so another node may
+    /// be tried): the service was not available there, or its signature differs.
+    pub fn is_not_run(&self) -> bool {
+        matches!(
+            self,
+            Error::ServiceNotAvailable { .. } | Error::SignatureMismatch { .. }
+        )
+    }
+}

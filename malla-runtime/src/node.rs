@@ -1,0 +1,152 @@
+//! A node: a named member of a cluster that serves services and calls them.
+//! `Node` is a cheap handle; clones share the same node.
+
+mod builder;
+mod events;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+pub use builder::NodeBuilder;
+pub use events::Event;
+
+use crate::registry::{LocalService, Registry};
+use crate::{AdminStatus, Error, NodeId, Service};
+
+/// A member of a malla cluster.
+///
+/// ```
+/// # async fn demo() -> Result<(), malla_runtime::Error> {
+/// let node = malla_runtime::Node::builder("node1").start().await?;
+/// assert_eq!(node.id().as_str(), "node1");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) registry: Registry,
+    pub(crate) events: broadcast::Sender<Event>,
+}
+
+/// How a service is served: its initial admin status and the metadata
+/// published with it.
+///
+/// ```
+/// let opts = malla_runtime::ServeOptions::default().metadata("zone", "eu-1").paused();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    metadata: BTreeMap<String, String>,
+    paused: bool,
+}
+
+impl ServeOptions {
+    /// Adds a metadata entry, published with the instance (keep it small: it
+    /// travels in gossip).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Starts the service `Paused`, as Malla's `paused: true`.
+    pub fn paused(mut self) -> Self {
+        self.paused = true;
+        self
+    }
+}
+
+impl Node {
+    /// Starts configuring a node called `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder::new(name.into())
+    }
+
+    /// This node's name.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// Serves a service on this node. Clients on this node call it directly;
+    /// if it is `global`, every node of the cluster can call it.
+    ///
+    /// Fails with [`Error::AlreadyServed`] if a service of the same name is
+    /// already served here.
+    pub async fn serve<S: Service>(&self, service: S) -> Result<(), Error> {
+        self.serve_with(service, ServeOptions::default()).await
+    }
+
+    /// [`serve`](Self::serve) with metadata or an initial admin status.
+    pub async fn serve_with<S: Service>(&self, service: S, options: ServeOptions) -> Result<(), Error> {
+        let admin = if options.paused {
+            AdminStatus::Paused
+        } else {
+            AdminStatus::Active
+        };
+        let local = Arc::new(LocalService::new(Box::new(service), options.metadata, admin));
+        let name = local.name().to_owned();
+        let slot = self.inner.registry.slot(&name);
+        let mut already = false;
+        slot.update(|route| {
+            already = route.local.is_some();
+            crate::registry::Route {
+                local: if already { route.local.clone() } else { Some(Arc::clone(&local)) },
+                remote: Arc::clone(&route.remote),
+            }
+        });
+        if already {
+            return Err(Error::AlreadyServed(name));
+        }
+        tracing::debug!(node = %self.inner.id, service = %name, "serving");
+        Ok(())
+    }
+
+    /// Sets the admin status of a service served here. `Paused` and
+    /// `Inactive` make it answer `ServiceNotAvailable`, so callers fail over.
+    pub async fn set_admin_status(&self, service: &str, status: AdminStatus) -> Result<(), Error> {
+        let local = self
+            .inner
+            .registry
+            .local(service)
+            .ok_or_else(|| Error::NotServed(service.to_owned()))?;
+        let previous = local.set_admin_status(status);
+        if previous != status {
+            tracing::info!(node = %self.inner.id, service, ?status, "admin status changed");
+        }
+        Ok(())
+    }
+
+    /// The admin status of a service served here.
+    pub fn admin_status(&self, service: &str) -> Option<AdminStatus> {
+        self.inner.registry.local(service).map(|l| l.admin_status())
+    }
+
+    /// Names of the services served on this node.
+    pub fn local_services(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .registry
+            .locals()
+            .iter()
+            .map(|l| l.name().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A receiver of cluster events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,69 @@
+//! Per-call options, as Malla's `remote/4` takes them.
+
+use std::time::Duration;
+
+use crate::NodeId;
+
+/// Deadline and failover settings of a call.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = malla_runtime::CallOptions::default()
+///     .timeout(Duration::from_millis(200))
+///     .sna_retries(3);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) sna_retries: u32,
+    pub(crate) retry_interval: Option<Duration>,
+    pub(crate) nodes: Option<Vec<NodeId>>,
+}
+
+/// Deadline of a call when neither the options nor `#[malla(timeout_ms)]` set one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between two rounds over the nodes when the service was not available.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+impl CallOptions {
+    /// Deadline of the whole call, every attempt included (default: the
+    /// method's `timeout_ms`, else 15 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many more rounds over the nodes to make when no node could run the
+    /// call because the service was not available (default 0: fail at once;
+    /// Elixir Malla defaults to 5).
+    pub fn sna_retries(mut self, retries: u32) -> Self {
+        self.sna_retries = retries;
+        self
+    }
+
+    /// Pause between those rounds (default 1 s).
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = Some(interval);
+        self
+    }
+
+    /// Call these nodes, in this order, instead of the discovered ones.
+    pub fn nodes<I, N>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<NodeId>,
+    {
+        self.nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub(crate) fn effective_timeout(&self, method_default_ms: Option<u64>) -> Duration {
+        self.timeout
+            .or(method_default_ms.map(Duration::from_millis))
+            .unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    pub(crate) fn effective_retry_interval(&self) -> Duration {
+        self.retry_interval.unwrap_or(DEFAULT_RETRY_INTERVAL)
+    }
+}

@@ -1,0 +1,178 @@
+//! Where a node keeps its services: what it serves itself, and for every
+//! service any client has asked about, a routing snapshot that the call path
+//! reads without locking.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+
+use crate::service::{LocalHandle, Service};
+use crate::{AdminStatus, ServiceManifest};
+
+/// A service served by this node.
+pub(crate) struct LocalService {
+    pub(crate) service: Box<dyn Service>,
+    pub(crate) manifest: &'static ServiceManifest,
+    pub(crate) typed: Option<LocalHandle>,
+    pub(crate) metadata: BTreeMap<String, String>,
+    method_index: FxHashMap<u32, usize>,
+    admin: AtomicU8,
+}
+
+/// Outcome of looking a request's method up in a served service.
+pub(crate) enum MethodLookup {
+    Found(usize),
+    Unknown,
+    Mismatch(usize),
+}
+
+impl LocalService {
+    pub(crate) fn new(
+        service: Box<dyn Service>,
+        metadata: BTreeMap<String, String>,
+        admin: AdminStatus,
+    ) -> Self {
+        let manifest = service.manifest();
+        let typed = service.local_handle();
+        let method_index = manifest
+            .methods()
+            .iter()
+            .enumerate()
+            .map(|(index, m)| (m.id(), index))
+            .collect();
+        LocalService {
+            service,
+            manifest,
+            typed,
+            metadata,
+            method_index,
+            admin: AtomicU8::new(admin.to_u8()),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.manifest.name()
+    }
+
+    pub(crate) fn admin_status(&self) -> AdminStatus {
+        AdminStatus::from_u8(self.admin.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_admin_status(&self, status: AdminStatus) -> AdminStatus {
+        AdminStatus::from_u8(self.admin.swap(status.to_u8(), Ordering::AcqRel))
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.admin_status() == AdminStatus::Active
+    }
+
+    /// Finds the method a request names. A signature of 0 is an unchecked
+    /// dynamic call.
+    pub(crate) fn lookup(&self, id: u32, signature: u64) -> MethodLookup {
+        match self.method_index.get(&id) {
+            None => MethodLookup::Unknown,
+            Some(&index) => {
+                let declared = self.manifest.methods()[index].signature();
+                if signature == 0 || signature == declared {
+                    MethodLookup::Found(index)
+                } else {
+                    MethodLookup::Mismatch(index)
+                }
+            }
+        }
+    }
+}
+
+/// What the call path needs to route one service: the local instance if this
+/// node serves it, then the remote instances in `get_nodes` order.
+#[derive(Default)]
+pub(crate) struct Route {
+    pub(crate) local: Option<Arc<LocalService>>,
+    pub(crate) remote: Arc<[crate::NodeId]>,
+}
+
+impl Route {
+    /// True when a call can only answer `ServiceNotAvailable`: the stub case.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        self.remote.is_empty() && self.local.as_ref().is_none_or(|l| !l.is_active())
+    }
+}
+
+/// The routing snapshot of one service name, shared by every client of it.
+pub(crate) struct ServiceSlot {
+    route: ArcSwap<Route>,
+    // Serializes writers (serve, discovery); readers never take it.
+    write: Mutex<()>,
+}
+
+impl ServiceSlot {
+    fn new() -> Self {
+        ServiceSlot {
+            route: ArcSwap::from_pointee(Route::default()),
+            write: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn route(&self) -> arc_swap::Guard<Arc<Route>> {
+        self.route.load()
+    }
+
+    pub(crate) fn route_full(&self) -> Arc<Route> {
+        self.route.load_full()
+    }
+
+    pub(crate) fn update(&self, change: impl FnOnce(&Route) -> Route) {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let next = change(&self.route.load());
+        self.route.store(Arc::new(next));
+    }
+}
+
+/// Every service slot of a node, by wire name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    slots: RwLock<FxHashMap<Arc<str>, Arc<ServiceSlot>>>,
+}
+
+impl Registry {
+    /// The slot of `name`, created empty (a stub) the first time.
+    pub(crate) fn slot(&self, name: &str) -> Arc<ServiceSlot> {
+        if let Some(slot) = self.read().get(name) {
+            return Arc::clone(slot);
+        }
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            slots
+                .entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(ServiceSlot::new())),
+        )
+    }
+
+    /// The service this node serves under `name`, if any.
+    pub(crate) fn local(&self, name: &str) -> Option<Arc<LocalService>> {
+        self.read().get(name)?.route().local.clone()
+    }
+
+    /// Every service this node serves.
+    pub(crate) fn locals(&self) -> Vec<Arc<LocalService>> {
+        self.read()
+            .values()
+            .filter_map(|slot| slot.route().local.clone())
+            .collect()
+    }
+
+    /// Every slot, for discovery to refresh.
+    pub(crate) fn slots(&self) -> Vec<(Arc<str>, Arc<ServiceSlot>)> {
+        self.read()
+            .iter()
+            .map(|(name, slot)| (Arc::clone(name), Arc::clone(slot)))
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, FxHashMap<Arc<str>, Arc<ServiceSlot>>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
