@@ -31,8 +31,8 @@
 #![deny(missing_docs)]
 
 pub use malla_runtime::{
-    AdminStatus, ArgManifest, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, Error, Event, MethodManifest,
-    Node, NodeBuilder, NodeId, ServeOptions, Service, ServiceManifest, declared_service, declared_services,
+    AdminStatus, ArgManifest, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, Error, Event, MethodManifest, Node,
+    NodeBuilder, NodeId, ServeOptions, Service, ServiceManifest, declared_service, declared_services,
 };
 
 /// Turns a trait into a malla service.
@@ -80,6 +80,11 @@ pub mod __private {
     pub use ::std::sync::Arc;
 
     pub use malla_runtime::__private::*;
-    pub use malla_runtime::{CallOptions, Error, MethodManifest, Node, NodeId, Service, ServiceManifest};
     pub use malla_runtime::ArgManifest;
+    pub use malla_runtime::{CallOptions, Error, MethodManifest, Node, NodeId, Service, ServiceManifest};
+
+    /// Encodes a value as it travels on the wire; for tests and tools.
+    pub fn postcard_to_vec<T: ::serde::Serialize>(value: &T) -> ::std::vec::Vec<u8> {
+        ::postcard::to_allocvec(value).expect("postcard encodes into a Vec without failing")
+    }
 }

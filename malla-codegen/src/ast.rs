@@ -145,9 +145,7 @@ impl<'a> Method<'a> {
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             fail(
                 &sig.generics,
-                format!(
-                    "generic methods cannot be called remotely; give `{name}` concrete argument and return types"
-                ),
+                format!("generic methods cannot be called remotely; give `{name}` concrete argument and return types"),
             );
         }
 
@@ -167,9 +165,7 @@ impl<'a> Method<'a> {
             };
             attr::reject_misplaced(cx, &pat_type.attrs, "arguments");
             let ident = match &*pat_type.pat {
-                syn::Pat::Ident(pat)
-                    if pat.by_ref.is_none() && pat.mutability.is_none() && pat.subpat.is_none() =>
-                {
+                syn::Pat::Ident(pat) if pat.by_ref.is_none() && pat.mutability.is_none() && pat.subpat.is_none() => {
                     Some(pat.ident.clone())
                 }
                 other => {
@@ -259,10 +255,7 @@ fn check_receiver(fail: &mut impl FnMut(&dyn ToTokens, String), receiver: &syn::
             &receiver.self_token,
             "`self` by value is not supported: a service outlives each call; take `&self`".into(),
         ),
-        syn::ReceiverKind::Typed(_, ty) => fail(
-            ty,
-            "typed `self` receivers are not supported; take `&self`".into(),
-        ),
+        syn::ReceiverKind::Typed(_, ty) => fail(ty, "typed `self` receivers are not supported; take `&self`".into()),
         _ => fail(&receiver.self_token, "unsupported receiver; take `&self`".into()),
     }
 }
@@ -293,19 +286,15 @@ pub fn unsendable_type(ty: &syn::Type, position: &str) -> Option<String> {
         syn::Type::Ptr(_) | syn::Type::FnPtr(_) => Some(format!(
             "pointer {position} types cannot be sent to another node; use an owned value"
         )),
-        syn::Type::Macro(_) => Some(format!(
-            "macro {position} types are not supported; write the type out"
-        )),
+        syn::Type::Macro(_) => Some(format!("macro {position} types are not supported; write the type out")),
         syn::Type::Paren(inner) => unsendable_type(&inner.elem, position),
         syn::Type::Group(inner) => unsendable_type(&inner.elem, position),
         syn::Type::Array(array) => unsendable_type(&array.elem, position),
         syn::Type::Slice(slice) => unsendable_type(&slice.elem, position),
         syn::Type::Tuple(tuple) => tuple.elems.iter().find_map(|t| unsendable_type(t, position)),
         syn::Type::Path(path) => {
-            if let Some(qself) = &path.qself {
-                if let Some(why) = unsendable_type(&qself.ty, position) {
-                    return Some(why);
-                }
+            if let Some(why) = path.qself.as_ref().and_then(|q| unsendable_type(&q.ty, position)) {
+                return Some(why);
             }
             if path.path.segments.first().is_some_and(|s| s.ident == "Self") {
                 return Some(format!(
@@ -321,12 +310,91 @@ pub fn unsendable_type(ty: &syn::Type, position: &str) -> Option<String> {
                     )),
                     _ => None,
                 }),
-                syn::PathArguments::Parenthesized(_) => Some(format!(
-                    "closure {position} types cannot be sent to another node"
-                )),
+                syn::PathArguments::Parenthesized(_) => {
+                    Some(format!("closure {position} types cannot be sent to another node"))
+                }
                 _ => None,
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn parse(args: TokenStream, item: TokenStream) -> syn::Result<(syn::ItemTrait, Vec<String>)> {
+        let item: syn::ItemTrait = syn::parse2(item).unwrap();
+        let names = Service::from_syn(args, &item)?
+            .methods
+            .iter()
+            .map(|m| format!("{}({})->{}", m.wire_name(), m.arg_types().join(","), m.ret_type()))
+            .collect();
+        Ok((item, names))
+    }
+
+    #[test]
+    fn reads_methods_options_and_types() {
+        let item: syn::ItemTrait = syn::parse2(quote! {
+            pub trait Calculator {
+                /// Adds.
+                async fn add(&self, a: i64, b: i64) -> i64;
+                #[malla(idempotent, timeout_ms = 250)]
+                async fn get(&self, key: String) -> Option<Vec<u8>>;
+                async fn r#type(&self);
+            }
+        })
+        .unwrap();
+        let svc = Service::from_syn(quote!(global, vsn = "1.2.0", name = "calc"), &item).unwrap();
+        assert!(svc.attrs.global);
+        assert_eq!(svc.attrs.vsn, "1.2.0");
+        assert_eq!(svc.wire_name(), "calc");
+        let [add, get, ty] = &svc.methods[..] else {
+            panic!("three methods")
+        };
+        assert_eq!(add.arg_types(), ["i64", "i64"]);
+        assert_eq!(add.docs.len(), 1);
+        assert!(!add.attrs.idempotent);
+        assert!(get.attrs.idempotent);
+        assert_eq!(get.attrs.timeout_ms, Some(250));
+        assert_eq!(get.ret_type(), "Option<Vec<u8>>");
+        assert_eq!(ty.wire_name(), "type");
+        assert_eq!(ty.ret_type(), "()");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let err = parse(
+            quote!(globl, vsn = 1),
+            quote! {
+                trait Bad {
+                    fn sync(&self);
+                    async fn by_value(self);
+                    async fn borrowed(&self, s: &str);
+                    type Assoc;
+                }
+            },
+        )
+        .unwrap_err();
+        let messages: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 6, "{messages:#?}");
+        assert!(messages[0].starts_with("unknown malla option `globl`"));
+        assert!(messages.iter().any(|m| m.contains("must be `async`")));
+        assert!(messages.iter().any(|m| m.contains("take `String` instead of `&str`")));
+        assert!(messages.iter().any(|m| m.contains("associated types")));
+    }
+
+    #[test]
+    fn names_owned_alternatives_for_borrowed_types() {
+        let why = |src: &str| unsendable_type(&syn::parse_str(src).unwrap(), "argument");
+        assert!(why("&[u8]").unwrap().contains("`Vec<u8>`"));
+        assert!(why("&Path").unwrap().contains("`PathBuf`"));
+        assert!(why("Option<&'a str>").is_some());
+        assert!(why("Cow<'static, str>").is_none());
+        assert!(why("Vec<Box<dyn Fn()>>").is_some());
+        assert!(why("HashMap<String, (u8, [i32; 4])>").is_none());
     }
 }

@@ -43,11 +43,7 @@ struct Attr<'c, T> {
 
 impl<'c, T> Attr<'c, T> {
     fn none(cx: &'c Ctxt, name: &'static str) -> Self {
-        Attr {
-            cx,
-            name,
-            value: None,
-        }
+        Attr { cx, name, value: None }
     }
 
     fn set(&mut self, meta: &ParseNestedMeta, value: T) {
@@ -126,7 +122,10 @@ pub(crate) fn method_attrs(cx: &Ctxt, attrs: &[syn::Attribute]) -> MethodAttrs {
 
     for attr in attrs.iter().filter(|a| is_malla_attr(a)) {
         if !matches!(attr.meta, syn::Meta::List(_)) {
-            cx.error_spanned_by(attr, "expected `#[malla(..)]` with options, e.g. `#[malla(idempotent)]`");
+            cx.error_spanned_by(
+                attr,
+                "expected `#[malla(..)]` with options, e.g. `#[malla(idempotent)]`",
+            );
             continue;
         }
         let result = attr.parse_nested_meta(|meta| {
@@ -215,7 +214,9 @@ fn method_option(path: &syn::Path) -> Option<&'static str> {
 }
 
 fn service_option(path: &syn::Path) -> Option<&'static str> {
-    ["global", "vsn", "name", "crate"].into_iter().find(|o| path.is_ident(o))
+    ["global", "vsn", "name", "crate"]
+        .into_iter()
+        .find(|o| path.is_ident(o))
 }
 
 fn path_text(path: &syn::Path) -> String {
@@ -232,12 +233,7 @@ fn no_value(cx: &Ctxt, meta: &ParseNestedMeta, option: &str) -> syn::Result<()> 
 }
 
 /// `option = "…"`; a non-string value is recorded as an error and skipped.
-fn string_value(
-    cx: &Ctxt,
-    meta: &ParseNestedMeta,
-    option: &str,
-    example: &str,
-) -> syn::Result<Option<syn::LitStr>> {
+fn string_value(cx: &Ctxt, meta: &ParseNestedMeta, option: &str, example: &str) -> syn::Result<Option<syn::LitStr>> {
     if !meta.input.peek(syn::Token![=]) {
         cx.syn_error(meta.error(format_args!("`{option}` expects a value, e.g. `{example}`")));
         skip_value(meta)?;

@@ -130,7 +130,7 @@ fn server_struct(svc: &Service) -> TokenStream {
 
         impl<T> ::core::clone::Clone for #server<T> {
             fn clone(&self) -> Self {
-                #server { __service: #p::Arc::clone(&self.__service) }
+                #server { __service: ::core::clone::Clone::clone(&self.__service) }
             }
         }
     }
@@ -148,16 +148,30 @@ fn server_impl(svc: &Service) -> TokenStream {
     let args_var = Ident::new("__args", private_span());
     let service_var = Ident::new("__service", private_span());
 
+    let decoder = Ident::new("__decoder", private_span());
+    let reply = Ident::new("__reply", private_span());
+
     let arms = svc.methods.iter().enumerate().map(|(index, method)| {
         let name = &method.ident;
         let idents: Vec<_> = method.args.iter().map(|a| &a.ident).collect();
-        let types = method.args.iter().map(|a| &a.ty);
+        // Each argument is decoded at a site spanned on its type, so a type
+        // that is not `Deserialize` is reported on the user's token.
+        let decode_args = method.args.iter().map(|arg| {
+            let (ident, ty) = (&arg.ident, &arg.ty);
+            let decode = quote_spanned!(ty.span()=> #decoder.arg::<#ty>());
+            quote!(let #ident: #ty = #decode?;)
+        });
+        let ret = &method.ret;
+        let encode = quote_spanned!(ret.span()=> #p::encode_reply::<#ret>(#format_var, &#reply));
         quote! {
             #index => {
-                let (#(#idents,)*): (#(#types,)*) = #p::decode_args(#format_var, #args_var)?;
-                let #service_var = #p::Arc::clone(&self.__service);
+                let mut #decoder = #p::ArgsDecoder::new(#format_var, #args_var)?;
+                #(#decode_args)*
+                #decoder.finish()?;
+                let #service_var = ::core::clone::Clone::clone(&self.__service);
                 ::core::result::Result::Ok(#p::Box::pin(async move {
-                    #p::encode_reply(#format_var, &<T as #trait_ident>::#name(&*#service_var, #(#idents),*).await)
+                    let #reply = <T as #trait_ident>::#name(&*#service_var, #(#idents),*).await;
+                    #encode
                 }))
             }
         }
@@ -182,7 +196,7 @@ fn server_impl(svc: &Service) -> TokenStream {
             }
 
             fn local_handle(&self) -> ::core::option::Option<#p::LocalHandle> {
-                let local: #p::Arc<dyn #local> = #p::Arc::clone(&self.__service) as _;
+                let local: #p::Arc<dyn #local> = ::core::clone::Clone::clone(&self.__service) as _;
                 ::core::option::Option::Some(#p::LocalHandle::new(local))
             }
         }
@@ -205,7 +219,10 @@ fn local_trait(svc: &Service) -> TokenStream {
             quote!(#ident: #ty)
         });
         let ret = &method.ret;
-        quote!(fn #name(#this: #p::Arc<Self>, #(#args),*) -> #p::LocalFuture<#ret>;)
+        quote! {
+            #[allow(clippy::too_many_arguments)] // mirrors the user's signature
+            fn #name(#this: #p::Arc<Self>, #(#args),*) -> #p::LocalFuture<#ret>;
+        }
     });
     let impls = svc.methods.iter().map(|method| {
         let name = &method.ident;
@@ -216,6 +233,7 @@ fn local_trait(svc: &Service) -> TokenStream {
         let idents = method.args.iter().map(|a| &a.ident);
         let ret = &method.ret;
         quote! {
+            #[allow(clippy::too_many_arguments)] // mirrors the user's signature
             fn #name(#this: #p::Arc<Self>, #(#args),*) -> #p::LocalFuture<#ret> {
                 #p::Box::pin(async move { <#t as #trait_ident>::#name(&*#this, #(#idents),*).await })
             }
@@ -295,21 +313,47 @@ fn client_method(svc: &Service, index: usize, method: &Method) -> TokenStream {
     let idents: Vec<_> = method.args.iter().map(|a| &a.ident).collect();
     let types: Vec<_> = method.args.iter().map(|a| &a.ty).collect();
     let ret = &method.ret;
-    let local = if svc.original.is_some() {
+    let direct = if svc.original.is_some() {
         let local = local_trait_ident();
         let handle = Ident::new("__local", private_span());
         quote! {
             |#handle: &#p::Arc<dyn #local>, (#(#idents,)*): (#(#types,)*)| {
-                #local::#name(#p::Arc::clone(#handle), #(#idents),*)
+                #local::#name(::core::clone::Clone::clone(#handle), #(#idents),*)
             }
         }
     } else {
         quote!(#p::no_local)
     };
+    // Arguments are encoded one by one at sites spanned on their types (the
+    // wire format is the tuple's: the concatenation of the encodings).
+    let encoder = Ident::new("__encoder", private_span());
+    let encode_args = method.args.iter().map(|arg| {
+        let (ident, ty) = (&arg.ident, &arg.ty);
+        let encode = quote_spanned!(ty.span()=> #encoder.arg::<#ty>(#ident));
+        quote!(#encode?;)
+    });
+    // A closure, not the fn item: naming `decode_reply::<T>` as a value would
+    // check its bound again at the (unspanned) call.
+    let bytes = Ident::new("__bytes", private_span());
+    let decode_call = quote_spanned!(ret.span()=> #p::decode_reply::<#ret>(#bytes));
+    let decode = quote!(|#bytes: &[u8]| #decode_call);
+    // The signature mirrors the user's; lints about its shape belong on the trait.
     quote! {
         #(#docs)*
+        #[allow(clippy::too_many_arguments)]
         pub async fn #name(&self, #(#idents: #types),*) -> ::core::result::Result<#ret, #p::Error> {
-            #p::call(&self.__core, #index, (#(#idents,)*), #local).await
+            #p::call(
+                &self.__core,
+                #index,
+                (#(#idents,)*),
+                #direct,
+                |(#(#idents,)*): &(#(#types,)*), #encoder: &mut #p::ArgsEncoder| {
+                    #(#encode_args)*
+                    ::core::result::Result::Ok(())
+                },
+                #decode,
+            )
+            .await
         }
     }
 }
@@ -358,8 +402,9 @@ fn manifest(svc: &Service) -> TokenStream {
     }
 }
 
-/// Every argument and return type must cross the network. Each check is
-/// spanned on the user's type so rustc points there, not at the attribute.
+/// Every argument and return type moves between tasks. Each check is spanned
+/// on the user's type so rustc points there, not at the attribute (the serde
+/// bounds are checked where each value is encoded and decoded).
 fn type_checks(svc: &Service) -> TokenStream {
     let p = private_path(svc);
     let checks = svc.methods.iter().flat_map(|method| {
@@ -371,7 +416,7 @@ fn type_checks(svc: &Service) -> TokenStream {
             .chain(std::iter::once(&method.ret))
             .map(move |ty| {
                 quote_spanned! {ty.span()=>
-                    #p::assert_wire_type::<#ty>();
+                    #p::assert_sendable::<#ty>();
                 }
             })
     });
@@ -392,5 +437,97 @@ fn registration(svc: &Service) -> TokenStream {
         #p::inventory::submit! {
             #p::DeclaredService::new(#client::MANIFEST)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn item_names(tokens: TokenStream) -> Vec<String> {
+        let file: syn::File = syn::parse2(tokens).expect("generated code parses");
+        file.items
+            .iter()
+            .map(|item| match item {
+                syn::Item::Trait(t) => format!("trait {}", t.ident),
+                syn::Item::Struct(s) => format!("struct {}", s.ident),
+                syn::Item::Impl(_) => "impl".into(),
+                syn::Item::Const(_) => "const _".into(),
+                other => format!("{other:?}").chars().take(20).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_trait_expands_to_trait_server_client_and_registration() {
+        let item: syn::ItemTrait = syn::parse2(quote! {
+            pub trait Calculator {
+                async fn add(&self, a: i64, b: i64) -> i64;
+            }
+        })
+        .unwrap();
+        let svc = Service::from_syn(quote!(global), &item).unwrap();
+        let out = expand(&svc);
+        assert_eq!(
+            item_names(out.clone()),
+            [
+                "trait Calculator",
+                "struct CalculatorServer",
+                "impl",
+                "impl",
+                "struct CalculatorClient",
+                "const _"
+            ]
+        );
+        let text = out.to_string();
+        assert!(text.contains("inventory :: submit"));
+        assert!(text.contains("impl :: core :: future :: Future < Output = i64 > + :: core :: marker :: Send"));
+        // Generated code names only the private module and `core`: no bare
+        // prelude names, no `std`.
+        assert!(!text.contains(":: std ::"));
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if [
+                "Result", "Option", "Box", "Arc", "Vec", "String", "Some", "None", "Ok", "Err",
+            ]
+            .contains(word)
+            {
+                assert_eq!(words[i - 1], "::", "bare `{word}` in generated code");
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_without_trait_gets_only_the_client() {
+        let item: syn::ItemTrait = syn::parse2(quote! {
+            pub trait Remote {
+                async fn get(&self, key: String) -> Option<String>;
+            }
+        })
+        .unwrap();
+        let mut svc = Service::from_syn(quote!(), &item).unwrap();
+        svc.original = None;
+        for method in &mut svc.methods {
+            method.original = None;
+        }
+        let out = expand(&svc);
+        assert_eq!(item_names(out.clone()), ["struct RemoteClient", "const _"]);
+        assert!(out.to_string().contains("no_local"));
+    }
+
+    #[test]
+    fn the_crate_option_changes_every_path() {
+        let item: syn::ItemTrait = syn::parse2(quote!(
+            trait T {
+                async fn f(&self);
+            }
+        ))
+        .unwrap();
+        let svc = Service::from_syn(quote!(crate = "::rpc"), &item).unwrap();
+        let text = expand(&svc).to_string();
+        assert!(text.contains(":: rpc :: __private"));
+        assert!(!text.contains(":: malla ::"));
     }
 }

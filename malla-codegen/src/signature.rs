@@ -51,11 +51,7 @@ fn push_word(out: &mut String, word: &str) {
 
 /// The text that the signature hash covers: `add(i64,i64)->i64`. Argument
 /// names are left out: renaming an argument does not change the wire format.
-pub fn canonical_signature<'a>(
-    method: &str,
-    arg_types: impl IntoIterator<Item = &'a str>,
-    ret: &str,
-) -> String {
+pub fn canonical_signature<'a>(method: &str, arg_types: impl IntoIterator<Item = &'a str>, ret: &str) -> String {
     let args: Vec<&str> = arg_types.into_iter().collect();
     format!("{method}({})->{ret}", args.join(","))
 }
@@ -86,7 +82,10 @@ mod tests {
     #[test]
     fn normal_form_ignores_whitespace() {
         assert_eq!(norm("Vec < String >"), "Vec<String>");
-        assert_eq!(norm("std :: collections::HashMap<String,\n Vec<u8>>"), "std::collections::HashMap<String,Vec<u8>>");
+        assert_eq!(
+            norm("std :: collections::HashMap<String,\n Vec<u8>>"),
+            "std::collections::HashMap<String,Vec<u8>>"
+        );
         assert_eq!(norm("( i64 , String )"), "(i64,String)");
         assert_eq!(norm("[u8; 32]"), "[u8;32]");
         assert_eq!(norm("Cow<'static, str>"), "Cow<'static,str>");

@@ -48,12 +48,49 @@ impl Service<'_> {
             if method.args.len() > MAX_ARGS {
                 cx.error_spanned_by(
                     &method.args[MAX_ARGS].ident,
-                    format_args!(
-                        "a malla method takes at most {MAX_ARGS} arguments; group them in a struct"
-                    ),
+                    format_args!("a malla method takes at most {MAX_ARGS} arguments; group them in a struct"),
                 );
             }
         }
         cx.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use crate::ast::Service;
+
+    fn validate(item: proc_macro2::TokenStream) -> Result<(), Vec<String>> {
+        let item: syn::ItemTrait = syn::parse2(item).unwrap();
+        let svc = Service::from_syn(quote!(), &item).unwrap();
+        svc.validate()
+            .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn rejects_names_of_generated_client_methods() {
+        let errors = validate(quote! {
+            trait Factory {
+                async fn new(&self);
+                async fn with_options(&self);
+                async fn build(&self);
+            }
+        })
+        .unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].contains("`FactoryClient::new`"));
+    }
+
+    #[test]
+    fn accepts_a_plain_service() {
+        validate(quote! {
+            trait Calculator {
+                async fn add(&self, a: i64, b: i64) -> i64;
+                async fn sub(&self, a: i64, b: i64) -> i64;
+            }
+        })
+        .unwrap();
     }
 }

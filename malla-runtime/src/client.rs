@@ -1,18 +1,16 @@
 //! The caller side: the handle generated clients wrap, and the call path that
 //! routes a call to the local instance or a remote node and fails over.
 
+mod args;
 mod call;
 mod deadline;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::node::Node;
 use crate::registry::ServiceSlot;
-use crate::service::LocalFuture;
+use crate::service::{ArgsEncoder, LocalFuture};
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
 pub(crate) use call::Call;
@@ -69,29 +67,49 @@ impl ClientCore {
 
 /// Runs method number `method` of the client's service. `local` calls the
 /// implementation directly when this node serves it and its handle has type
-/// `L`; otherwise the arguments are encoded once and sent.
+/// `L`; otherwise `encode` encodes the arguments once, and `decode` reads the
+/// reply. Generated code passes `encode` and `decode` as functions spanned on
+/// the user's types, so serde errors point there.
 #[doc(hidden)]
-pub async fn call<A, R, L, F>(core: &ClientCore, method: usize, args: A, local: F) -> Result<R, Error>
+pub async fn call<A, R, L, F, E, D>(
+    core: &ClientCore,
+    method: usize,
+    args: A,
+    local: F,
+    encode: E,
+    decode: D,
+) -> Result<R, Error>
 where
-    A: Serialize + Send,
-    R: DeserializeOwned + Send + 'static,
+    A: Send,
+    R: Send + 'static,
     L: Any + Send + Sync,
     F: FnOnce(&L, A) -> LocalFuture<R> + Send,
+    E: FnOnce(&A, &mut ArgsEncoder) -> Result<(), postcard::Error> + Send,
+    D: FnOnce(&[u8]) -> Result<R, postcard::Error> + Send,
 {
     let options = core.options();
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
-    if options.nodes.is_none() && options.sna_retries == 0 && core.slot.route().is_unavailable() {
+    if options.nodes.is_none() && options.sna_retries == 0 && !core.slot.is_available() {
         return Err(Error::ServiceNotAvailable {
             service: core.manifest.name_cow(),
         });
     }
-    Call {
+    // The rest lives in a box: the stub path above stays a small future that
+    // is cheap to create and move, and a real call pays one allocation.
+    let call = Call {
         node: &core.node,
         slot: &core.slot,
         service: core.manifest.name_cow(),
         method: &core.manifest.methods()[method],
         options,
-    }
-    .run(args, local)
+    };
+    Box::pin(call.run(args::TypedArgs {
+        value: Some(args),
+        direct: Some(local),
+        encode: Some(encode),
+        decode: Some(decode),
+        encoded: None,
+        handle: std::marker::PhantomData::<fn(&L)>,
+    }))
     .await
 }

@@ -26,7 +26,7 @@ pub mod __private {
     pub use crate::client::{ClientCore, call};
     pub use crate::manifest::DeclaredService;
     pub use crate::service::{
-        DispatchError, DispatchFuture, Format, LocalFuture, LocalHandle, NoLocal, assert_wire_type,
-        decode_args, encode_reply, no_local,
+        ArgsDecoder, ArgsEncoder, DispatchError, DispatchFuture, Format, LocalFuture, LocalHandle, NoLocal,
+        assert_sendable, decode_reply, encode_reply, no_local,
     };
 }

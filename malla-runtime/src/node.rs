@@ -95,7 +95,11 @@ impl Node {
         slot.update(|route| {
             already = route.local.is_some();
             crate::registry::Route {
-                local: if already { route.local.clone() } else { Some(Arc::clone(&local)) },
+                local: if already {
+                    route.local.clone()
+                } else {
+                    Some(Arc::clone(&local))
+                },
                 remote: Arc::clone(&route.remote),
             }
         });
@@ -115,6 +119,7 @@ impl Node {
             .local(service)
             .ok_or_else(|| Error::NotServed(service.to_owned()))?;
         let previous = local.set_admin_status(status);
+        self.inner.registry.slot(service).refresh();
         if previous != status {
             tracing::info!(node = %self.inner.id, service, ?status, "admin status changed");
         }
@@ -147,6 +152,8 @@ impl Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.inner.id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }

@@ -3,7 +3,7 @@
 //! reads without locking.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ pub(crate) struct LocalService {
     pub(crate) service: Box<dyn Service>,
     pub(crate) manifest: &'static ServiceManifest,
     pub(crate) typed: Option<LocalHandle>,
+    #[allow(dead_code)] // published with the instance once discovery lands
     pub(crate) metadata: BTreeMap<String, String>,
     method_index: FxHashMap<u32, usize>,
     admin: AtomicU8,
@@ -26,15 +27,11 @@ pub(crate) struct LocalService {
 pub(crate) enum MethodLookup {
     Found(usize),
     Unknown,
-    Mismatch(usize),
+    Mismatch,
 }
 
 impl LocalService {
-    pub(crate) fn new(
-        service: Box<dyn Service>,
-        metadata: BTreeMap<String, String>,
-        admin: AdminStatus,
-    ) -> Self {
+    pub(crate) fn new(service: Box<dyn Service>, metadata: BTreeMap<String, String>, admin: AdminStatus) -> Self {
         let manifest = service.manifest();
         let typed = service.local_handle();
         let method_index = manifest
@@ -79,7 +76,7 @@ impl LocalService {
                 if signature == 0 || signature == declared {
                     MethodLookup::Found(index)
                 } else {
-                    MethodLookup::Mismatch(index)
+                    MethodLookup::Mismatch
                 }
             }
         }
@@ -88,7 +85,7 @@ impl LocalService {
 
 /// What the call path needs to route one service: the local instance if this
 /// node serves it, then the remote instances in `get_nodes` order.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Route {
     pub(crate) local: Option<Arc<LocalService>>,
     pub(crate) remote: Arc<[crate::NodeId]>,
@@ -104,7 +101,10 @@ impl Route {
 /// The routing snapshot of one service name, shared by every client of it.
 pub(crate) struct ServiceSlot {
     route: ArcSwap<Route>,
-    // Serializes writers (serve, discovery); readers never take it.
+    // `!route.is_unavailable()`, kept beside the snapshot so the stub path is
+    // one atomic load instead of a snapshot guard.
+    available: AtomicBool,
+    // Serializes writers (serve, discovery, admin status); readers never take it.
     write: Mutex<()>,
 }
 
@@ -112,8 +112,19 @@ impl ServiceSlot {
     fn new() -> Self {
         ServiceSlot {
             route: ArcSwap::from_pointee(Route::default()),
+            available: AtomicBool::new(false),
             write: Mutex::new(()),
         }
+    }
+
+    /// Whether any instance might take a call. `false` is the stub case.
+    pub(crate) fn is_available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    /// Recomputes availability after a local instance changed admin status.
+    pub(crate) fn refresh(&self) {
+        self.update(Route::clone);
     }
 
     pub(crate) fn route(&self) -> arc_swap::Guard<Arc<Route>> {
@@ -127,6 +138,7 @@ impl ServiceSlot {
     pub(crate) fn update(&self, change: impl FnOnce(&Route) -> Route) {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let next = change(&self.route.load());
+        self.available.store(!next.is_unavailable(), Ordering::Release);
         self.route.store(Arc::new(next));
     }
 }
@@ -161,14 +173,6 @@ impl Registry {
         self.read()
             .values()
             .filter_map(|slot| slot.route().local.clone())
-            .collect()
-    }
-
-    /// Every slot, for discovery to refresh.
-    pub(crate) fn slots(&self) -> Vec<(Arc<str>, Arc<ServiceSlot>)> {
-        self.read()
-            .iter()
-            .map(|(name, slot)| (Arc::clone(name), Arc::clone(slot)))
             .collect()
     }
 

@@ -21,12 +21,7 @@ pub trait Service: Send + Sync + 'static {
     /// Decodes the arguments of method number `method` (its index in the
     /// manifest) and returns the future that runs it and encodes the reply.
     #[doc(hidden)]
-    fn dispatch(
-        &self,
-        method: usize,
-        format: Format,
-        args: &[u8],
-    ) -> Result<DispatchFuture, DispatchError>;
+    fn dispatch(&self, method: usize, format: Format, args: &[u8]) -> Result<DispatchFuture, DispatchError>;
 
     /// A type-erased handle through which a client on the same node calls the
     /// implementation directly, without serializing.
@@ -83,17 +78,73 @@ impl fmt::Display for DispatchError {
     }
 }
 
-/// Decodes an argument tuple.
+/// Decodes a request's arguments one by one. Generated code calls
+/// [`ArgsDecoder::arg`] once per argument, spanned on the argument's type, so a
+/// type that cannot be deserialized is reported there. In postcard the
+/// arguments are the concatenation of their encodings (a tuple); in JSON, an
+/// array.
 #[doc(hidden)]
-pub fn decode_args<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DispatchError> {
-    let result = match format {
-        Format::Postcard => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-    };
-    result.map_err(|why| DispatchError(DispatchErrorKind::BadArguments(why)))
+pub struct ArgsDecoder<'a> {
+    inner: ArgsSource<'a>,
 }
 
-/// Encodes a reply.
+enum ArgsSource<'a> {
+    Postcard(&'a [u8]),
+    Json(std::vec::IntoIter<serde_json::Value>),
+}
+
+impl<'a> ArgsDecoder<'a> {
+    #[doc(hidden)]
+    pub fn new(format: Format, bytes: &'a [u8]) -> Result<Self, DispatchError> {
+        let inner = match format {
+            Format::Postcard => ArgsSource::Postcard(bytes),
+            Format::Json => {
+                let values: Vec<serde_json::Value> =
+                    serde_json::from_slice(bytes).map_err(|e| bad_arguments(e.to_string()))?;
+                ArgsSource::Json(values.into_iter())
+            }
+        };
+        Ok(ArgsDecoder { inner })
+    }
+
+    /// The next argument.
+    #[doc(hidden)]
+    pub fn arg<T: DeserializeOwned>(&mut self) -> Result<T, DispatchError> {
+        match &mut self.inner {
+            ArgsSource::Postcard(rest) => {
+                let (value, tail) = postcard::take_from_bytes(rest).map_err(|e| bad_arguments(e.to_string()))?;
+                *rest = tail;
+                Ok(value)
+            }
+            ArgsSource::Json(values) => {
+                let value = values.next().ok_or_else(|| bad_arguments("missing argument".into()))?;
+                serde_json::from_value(value).map_err(|e| bad_arguments(e.to_string()))
+            }
+        }
+    }
+
+    /// Checks that nothing is left over: trailing bytes mean the caller and
+    /// the service disagree about the arguments.
+    #[doc(hidden)]
+    pub fn finish(self) -> Result<(), DispatchError> {
+        let left = match self.inner {
+            ArgsSource::Postcard(rest) => rest.len(),
+            ArgsSource::Json(values) => values.len(),
+        };
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(bad_arguments(format!("{left} unexpected trailing items")))
+        }
+    }
+}
+
+fn bad_arguments(why: String) -> DispatchError {
+    DispatchError(DispatchErrorKind::BadArguments(why))
+}
+
+/// Encodes a reply. Generated code names the type, spanned on the user's
+/// return type.
 #[doc(hidden)]
 pub fn encode_reply<T: Serialize>(format: Format, reply: &T) -> Result<Vec<u8>, DispatchError> {
     let result = match format {
@@ -101,6 +152,39 @@ pub fn encode_reply<T: Serialize>(format: Format, reply: &T) -> Result<Vec<u8>, 
         Format::Json => serde_json::to_vec(reply).map_err(|e| e.to_string()),
     };
     result.map_err(|why| DispatchError(DispatchErrorKind::BadReply(why)))
+}
+
+/// Encodes a call's arguments one by one, the mirror of [`ArgsDecoder`].
+#[doc(hidden)]
+pub struct ArgsEncoder {
+    bytes: Vec<u8>,
+}
+
+impl ArgsEncoder {
+    pub(crate) fn new() -> Self {
+        ArgsEncoder {
+            bytes: Vec::with_capacity(32),
+        }
+    }
+
+    /// Appends one argument.
+    #[doc(hidden)]
+    pub fn arg<T: Serialize>(&mut self, value: &T) -> Result<(), postcard::Error> {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.bytes = postcard::to_extend(value, bytes)?;
+        Ok(())
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Decodes a reply. Generated code names the type, spanned on the user's
+/// return type.
+#[doc(hidden)]
+pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
 }
 
 /// The type-erased direct-call handle of a served implementation.
@@ -130,9 +214,9 @@ pub fn no_local<A, R>(never: &NoLocal, _args: A) -> LocalFuture<R> {
 }
 
 /// Generated code calls this with every argument and return type, spanned on
-/// the user's type, so a type that cannot cross the network is reported there.
+/// the user's type: values move between tasks and threads.
 #[doc(hidden)]
-pub fn assert_wire_type<T: Serialize + DeserializeOwned + Send + 'static>() {}
+pub fn assert_sendable<T: Send + 'static>() {}
 
 /// Whether a service on this node takes calls (Malla's admin status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -6,16 +6,16 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use super::args::CallArgs;
 use super::with_deadline;
 use crate::node::Node;
 use crate::registry::{LocalService, MethodLookup, Route, ServiceSlot};
-use crate::service::{DispatchError, Format, LocalFuture};
+use crate::service::Format;
 use crate::{CallOptions, Error, MethodManifest, NodeId};
 
 pub(crate) struct Call<'a> {
@@ -40,43 +40,10 @@ enum Attempt<R> {
     NotRun(Error),
 }
 
-/// The arguments as the attempts need them: by value for a direct call,
-/// encoded once for everything else.
-struct Args<A, F> {
-    value: Option<A>,
-    local: Option<F>,
-    encoded: Option<Vec<u8>>,
-}
-
-impl<A: Serialize, F> Args<A, F> {
-    fn encoded(&mut self, what: impl FnOnce() -> String) -> Result<&[u8], Error> {
-        if self.encoded.is_none() {
-            let value = self.value.take().expect("arguments are encoded before being moved");
-            let bytes = postcard::to_allocvec(&value).map_err(|e| Error::Codec {
-                what: what(),
-                message: e.to_string(),
-            })?;
-            self.encoded = Some(bytes);
-        }
-        Ok(self.encoded.as_deref().expect("just encoded"))
-    }
-}
-
 impl Call<'_> {
-    pub(crate) async fn run<A, R, L, F>(self, args: A, local: F) -> Result<R, Error>
-    where
-        A: Serialize + Send,
-        R: DeserializeOwned + Send + 'static,
-        L: Any + Send + Sync,
-        F: FnOnce(&L, A) -> LocalFuture<R> + Send,
-    {
+    pub(crate) async fn run<R, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
         let timeout = self.options.effective_timeout(self.method.timeout_ms());
         let deadline = Instant::now() + timeout;
-        let mut args = Args {
-            value: Some(args),
-            local: Some(local),
-            encoded: None,
-        };
         let mut failure: Option<Error> = None;
 
         for round in 0..=self.options.sna_retries {
@@ -89,7 +56,11 @@ impl Call<'_> {
             }
             let route = self.slot.route_full();
             for target in self.targets(&route) {
-                match self.attempt::<A, R, L, F>(target, &mut args, deadline, timeout).await {
+                let attempt = match target {
+                    Target::Local(local) => self.attempt_local(&local, &mut args, deadline, timeout).await,
+                    Target::Remote(node) => Attempt::NotRun(Error::NodeDown { node }),
+                };
+                match attempt {
                     Attempt::Done(result) => return result,
                     Attempt::NotRun(err) => failure = Some(pick_failure(failure, err)),
                 }
@@ -130,38 +101,13 @@ impl Call<'_> {
         }
     }
 
-    async fn attempt<A, R, L, F>(
-        &self,
-        target: Target,
-        args: &mut Args<A, F>,
-        deadline: Instant,
-        timeout: std::time::Duration,
-    ) -> Attempt<R>
-    where
-        A: Serialize + Send,
-        R: DeserializeOwned + Send + 'static,
-        L: Any + Send + Sync,
-        F: FnOnce(&L, A) -> LocalFuture<R> + Send,
-    {
-        match target {
-            Target::Local(local) => self.attempt_local::<A, R, L, F>(&local, args, deadline, timeout).await,
-            Target::Remote(node) => Attempt::NotRun(Error::NodeDown { node }),
-        }
-    }
-
-    async fn attempt_local<A, R, L, F>(
+    async fn attempt_local<R, A: CallArgs<R>>(
         &self,
         local: &LocalService,
-        args: &mut Args<A, F>,
+        args: &mut A,
         deadline: Instant,
-        timeout: std::time::Duration,
-    ) -> Attempt<R>
-    where
-        A: Serialize + Send,
-        R: DeserializeOwned + Send + 'static,
-        L: Any + Send + Sync,
-        F: FnOnce(&L, A) -> LocalFuture<R> + Send,
-    {
+        timeout: Duration,
+    ) -> Attempt<R> {
         let me = self.node.inner.id.clone();
         if !local.is_active() {
             return Attempt::NotRun(Error::ServiceNotAvailable {
@@ -170,57 +116,54 @@ impl Call<'_> {
         }
         let index = match local.lookup(self.method.id(), self.method.signature()) {
             MethodLookup::Found(index) => index,
-            MethodLookup::Unknown | MethodLookup::Mismatch(_) => {
-                return Attempt::NotRun(self.signature_mismatch(me));
-            }
+            MethodLookup::Unknown | MethodLookup::Mismatch => return Attempt::NotRun(self.signature_mismatch(me)),
         };
 
         // Same trait on both sides: call the implementation directly.
-        let typed = local.typed.as_ref().and_then(|h| h.downcast_ref::<L>());
-        if let (Some(handle), Some(value), Some(f)) = (typed, args.value.take(), args.local.take()) {
-            let fut = AssertUnwindSafe(f(handle, value)).catch_unwind();
-            return Attempt::Done(match with_deadline(fut, deadline).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(panic)) => Err(self.remote_error(me, panic_message(&*panic))),
-                Err(_) => Err(self.timeout_error(timeout)),
-            });
+        if let Some(fut) = local.typed.as_ref().and_then(|h| args.call_direct(h)) {
+            return Attempt::Done(
+                match with_deadline(AssertUnwindSafe(fut).catch_unwind(), deadline).await {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(panic)) => Err(self.remote_error(me, panic_message(&*panic))),
+                    Err(_) => Err(self.timeout_error(timeout)),
+                },
+            );
         }
 
         // A stub or a dynamic call reaching a local service: go through the
         // dispatcher as a remote node would, minus the network.
-        let body = match args.encoded(|| self.what("encode the arguments of")) {
+        let body = match args.encoded() {
             Ok(body) => body,
-            Err(err) => return Attempt::Done(Err(err)),
+            Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
         };
         let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
             local.service.dispatch(index, Format::Postcard, body)
         }));
         let fut = match dispatched {
             Ok(Ok(fut)) => fut,
-            Ok(Err(err)) => return Attempt::Done(Err(self.dispatch_error(me, err))),
+            Ok(Err(err)) => return Attempt::Done(Err(self.remote_error(me, err.to_string()))),
             Err(panic) => return Attempt::Done(Err(self.remote_error(me, panic_message(&*panic)))),
         };
         let reply = match with_deadline(AssertUnwindSafe(fut).catch_unwind(), deadline).await {
             Ok(Ok(Ok(bytes))) => bytes,
-            Ok(Ok(Err(err))) => return Attempt::Done(Err(self.dispatch_error(me, err))),
+            Ok(Ok(Err(err))) => return Attempt::Done(Err(self.remote_error(me, err.to_string()))),
             Ok(Err(panic)) => return Attempt::Done(Err(self.remote_error(me, panic_message(&*panic)))),
             Err(_) => return Attempt::Done(Err(self.timeout_error(timeout))),
         };
-        Attempt::Done(self.decode_reply(&reply))
+        Attempt::Done(
+            args.decode(&reply)
+                .map_err(|message| self.codec_error("decode the reply of", message)),
+        )
     }
 
-    pub(crate) fn decode_reply<R: DeserializeOwned>(&self, bytes: &[u8]) -> Result<R, Error> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Codec {
-            what: self.what("decode the reply of"),
-            message: e.to_string(),
-        })
+    fn codec_error(&self, action: &str, message: String) -> Error {
+        Error::Codec {
+            what: format!("{action} `{}.{}`", self.service, self.method.name()),
+            message,
+        }
     }
 
-    fn what(&self, action: &str) -> String {
-        format!("{action} `{}.{}`", self.service, self.method.name())
-    }
-
-    pub(crate) fn timeout_error(&self, timeout: std::time::Duration) -> Error {
+    pub(crate) fn timeout_error(&self, timeout: Duration) -> Error {
         Error::Timeout {
             service: self.service.clone(),
             method: self.method.name_cow(),
@@ -243,10 +186,6 @@ impl Call<'_> {
             node,
             message,
         }
-    }
-
-    fn dispatch_error(&self, node: NodeId, err: DispatchError) -> Error {
-        self.remote_error(node, err.to_string())
     }
 }
 

@@ -1,0 +1,6 @@
+#[malla::service]
+pub trait Calculator {
+    async fn add(&self, #[malla(idempotent)] a: i64, b: i64) -> i64;
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[malla::service]
+pub trait Calculator {
+    #[malla(global)]
+    async fn add(&self, a: i64, b: i64) -> i64;
+}
+
+fn main() {}

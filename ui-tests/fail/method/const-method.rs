@@ -1,0 +1,6 @@
+#[malla::service]
+pub trait Calculator {
+    const fn add(&self, a: i64, b: i64) -> i64;
+}
+
+fn main() {}

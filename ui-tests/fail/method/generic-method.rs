@@ -1,0 +1,6 @@
+#[malla::service]
+pub trait Store {
+    async fn put<T>(&self, value: T);
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[malla::service]
+pub trait Store {
+    type Key;
+    async fn len(&self) -> u64;
+}
+
+fn main() {}

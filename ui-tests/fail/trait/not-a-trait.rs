@@ -1,0 +1,6 @@
+#[malla::service]
+pub struct Calculator {
+    total: i64,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[malla::service]
+pub unsafe trait Store {
+    async fn len(&self) -> u64;
+}
+
+fn main() {}

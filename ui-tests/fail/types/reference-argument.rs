@@ -1,0 +1,6 @@
+#[malla::service]
+pub trait Greeter {
+    async fn greet(&self, name: &str) -> String;
+}
+
+fn main() {}

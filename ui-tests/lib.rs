@@ -1,0 +1,1 @@
+//! Holds no code: the cases are in `fail/` and `pass/`, run by `tests/ui.rs`.
