@@ -31,8 +31,9 @@
 #![deny(missing_docs)]
 
 pub use malla_runtime::{
-    AdminStatus, ArgManifest, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, Error, Event, MethodManifest, Node,
-    NodeBuilder, NodeId, ServeOptions, Service, ServiceManifest, declared_service, declared_services,
+    AdminStatus, ArgManifest, COOKIE_ENV, CallOptions, DEFAULT_MAX_FRAME_SIZE, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT,
+    Error, Event, MethodManifest, Node, NodeBuilder, NodeId, ServeOptions, Service, ServiceManifest, declared_service,
+    declared_services,
 };
 
 /// Turns a trait into a malla service.

@@ -4,6 +4,7 @@
 mod args;
 mod call;
 mod deadline;
+mod dynamic;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
-pub(crate) use call::Call;
+pub(crate) use call::{Call, panic_message};
 pub(crate) use deadline::with_deadline;
 
 /// What a generated `…Client` holds: the node, the service's routing slot,
@@ -94,22 +95,21 @@ where
             service: core.manifest.name_cow(),
         });
     }
-    // The rest lives in a box: the stub path above stays a small future that
-    // is cheap to create and move, and a real call pays one allocation.
     let call = Call {
         node: &core.node,
         slot: &core.slot,
         service: core.manifest.name_cow(),
         method: &core.manifest.methods()[method],
         options,
+        format: crate::wire::WireFormat::Postcard,
     };
-    Box::pin(call.run(args::TypedArgs {
+    call.run(args::TypedArgs {
         value: Some(args),
         direct: Some(local),
         encode: Some(encode),
         decode: Some(decode),
         encoded: None,
         handle: std::marker::PhantomData::<fn(&L)>,
-    }))
+    })
     .await
 }

@@ -5,17 +5,21 @@
 #![deny(missing_docs)]
 
 mod client;
+mod connection;
 mod error;
+mod handshake;
 mod manifest;
 mod node;
 mod node_id;
 mod options;
+mod peer;
 mod registry;
 mod service;
+mod wire;
 
 pub use error::Error;
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
-pub use node::{Event, Node, NodeBuilder, ServeOptions};
+pub use node::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, Event, Node, NodeBuilder, ServeOptions};
 pub use node_id::NodeId;
 pub use options::{CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT};
 pub use service::{AdminStatus, Service};

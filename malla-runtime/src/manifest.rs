@@ -104,6 +104,20 @@ impl MethodManifest {
         }
     }
 
+    /// A method known only by name (a dynamic call): its id derives from the
+    /// name; its signature is unchecked (0).
+    pub(crate) fn unchecked(name: &str) -> Self {
+        MethodManifest {
+            name: Cow::Owned(name.to_owned()),
+            id: method_id(name),
+            args: Cow::Borrowed(&[]),
+            ret: Cow::Borrowed(""),
+            signature: 0,
+            idempotent: false,
+            timeout_ms: None,
+        }
+    }
+
     /// Method name.
     pub fn name(&self) -> &str {
         &self.name
@@ -166,6 +180,14 @@ impl ArgManifest {
     }
 }
 
+/// The wire id of a method name: the first 4 bytes of
+/// `sha256("malla-method:" + name)`, as `malla-codegen` computes it.
+pub(crate) fn method_id(name: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("malla-method:{name}").as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
 /// A manifest registered at link time by generated code.
 #[doc(hidden)]
 pub struct DeclaredService(&'static ServiceManifest);
@@ -194,4 +216,13 @@ pub fn declared_services() -> impl Iterator<Item = &'static ServiceManifest> {
 /// The declared manifest with this wire name, if any.
 pub fn declared_service(name: &str) -> Option<&'static ServiceManifest> {
     declared_services().find(|m| m.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn method_ids_match_the_code_generator() {
+        // Pinned in malla-codegen's `signature::tests::wire_values_are_stable`.
+        assert_eq!(super::method_id("add"), 0xda6c_24dd);
+    }
 }

@@ -3,14 +3,16 @@
 
 mod builder;
 mod events;
+mod net;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-pub use builder::NodeBuilder;
+pub use builder::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, NodeBuilder};
 pub use events::Event;
+pub(crate) use net::{Net, NetConfig, accept_loop};
 
 use crate::registry::{LocalService, Registry};
 use crate::{AdminStatus, Error, NodeId, Service};
@@ -30,8 +32,21 @@ pub struct Node {
 
 pub(crate) struct NodeInner {
     pub(crate) id: NodeId,
-    pub(crate) registry: Registry,
+    pub(crate) registry: Arc<Registry>,
     pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) net: Net,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop listening and hang up.
+        self.net.stop.cancel();
+        for peer in self.net.peers.all() {
+            if let Some(conn) = peer.connection() {
+                conn.close(crate::connection::CloseReason::Local("the node was dropped"));
+            }
+        }
+    }
 }
 
 /// How a service is served: its initial admin status and the metadata

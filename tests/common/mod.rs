@@ -215,3 +215,5 @@ pub async fn exercise_every_shape(client: &GeometryClient) {
     );
     assert_eq!(client.hello("malla".into()).await.unwrap(), "hello malla");
 }
+
+pub mod nodes;

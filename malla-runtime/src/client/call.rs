@@ -13,9 +13,11 @@ use tokio::time::Instant;
 
 use super::args::CallArgs;
 use super::with_deadline;
+use crate::connection::CallError;
 use crate::node::Node;
 use crate::registry::{LocalService, MethodLookup, Route, ServiceSlot};
 use crate::service::Format;
+use crate::wire::{Status, WireFormat};
 use crate::{CallOptions, Error, MethodManifest, NodeId};
 
 pub(crate) struct Call<'a> {
@@ -24,12 +26,59 @@ pub(crate) struct Call<'a> {
     pub(crate) service: Cow<'static, str>,
     pub(crate) method: &'a MethodManifest,
     pub(crate) options: &'a CallOptions,
+    /// Encoding of arguments and reply on the wire (JSON for tools only).
+    pub(crate) format: WireFormat,
 }
 
 /// Where one attempt goes.
 enum Target {
     Local(Arc<LocalService>),
     Remote(NodeId),
+}
+
+/// Targets in `get_nodes` order: the local instance first, then the remote
+/// ones; or the caller's explicit list. Walks the route without copying it.
+struct Targets<'r> {
+    me: &'r NodeId,
+    route: &'r Route,
+    explicit: Option<&'r [NodeId]>,
+    next: usize,
+}
+
+impl<'r> Targets<'r> {
+    fn new(call: &'r Call<'_>, route: &'r Route) -> Self {
+        Targets {
+            me: &call.node.inner.id,
+            route,
+            explicit: call.options.nodes.as_deref(),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> Option<Target> {
+        loop {
+            let index = self.next;
+            self.next += 1;
+            match self.explicit {
+                Some(nodes) => {
+                    let id = nodes.get(index)?;
+                    if id != self.me {
+                        return Some(Target::Remote(id.clone()));
+                    }
+                    // This node: only if it serves the service.
+                    if let Some(local) = &self.route.local {
+                        return Some(Target::Local(Arc::clone(local)));
+                    }
+                }
+                None if index == 0 => {
+                    if let Some(local) = &self.route.local {
+                        return Some(Target::Local(Arc::clone(local)));
+                    }
+                }
+                None => return self.route.remote.get(index - 1).cloned().map(Target::Remote),
+            }
+        }
+    }
 }
 
 /// The result of one attempt.
@@ -55,10 +104,11 @@ impl Call<'_> {
                 }
             }
             let route = self.slot.route_full();
-            for target in self.targets(&route) {
+            let mut targets = Targets::new(&self, &route);
+            while let Some(target) = targets.next() {
                 let attempt = match target {
                     Target::Local(local) => self.attempt_local(&local, &mut args, deadline, timeout).await,
-                    Target::Remote(node) => Attempt::NotRun(Error::NodeDown { node }),
+                    Target::Remote(node) => self.attempt_remote(node, &mut args, deadline, timeout).await,
                 };
                 match attempt {
                     Attempt::Done(result) => return result,
@@ -74,31 +124,6 @@ impl Call<'_> {
                 service: self.service.clone(),
             },
         })
-    }
-
-    /// Targets in `get_nodes` order: the local instance first, then remote
-    /// ones; or the caller's explicit list.
-    fn targets(&self, route: &Route) -> Vec<Target> {
-        let me = &self.node.inner.id;
-        match &self.options.nodes {
-            Some(nodes) => nodes
-                .iter()
-                .filter_map(|id| {
-                    if id == me {
-                        route.local.clone().map(Target::Local)
-                    } else {
-                        Some(Target::Remote(id.clone()))
-                    }
-                })
-                .collect(),
-            None => route
-                .local
-                .iter()
-                .cloned()
-                .map(Target::Local)
-                .chain(route.remote.iter().cloned().map(Target::Remote))
-                .collect(),
-        }
     }
 
     async fn attempt_local<R, A: CallArgs<R>>(
@@ -154,6 +179,53 @@ impl Call<'_> {
             args.decode(&reply)
                 .map_err(|message| self.codec_error("decode the reply of", message)),
         )
+    }
+
+    async fn attempt_remote<R, A: CallArgs<R>>(
+        &self,
+        node: NodeId,
+        args: &mut A,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Attempt<R> {
+        let conn = match self.node.inner.connection_to(&node, deadline).await {
+            Ok(conn) => conn,
+            // Could not connect: the call surely did not run there.
+            Err(_) => return Attempt::NotRun(Error::NodeDown { node }),
+        };
+        let body = match args.encoded() {
+            Ok(body) => body,
+            Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
+        };
+        let (id, signature) = (self.method.id(), self.method.signature());
+        let reply = conn
+            .call(&self.service, id, signature, self.format, body, deadline)
+            .await;
+        match reply {
+            Ok(bytes) => Attempt::Done(
+                args.decode(&bytes)
+                    .map_err(|message| self.codec_error("decode the reply of", message)),
+            ),
+            Err(CallError::NotSent) => Attempt::NotRun(Error::NodeDown { node }),
+            // In flight when the connection died: it may have run. Only an
+            // idempotent method may run again elsewhere.
+            Err(CallError::Lost) if self.method.is_idempotent() => Attempt::NotRun(Error::NodeDown { node }),
+            Err(CallError::Lost) => Attempt::Done(Err(Error::NodeDown { node })),
+            Err(CallError::TimedOut) => Attempt::Done(Err(self.timeout_error(timeout))),
+            Err(CallError::TooLarge(err)) => Attempt::Done(Err(self.codec_error("send", err.to_string()))),
+            Err(CallError::Remote(status)) => match status {
+                Status::NotAvailable => Attempt::NotRun(Error::ServiceNotAvailable {
+                    service: self.service.clone(),
+                }),
+                Status::UnknownMethod | Status::SignatureMismatch => Attempt::NotRun(self.signature_mismatch(node)),
+                Status::Timeout => Attempt::Done(Err(self.timeout_error(timeout))),
+                Status::BadRequest(message) => {
+                    Attempt::Done(Err(self.remote_error(node, format!("bad request: {message}"))))
+                }
+                Status::Failed(message) => Attempt::Done(Err(self.remote_error(node, message))),
+                Status::Ok => Attempt::Done(Err(self.remote_error(node, "empty reply".into()))),
+            },
+        }
     }
 
     fn codec_error(&self, action: &str, message: String) -> Error {

@@ -1,0 +1,100 @@
+//! Sequential round trips, raw or malla, for profiling one side at a time:
+//! `cargo run --release -p malla-benches --example rtt -- malla 200000`.
+
+use std::time::Instant;
+
+use malla_benches::{Adder, BenchClient, BenchServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rt() -> tokio::runtime::Runtime {
+    if std::env::var("RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "malla".into());
+    let n: u64 = args.next().map(|s| s.parse().unwrap()).unwrap_or(100_000);
+    let server_rt = rt();
+    // A current-thread runtime runs only inside `block_on`: give the server its own thread.
+    let server_rt = std::sync::Arc::new(server_rt);
+    {
+        let rt = server_rt.clone();
+        std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    }
+    let client_rt = rt();
+    let elapsed = match which.as_str() {
+        "raw" => {
+            let addr = server_rt.block_on(async {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap();
+                tokio::spawn(async move {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut req = [0u8; 34];
+                    while s.read_exact(&mut req).await.is_ok() {
+                        s.write_all(&[1u8; 9]).await.unwrap();
+                    }
+                });
+                addr
+            });
+            client_rt.block_on(async move {
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut resp = [0u8; 9];
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        s.write_all(&[0u8; 34]).await.unwrap();
+                        s.read_exact(&mut resp).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+                .await
+                .unwrap()
+            })
+        }
+        _ => {
+            let addr = server_rt.block_on(async {
+                let server = malla::Node::builder("server")
+                    .cookie("c")
+                    .listen("127.0.0.1:0".parse().unwrap())
+                    .start()
+                    .await
+                    .unwrap();
+                server.serve(BenchServer::new(Adder)).await.unwrap();
+                let addr = server.local_addr().unwrap();
+                std::mem::forget(server);
+                addr
+            });
+            client_rt.block_on(async move {
+                tokio::spawn(async move {
+                    let client = malla::Node::builder("client").cookie("c").start().await.unwrap();
+                    client.connect(addr).await.unwrap();
+                    let calc = BenchClient::new(&client).on_node("server");
+                    let start = Instant::now();
+                    for i in 0..n {
+                        calc.add(i as i64, 2).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+                .await
+                .unwrap()
+            })
+        }
+    };
+    println!(
+        "{which}: {:.2} µs per round trip",
+        elapsed.as_secs_f64() * 1e6 / n as f64
+    );
+}

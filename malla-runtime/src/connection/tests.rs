@@ -1,0 +1,381 @@
+//! A connection against a raw peer on a Unix socket pair (the in-memory
+//! transport): what it answers, what makes it hang up, and that no byte
+//! sequence makes it panic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::codec::Decoder;
+
+use super::*;
+use crate::manifest::method_id;
+use crate::registry::{LocalService, Route};
+use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, Format, encode_reply};
+use crate::wire::FrameCodec;
+use crate::{AdminStatus, MethodManifest, NodeId, Service, ServiceManifest};
+
+/// `Echo.echo(Vec<u8>) -> Vec<u8>` and `Echo.sleep(u64) -> u64`, by hand.
+struct Echo;
+
+const ECHO_SIGNATURE: u64 = 0xec40;
+const SLEEP_SIGNATURE: u64 = 0x51ee9;
+
+fn echo_manifest() -> &'static ServiceManifest {
+    static MANIFEST: std::sync::OnceLock<ServiceManifest> = std::sync::OnceLock::new();
+    MANIFEST.get_or_init(|| {
+        let method = |name: &'static str, signature| {
+            MethodManifest::__new(name, method_id(name), &[], "", signature, false, None)
+        };
+        let methods: &'static [MethodManifest] =
+            Box::leak(vec![method("echo", ECHO_SIGNATURE), method("sleep", SLEEP_SIGNATURE)].into_boxed_slice());
+        ServiceManifest::__new("Echo", "1", true, methods)
+    })
+}
+
+impl Service for Echo {
+    fn manifest(&self) -> &'static ServiceManifest {
+        echo_manifest()
+    }
+
+    fn dispatch(&self, method: usize, format: Format, args: &[u8]) -> Result<DispatchFuture, DispatchError> {
+        let mut decoder = ArgsDecoder::new(format, args)?;
+        match method {
+            0 => {
+                let bytes: Vec<u8> = decoder.arg()?;
+                decoder.finish()?;
+                Ok(Box::pin(async move { encode_reply(format, &bytes) }))
+            }
+            1 => {
+                let ms: u64 = decoder.arg()?;
+                decoder.finish()?;
+                Ok(Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    encode_reply(format, &ms)
+                }))
+            }
+            other => Err(DispatchError::unknown_method(other)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    closed: Mutex<Vec<String>>,
+}
+
+impl Host for Recorder {
+    fn connection_closed(&self, _conn: &Arc<Connection>, reason: &CloseReason) {
+        self.closed.lock().unwrap().push(reason.to_string());
+    }
+}
+
+/// The raw end of the pair, speaking frames by hand.
+struct RawPeer {
+    stream: UnixStream,
+    buf: BytesMut,
+}
+
+impl RawPeer {
+    async fn send(&mut self, header: &Header<'_>, body: &[u8]) {
+        let mut out = BytesMut::new();
+        wire::encode(&mut out, usize::MAX, header, body).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next frame, or `None` at the end of the stream.
+    async fn recv(&mut self) -> Option<Bytes> {
+        let mut codec = FrameCodec::new(usize::MAX);
+        loop {
+            if let Some(frame) = codec.decode(&mut self.buf).unwrap() {
+                return Some(frame);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("the connection neither answered nor hung up");
+            if read.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// The next response, skipping pings.
+    async fn response(&mut self) -> (u64, Status, Bytes) {
+        loop {
+            let frame = self.recv().await.expect("a response, not the end of the stream");
+            match wire::decode(&frame).unwrap() {
+                (Header::Response { id, status }, body) => return (id, status, body),
+                (Header::Ping, _) => continue,
+                (other, _) => panic!("expected a response, got {other:?}"),
+            }
+        }
+    }
+
+    /// Whether the connection hangs up (within 5 s).
+    async fn hung_up(&mut self) -> bool {
+        loop {
+            match self.recv().await {
+                None => return true,
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+fn registry() -> Arc<Registry> {
+    let registry = Arc::new(Registry::default());
+    let echo = Arc::new(LocalService::new(Box::new(Echo), BTreeMap::new(), AdminStatus::Active));
+    registry.slot("Echo").update(|route| Route {
+        local: Some(Arc::clone(&echo)),
+        remote: Arc::clone(&route.remote),
+    });
+    registry
+}
+
+fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let host = Arc::new(Recorder::default());
+    let weak: Weak<dyn Host> = Arc::downgrade(&host) as _;
+    let peer = Identity {
+        name: NodeId::from("raw"),
+        incarnation: 1,
+        hidden: false,
+        listen: None,
+        max_frame: 1 << 20,
+    };
+    let config = ConnectionConfig {
+        max_frame: 1 << 16,
+        tick: Duration::from_secs(1),
+    };
+    let conn = Connection::spawn(ours, BytesMut::new(), peer, Initiator::Us, registry(), weak, config);
+    let raw = RawPeer {
+        stream: theirs,
+        buf: BytesMut::new(),
+    };
+    (conn, raw, host)
+}
+
+fn request<'a>(id: u64, service: &'a str, method: &str, signature: u64) -> Header<'a> {
+    Header::Request {
+        id,
+        service,
+        method: method_id(method),
+        signature,
+        deadline_us: 5_000_000,
+        format: WireFormat::Postcard,
+    }
+}
+
+#[tokio::test]
+async fn requests_are_answered_and_refused_ones_get_a_status() {
+    let (_conn, mut raw, host) = pair();
+    let body = postcard::to_allocvec(&vec![1u8, 2, 3]).unwrap();
+    raw.send(&request(1, "Echo", "echo", ECHO_SIGNATURE), &body).await;
+    let (id, status, reply) = raw.response().await;
+    assert_eq!((id, status), (1, Status::Ok));
+    assert_eq!(postcard::from_bytes::<Vec<u8>>(&reply).unwrap(), [1, 2, 3]);
+
+    let cases: [(Header<'_>, &[u8], Status); 5] = [
+        (request(2, "Nope", "echo", 0), &body, Status::NotAvailable),
+        (request(3, "Echo", "nope", 0), &body, Status::UnknownMethod),
+        (
+            request(4, "Echo", "echo", ECHO_SIGNATURE + 1),
+            &body,
+            Status::SignatureMismatch,
+        ),
+        (
+            request(5, "Echo", "echo", 0),
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            Status::BadRequest(String::new()),
+        ),
+        (
+            request(6, "Echo", "sleep", 0),
+            &[1, 99, 99],
+            Status::BadRequest(String::new()),
+        ),
+    ];
+    for (header, body, expected) in cases {
+        raw.send(&header, body).await;
+        let (_, status, _) = raw.response().await;
+        match (status, expected) {
+            (Status::BadRequest(why), Status::BadRequest(_)) => assert!(!why.is_empty()),
+            (got, expected) => assert_eq!(got, expected),
+        }
+    }
+    // Still serving.
+    raw.send(&request(7, "Echo", "echo", 0), &body).await;
+    assert_eq!(raw.response().await.1, Status::Ok);
+    assert!(host.closed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_frames_make_the_connection_hang_up() {
+    let oversized = (1u32 << 20).to_be_bytes();
+    let cases: [&[u8]; 4] = [
+        &[0, 0, 0, 3, 0xff, 0xfe, 0xfd], // an unknown header variant
+        &oversized,                      // more than `max_frame` announced
+        &[0, 0, 0, 0],                   // an empty frame has no header
+        &[0, 0, 0, 2, 0, 7],             // a truncated request header
+    ];
+    for bytes in cases {
+        let (conn, mut raw, host) = pair();
+        raw.send_raw(bytes).await;
+        assert!(raw.hung_up().await, "{bytes:?}");
+        assert!(conn.is_closed());
+        let reasons = host.closed.lock().unwrap().clone();
+        assert!(reasons.iter().any(|r| r.contains("malformed frame")), "{reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_frame_then_the_end_of_the_stream_closes_cleanly() {
+    let (conn, mut raw, host) = pair();
+    raw.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await;
+    raw.stream.shutdown().await.unwrap();
+    assert!(raw.hung_up().await);
+    assert!(conn.is_closed());
+    assert_eq!(*host.closed.lock().unwrap(), ["closed by the peer"]);
+}
+
+#[tokio::test]
+async fn a_cancel_aborts_the_running_handler() {
+    let (conn, mut raw, _host) = pair();
+    raw.send(
+        &request(1, "Echo", "sleep", 0),
+        &postcard::to_allocvec(&60_000u64).unwrap(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(lock(&conn.shared.running).len(), 1);
+    raw.send(&Header::Cancel { id: 1 }, &[]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(lock(&conn.shared.running).len(), 0);
+    // A cancel for nothing is harmless.
+    raw.send(&Header::Cancel { id: 42 }, &[]).await;
+    raw.send(
+        &request(2, "Echo", "echo", 0),
+        &postcard::to_allocvec(&vec![9u8]).unwrap(),
+    )
+    .await;
+    assert_eq!(raw.response().await.0, 2, "no reply for the cancelled call");
+}
+
+#[tokio::test]
+async fn extreme_deadlines_do_not_panic() {
+    let (_conn, mut raw, _host) = pair();
+    for (id, deadline_us) in [(1, u64::MAX), (2, 0)] {
+        let header = Header::Request {
+            id,
+            service: "Echo",
+            method: method_id("sleep"),
+            signature: 0,
+            deadline_us,
+            format: WireFormat::Postcard,
+        };
+        raw.send(&header, &postcard::to_allocvec(&10u64).unwrap()).await;
+    }
+    let mut statuses = [raw.response().await, raw.response().await].map(|(id, status, _)| (id, status));
+    statuses.sort_by_key(|(id, _)| *id);
+    assert_eq!(statuses, [(1, Status::Ok), (2, Status::Timeout)]);
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_expires_and_cancels_on_the_peer() {
+    let (conn, mut raw, _host) = pair();
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let call = conn.call("Echo", method_id("echo"), 1, WireFormat::Postcard, &[0], deadline);
+    let (outcome, frames) = tokio::join!(call, async {
+        let first = raw.recv().await.unwrap();
+        let second = raw.recv().await.unwrap();
+        (first, second)
+    });
+    assert!(matches!(outcome, Err(CallError::TimedOut)));
+    assert!(matches!(
+        wire::decode(&frames.0).unwrap().0,
+        Header::Request { id: 1, .. }
+    ));
+    assert!(matches!(wire::decode(&frames.1).unwrap().0, Header::Cancel { id: 1 }));
+    assert_eq!(conn.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
+    let (conn, raw, host) = pair();
+    let call = conn.call(
+        "Echo",
+        1,
+        1,
+        WireFormat::Postcard,
+        &[],
+        Instant::now() + Duration::from_secs(30),
+    );
+    let (outcome, ()) = tokio::join!(call, async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(raw);
+    });
+    assert!(matches!(outcome, Err(CallError::Lost)));
+    assert!(conn.is_closed());
+    // A reset or an end of stream, depending on what was left unread.
+    assert_eq!(host.closed.lock().unwrap().len(), 1);
+    // And later calls are refused without being sent.
+    let later = conn
+        .call(
+            "Echo",
+            1,
+            1,
+            WireFormat::Postcard,
+            &[],
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await;
+    assert!(matches!(later, Err(CallError::NotSent)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The decoders return errors, never panic, on any input.
+    #[test]
+    fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut codec = FrameCodec::new(256);
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(frame)) = codec.decode(&mut buf) {
+            let _ = wire::decode(&frame);
+        }
+        let _ = wire::decode(&Bytes::from(bytes));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever a peer sends, a live connection answers or hangs up; at the
+    /// end of the stream it always hangs up (a panicked reader would not).
+    #[test]
+    fn any_bytes_leave_the_connection_answering_or_closed(
+        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+        raw_tail in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (conn, mut raw, _host) = pair();
+            for frame in &frames {
+                let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
+                bytes.extend_from_slice(frame);
+                raw.send_raw(&bytes).await;
+            }
+            raw.send_raw(&raw_tail).await;
+            let _ = raw.stream.shutdown().await;
+            assert!(raw.hung_up().await);
+            assert!(conn.is_closed());
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! The writer task: writes the outbox when the socket was full or calls are
+//! batched; on its one timer, expires calls past their deadline, pings when
+//! idle and closes the connection when the peer has been silent for
+//! `DEAD_TICKS` ticks; shuts the stream down at the end.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::time::{Instant, Sleep};
+
+use super::{CloseReason, Connection, DEAD_TICKS, Writer, lock};
+use crate::wire::Header;
+
+/// How long a closing connection may take to flush its last frames.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
+pub(super) async fn run(conn: Arc<Connection>) {
+    // If the runtime drops this task (the node's runtime shut down, as in a
+    // crash), hang up at once so the peer sees the end of the stream.
+    let _hang_up = HangUpOnDrop(&conn);
+    let mut clock = Clock::new(&conn);
+    let timer = tokio::time::sleep_until(clock.next_wake());
+    tokio::pin!(timer);
+
+    loop {
+        match next_batch(&conn) {
+            Next::Write(mut batch) => {
+                if write(&conn, &mut batch, &mut clock, timer.as_mut()).await.is_err() {
+                    return;
+                }
+                batch.clear();
+                lock(&conn.shared.outbox).spare = batch;
+                conn.shared.drained.notify_waiters();
+                clock.wrote = true;
+            }
+            Next::Wait => {
+                clock.arm(&conn, timer.as_mut());
+                tokio::select! {
+                    () = conn.shared.wake_writer.notified() => {}
+                    () = &mut timer => clock.fire(&conn),
+                }
+            }
+            Next::Finish(last) => return finish(&conn, last).await,
+        }
+    }
+}
+
+enum Next {
+    /// The task holds the outbox: write this.
+    Write(BytesMut),
+    /// Nothing for the task to write now.
+    Wait,
+    /// The connection is closed and nobody is writing: these are the last bytes.
+    Finish(BytesMut),
+}
+
+fn next_batch(conn: &Connection) -> Next {
+    let mut outbox = lock(&conn.shared.outbox);
+    match outbox.writer {
+        Writer::Inline => Next::Wait,
+        Writer::Nobody if outbox.closed => {
+            let mut last = std::mem::take(&mut outbox.front);
+            last.extend_from_slice(&outbox.buf);
+            outbox.buf.clear();
+            outbox.writer = Writer::Task;
+            Next::Finish(last)
+        }
+        Writer::Nobody => Next::Wait,
+        Writer::Task if !outbox.front.is_empty() => Next::Write(std::mem::take(&mut outbox.front)),
+        Writer::Task if !outbox.buf.is_empty() => {
+            let spare = std::mem::take(&mut outbox.spare);
+            Next::Write(std::mem::replace(&mut outbox.buf, spare))
+        }
+        Writer::Task => {
+            outbox.writer = Writer::Nobody;
+            if outbox.closed {
+                Next::Finish(BytesMut::new())
+            } else {
+                Next::Wait
+            }
+        }
+    }
+}
+
+/// Writes `batch`, waiting for room in the socket; the timer keeps running
+/// meanwhile, so deadlines expire and a partitioned peer is still noticed.
+async fn write(
+    conn: &Connection,
+    batch: &mut BytesMut,
+    clock: &mut Clock,
+    mut timer: Pin<&mut Sleep>,
+) -> Result<(), ()> {
+    let half = &conn.shared.write_half;
+    while batch.has_remaining() {
+        clock.arm(conn, timer.as_mut());
+        tokio::select! {
+            ready = poll_fn(|cx| half.poll_writable(cx)) => {
+                let written = ready.and_then(|()| conn.try_write_all(batch));
+                if let Err(err) = written {
+                    conn.close(CloseReason::Io(err));
+                    return Err(());
+                }
+            }
+            () = &mut timer => {
+                clock.fire(conn);
+                if conn.is_closed() {
+                    return Err(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Flushes the last bytes (replies, a goodbye) within a grace period, then
+/// shuts the stream down.
+async fn finish(conn: &Connection, mut last: BytesMut) {
+    let half = &conn.shared.write_half;
+    let _ = tokio::time::timeout(FLUSH_GRACE, async {
+        while last.has_remaining() {
+            poll_fn(|cx| half.poll_writable(cx)).await?;
+            conn.try_write_all(&mut last)?;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    half.shutdown();
+}
+
+struct HangUpOnDrop<'a>(&'a Connection);
+
+impl Drop for HangUpOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.shared.write_half.shutdown();
+    }
+}
+
+/// The writer's one timer: the next liveness tick, or the earliest call
+/// deadline if that comes first.
+struct Clock {
+    tick: Duration,
+    next_tick: Instant,
+    next_deadline: Option<Instant>,
+    frames_seen: u64,
+    silent_ticks: u32,
+    wrote: bool,
+}
+
+impl Clock {
+    fn new(conn: &Connection) -> Self {
+        let tick = conn.shared.config.tick;
+        Clock {
+            tick,
+            next_tick: Instant::now() + tick,
+            next_deadline: None,
+            frames_seen: 0,
+            silent_ticks: 0,
+            wrote: false,
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        self.next_deadline.map_or(self.next_tick, |d| d.min(self.next_tick))
+    }
+
+    /// Points the timer at the next wake-up, including calls queued since.
+    fn arm(&mut self, conn: &Connection, timer: Pin<&mut Sleep>) {
+        self.next_deadline = lock(&conn.shared.calls).earliest();
+        let at = self.next_wake();
+        if timer.deadline() != at {
+            timer.reset(at);
+        }
+        conn.arm(at);
+    }
+
+    fn fire(&mut self, conn: &Connection) {
+        let now = Instant::now();
+        self.next_deadline = conn.expire_calls(now);
+        if now >= self.next_tick {
+            self.next_tick = now + self.tick;
+            self.liveness(conn);
+        }
+    }
+
+    fn liveness(&mut self, conn: &Connection) {
+        let frames = conn.shared.frames_in.load(Ordering::Relaxed);
+        if frames == self.frames_seen {
+            self.silent_ticks += 1;
+            if self.silent_ticks >= DEAD_TICKS {
+                conn.close(CloseReason::Silent(self.tick * DEAD_TICKS));
+                return;
+            }
+        } else {
+            self.frames_seen = frames;
+            self.silent_ticks = 0;
+        }
+        if !self.wrote {
+            let _ = conn.send(&Header::Ping, &[]);
+        }
+        self.wrote = false;
+    }
+}

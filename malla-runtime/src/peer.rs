@@ -1,0 +1,153 @@
+//! What a node knows about each other node: where to dial it, and the
+//! connection calls use. One connection per pair of nodes: when both dial at
+//! once, both keep the connection opened by the node whose name sorts first
+//! and retire the other, which closes once idle, so no call is lost.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use rustc_hash::FxHashMap;
+
+use crate::NodeId;
+use crate::connection::{Connection, Initiator};
+use crate::wire::Goodbye;
+
+/// Another node.
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    conn: ArcSwapOption<Connection>,
+    state: Mutex<PeerState>,
+    /// Serializes dials to this peer, so concurrent callers share one.
+    pub(crate) dialing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    addr: Option<SocketAddr>,
+    hidden: bool,
+}
+
+/// What installing a connection changed.
+pub(crate) struct Installed {
+    /// The connection calls should use now.
+    pub(crate) current: Arc<Connection>,
+    /// Whether the peer went from unreachable to reachable.
+    pub(crate) came_up: bool,
+}
+
+impl Peer {
+    fn new(id: NodeId) -> Self {
+        Peer {
+            id,
+            conn: ArcSwapOption::empty(),
+            state: Mutex::new(PeerState::default()),
+            dialing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The connection to use for new calls, if one is up.
+    pub(crate) fn connection(&self) -> Option<Arc<Connection>> {
+        self.conn.load_full().filter(|c| c.is_usable())
+    }
+
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        self.lock().addr
+    }
+
+    pub(crate) fn is_hidden(&self) -> bool {
+        self.lock().hidden
+    }
+
+    /// Adopts a freshly established connection, resolving duplicates.
+    pub(crate) fn install(&self, me: &NodeId, conn: Arc<Connection>) -> Installed {
+        let mut state = self.lock();
+        if let Some(listen) = conn.peer.listen {
+            state.addr = Some(listen);
+        }
+        state.hidden = conn.peer.hidden;
+        let previous = self.conn.load_full();
+        let usable_before = previous.as_ref().is_some_and(|c| c.is_usable());
+        let keep_new = match &previous {
+            // Both nodes dialed at once: both keep the one opened by the
+            // node whose name sorts first. (The same opener twice means it
+            // gave up on the old one: keep the new.)
+            Some(old) if old.is_usable() && old.peer.incarnation == conn.peer.incarnation => {
+                let new_opener = opened_by(&conn, me);
+                new_opener == opened_by(old, me) || new_opener == me.min(&self.id)
+            }
+            _ => true,
+        };
+        let (current, dropped) = if keep_new {
+            self.conn.store(Some(Arc::clone(&conn)));
+            (conn, previous)
+        } else {
+            (previous.expect("kept the previous connection"), Some(conn))
+        };
+        // Retiring or closing may call back into this peer: not under the lock.
+        drop(state);
+        if let Some(dropped) = dropped {
+            if dropped.peer.incarnation == current.peer.incarnation {
+                dropped.retire(Goodbye::Duplicate);
+            } else {
+                dropped.close(crate::connection::CloseReason::Local("the peer restarted"));
+            }
+        }
+        Installed {
+            came_up: !usable_before,
+            current,
+        }
+    }
+
+    /// Forgets `conn` if it is the current connection; true if it was.
+    pub(crate) fn remove(&self, conn: &Arc<Connection>) -> bool {
+        let _state = self.lock();
+        let current = self.conn.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            self.conn.store(None);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The name of the node that opened `conn`.
+fn opened_by<'a>(conn: &'a Connection, me: &'a NodeId) -> &'a NodeId {
+    match conn.initiator {
+        Initiator::Us => me,
+        Initiator::Peer => &conn.peer.name,
+    }
+}
+
+/// Every peer a node has heard of.
+#[derive(Default)]
+pub(crate) struct Peers {
+    map: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
+}
+
+impl Peers {
+    pub(crate) fn get(&self, id: &NodeId) -> Option<Arc<Peer>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub(crate) fn get_or_insert(&self, id: &NodeId) -> Arc<Peer> {
+        Arc::clone(
+            self.lock()
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Peer::new(id.clone()))),
+        )
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Peer>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<NodeId, Arc<Peer>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,9 @@
+//! What travels on a connection once the handshake is done: length-delimited
+//! frames, each a postcard header followed by a body (encoded arguments or
+//! reply). Decoding never trusts a length it has not received.
+
+mod frame;
+mod message;
+
+pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME};
+pub(crate) use message::{Goodbye, Header, Status, WireFormat, decode, encode};
