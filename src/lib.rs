@@ -32,8 +32,8 @@
 
 pub use malla_runtime::{
     AdminStatus, ArgManifest, COOKIE_ENV, CallOptions, DEFAULT_MAX_FRAME_SIZE, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT,
-    Error, Event, MethodManifest, Node, NodeBuilder, NodeId, ServeOptions, Service, ServiceManifest, declared_service,
-    declared_services,
+    Error, Event, GossipStats, Instance, MethodManifest, Node, NodeBuilder, NodeId, RunningStatus, ServeOptions,
+    Service, ServiceManifest, declared_service, declared_services,
 };
 
 /// Turns a trait into a malla service.

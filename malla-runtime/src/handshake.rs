@@ -48,6 +48,10 @@ impl Cookie {
     pub(crate) fn new(secret: &[u8]) -> Self {
         Cookie(secret.into())
     }
+
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Cookie {

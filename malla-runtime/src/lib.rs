@@ -6,9 +6,11 @@
 
 mod client;
 mod connection;
+mod discovery;
 mod error;
 mod handshake;
 mod manifest;
+mod membership;
 mod node;
 mod node_id;
 mod options;
@@ -17,8 +19,11 @@ mod registry;
 mod service;
 mod wire;
 
+pub use discovery::advert::RunningStatus;
+pub use discovery::gossip::GossipStats;
 pub use error::Error;
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
+pub use membership::Instance;
 pub use node::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, Event, Node, NodeBuilder, ServeOptions};
 pub use node_id::NodeId;
 pub use options::{CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT};

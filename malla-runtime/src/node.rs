@@ -2,11 +2,12 @@
 //! `Node` is a cheap handle; clones share the same node.
 
 mod builder;
+mod cluster;
 mod events;
 mod net;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
@@ -14,6 +15,9 @@ pub use builder::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, NodeBuilder};
 pub use events::Event;
 pub(crate) use net::{Net, NetConfig, accept_loop};
 
+use crate::discovery::Discovery;
+use crate::discovery::advert::ServiceAdvert;
+use crate::membership::Membership;
 use crate::registry::{LocalService, Registry};
 use crate::{AdminStatus, Error, NodeId, Service};
 
@@ -35,6 +39,9 @@ pub(crate) struct NodeInner {
     pub(crate) registry: Arc<Registry>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) net: Net,
+    pub(crate) membership: Membership,
+    /// Set once gossip has started (nodes that listen or have seeds).
+    pub(crate) discovery: OnceLock<Discovery>,
 }
 
 impl Drop for NodeInner {
@@ -121,8 +128,33 @@ impl Node {
         if already {
             return Err(Error::AlreadyServed(name));
         }
-        tracing::debug!(node = %self.inner.id, service = %name, "serving");
+        tracing::info!(node = %self.inner.id, service = %name, global = local.manifest.is_global(), "serving");
+        self.published(&local).await;
         Ok(())
+    }
+
+    /// Tells the cluster (gossip, events, waiters) about a local service's
+    /// state. Services that are not global are never published.
+    async fn published(&self, local: &LocalService) {
+        let status = local.admin_status();
+        if let (true, Some(discovery)) = (local.manifest.is_global(), self.inner.discovery.get()) {
+            let advert = ServiceAdvert {
+                vsn: local.manifest.vsn().to_owned(),
+                status: status.into(),
+                meta: local.metadata.clone(),
+            };
+            discovery
+                .publish_service(local.manifest, &advert, self.inner.connected_addrs())
+                .await;
+        }
+        let (service, node) = (local.name().to_owned(), self.inner.id.clone());
+        let event = if status == AdminStatus::Active {
+            Event::ServiceUp { service, node }
+        } else {
+            Event::ServiceDown { service, node }
+        };
+        let _ = self.inner.events.send(event);
+        self.inner.membership.touch();
     }
 
     /// Sets the admin status of a service served here. `Paused` and
@@ -137,6 +169,7 @@ impl Node {
         self.inner.registry.slot(service).refresh();
         if previous != status {
             tracing::info!(node = %self.inner.id, service, ?status, "admin status changed");
+            self.published(&local).await;
         }
         Ok(())
     }

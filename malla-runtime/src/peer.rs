@@ -5,6 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use rustc_hash::FxHashMap;
@@ -26,7 +29,15 @@ pub(crate) struct Peer {
 struct PeerState {
     addr: Option<SocketAddr>,
     hidden: bool,
+    /// A background dial is under way.
+    dialing: bool,
+    /// Background dials that failed in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
+
+/// Longest pause between two background dials of a live node.
+const MAX_REDIAL: Duration = Duration::from_secs(5);
 
 /// What installing a connection changed.
 pub(crate) struct Installed {
@@ -55,8 +66,33 @@ impl Peer {
         self.lock().addr
     }
 
-    pub(crate) fn is_hidden(&self) -> bool {
-        self.lock().hidden
+    pub(crate) fn set_addr(&self, addr: SocketAddr) {
+        self.lock().addr = Some(addr);
+    }
+
+    /// Whether to dial this peer in the background now; if so, marks a dial
+    /// as under way until `dial_finished`.
+    pub(crate) fn start_background_dial(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        if state.dialing || state.retry_at.is_some_and(|at| now < at) {
+            return false;
+        }
+        state.dialing = true;
+        true
+    }
+
+    /// Records a background dial's outcome: failures back off exponentially.
+    pub(crate) fn dial_finished(&self, succeeded: bool) {
+        let mut state = self.lock();
+        state.dialing = false;
+        if succeeded {
+            state.failures = 0;
+            state.retry_at = None;
+        } else {
+            state.failures = state.failures.saturating_add(1);
+            let pause = Duration::from_millis(100).saturating_mul(1 << state.failures.min(6));
+            state.retry_at = Some(Instant::now() + pause.min(MAX_REDIAL));
+        }
     }
 
     /// Adopts a freshly established connection, resolving duplicates.

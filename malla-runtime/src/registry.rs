@@ -17,7 +17,6 @@ pub(crate) struct LocalService {
     pub(crate) service: Box<dyn Service>,
     pub(crate) manifest: &'static ServiceManifest,
     pub(crate) typed: Option<LocalHandle>,
-    #[allow(dead_code)] // published with the instance once discovery lands
     pub(crate) metadata: BTreeMap<String, String>,
     method_index: FxHashMap<u32, usize>,
     admin: AtomicU8,

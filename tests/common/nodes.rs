@@ -66,3 +66,104 @@ pub fn localhost() -> SocketAddr {
 pub fn listening(name: &str, cookie: &str) -> NodeBuilder {
     Node::builder(name).cookie(cookie).listen(localhost())
 }
+
+/// Starts `n` nodes named `{prefix}0..` on their own runtimes, every one
+/// seeded with the first, and waits until each sees all the others.
+pub fn cluster(prefix: &str, n: usize, cookie: &str) -> Vec<NodeRuntime> {
+    let first = NodeRuntime::start(listening(&format!("{prefix}0"), cookie));
+    let seed = first.addr();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(NodeRuntime::start(
+            listening(&format!("{prefix}{i}"), cookie).seeds([seed]),
+        ));
+    }
+    let formed = wait_until_blocking(std::time::Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.node.nodes().len() == nodes.len() - 1)
+    });
+    assert!(
+        formed,
+        "the cluster did not form: {:?}",
+        nodes.iter().map(|n| n.node.nodes()).collect::<Vec<_>>()
+    );
+    nodes
+}
+
+/// Polls `done` every 5 ms until it holds or `limit` passes; returns whether
+/// it held. For code outside async contexts.
+pub fn wait_until_blocking(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    done()
+}
+
+/// Polls `done` every 5 ms until it holds or `limit` passes; returns how long
+/// it took, or `None`.
+pub async fn time_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    done().then(|| start.elapsed())
+}
+
+/// Drops every packet to or from one loopback address, with an nftables
+/// table of its own (needs root and `nft`): a node listening there stops
+/// answering without closing anything. Removed on drop.
+pub struct Partition {
+    table: String,
+}
+
+impl Partition {
+    pub fn isolate(ip: std::net::Ipv4Addr) -> Result<Self, String> {
+        let table = format!("malla_test_{}_{}", std::process::id(), ip.to_string().replace('.', "_"));
+        let script = format!(
+            "table ip {table} {{\n\
+               chain input {{ type filter hook input priority -10; policy accept;\n\
+                 ip saddr {ip} drop\n ip daddr {ip} drop\n }}\n\
+               chain output {{ type filter hook output priority -10; policy accept;\n\
+                 ip saddr {ip} drop\n ip daddr {ip} drop\n }}\n\
+             }}\n"
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run nft: {e}"))?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let output = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(format!(
+                "nft refused the rules: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(Partition { table })
+    }
+
+    /// Lifts the partition.
+    pub fn heal(self) {}
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .status();
+    }
+}

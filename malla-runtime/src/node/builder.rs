@@ -1,15 +1,19 @@
 //! Configuration of a node before it starts.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, UdpSocket};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Net, NetConfig, Node, NodeInner, accept_loop, events};
 use crate::connection::ConnectionConfig;
+use crate::discovery::{Discovery, GossipConfig};
 use crate::handshake::{Cookie, Identity};
+use crate::membership::Membership;
 use crate::peer::Peers;
 use crate::registry::Registry;
 use crate::{Error, NodeId};
@@ -43,6 +47,8 @@ pub struct NodeBuilder {
     handshake_timeout: Duration,
     connect_timeout: Duration,
     tick_interval: Duration,
+    advertise: Option<SocketAddr>,
+    gossip: GossipConfig,
 }
 
 impl NodeBuilder {
@@ -55,8 +61,48 @@ impl NodeBuilder {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
-            tick_interval: Duration::from_secs(1),
+            tick_interval: Duration::from_millis(500),
+            advertise: None,
+            gossip: GossipConfig::default(),
         }
+    }
+
+    /// Nodes to gossip with at start to join their cluster (their listen
+    /// addresses: gossip runs over UDP on the same port as TCP).
+    pub fn seeds<I: IntoIterator<Item = SocketAddr>>(mut self, seeds: I) -> Self {
+        self.gossip.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// The address other nodes reach this one at, if not the listen address
+    /// (listening on `0.0.0.0`, behind NAT). Defaults to the listen address,
+    /// with an unspecified IP replaced by the one that routes to the first
+    /// seed.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Interval between gossip rounds (default 500 ms); also the failure
+    /// detector's initial heartbeat interval.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Suspicion level above which the failure detector declares a silent
+    /// node dead (default 8; a node silent for about that many mean heartbeat
+    /// intervals).
+    pub fn phi_threshold(mut self, phi: f64) -> Self {
+        self.gossip.phi_threshold = phi;
+        self
+    }
+
+    /// How long a dead node's state is kept before it is forgotten (default
+    /// 15 minutes).
+    pub fn dead_node_grace(mut self, grace: Duration) -> Self {
+        self.gossip.dead_node_grace = grace;
+        self
     }
 
     /// The cluster's shared secret. Defaults to the `MALLA_COOKIE`
@@ -100,8 +146,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Interval of the keep-alive pings on idle connections (default 1 s). A
-    /// connection silent for 4 intervals is closed and its peer marked down.
+    /// Interval of the keep-alive pings on idle connections (default 500 ms).
+    /// A connection silent for 4 intervals is closed and its peer marked down
+    /// at once: with the defaults, a node cut off without closing its sockets
+    /// is out within about 2 s, before gossip's failure detector (phi 8 at
+    /// 500 ms rounds) gets there in 3 to 4 s.
     pub fn tick_interval(mut self, interval: Duration) -> Self {
         self.tick_interval = interval.max(Duration::from_millis(10));
         self
@@ -116,18 +165,41 @@ impl NodeBuilder {
             Some(c) => Some(Cookie::new(c.as_bytes())),
             None => None,
         };
-        let listener = match self.listen {
-            Some(addr) => {
-                if cookie.is_none() {
-                    return Err(Error::Config(format!(
-                        "no cookie: a node that listens needs one; set it with `.cookie(..)` or the {COOKIE_ENV} environment variable"
-                    )));
-                }
-                Some(tokio::net::TcpListener::bind(addr).await?)
+        let gossips = self.listen.is_some() || !self.gossip.seeds.is_empty();
+        let cookie = match cookie {
+            Some(cookie) => Some(cookie),
+            None if gossips => {
+                return Err(Error::Config(format!(
+                    "no cookie: a node that listens or joins a cluster needs one; set it with `.cookie(..)` or the {COOKIE_ENV} environment variable"
+                )));
             }
             None => None,
         };
-        let listen = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let (listener, udp) = match self.listen {
+            Some(addr) => {
+                let (tcp, udp) = bind_same_port(addr).await?;
+                (Some(tcp), Some(udp))
+            }
+            None if gossips => {
+                let any = SocketAddr::new(unspecified_like(self.gossip.seeds.first()), 0);
+                (None, Some(UdpSocket::bind(any).await?))
+            }
+            None => (None, None),
+        };
+        let advertise = match (&listener, &udp) {
+            (Some(tcp), _) => Some(
+                self.advertise
+                    .unwrap_or(reachable(tcp.local_addr()?, self.gossip.seeds.first())),
+            ),
+            (None, Some(udp)) => Some(reachable(udp.local_addr()?, self.gossip.seeds.first())),
+            (None, None) => None,
+        };
+        // Grows across restarts (gossip needs that to tell a restarted node's
+        // state from the old one); also the handshake's incarnation.
+        let generation = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+            ^ u64::from(rand::random::<u16>());
         let id = NodeId::from(self.name);
         let inner = Arc::new(NodeInner {
             registry: Arc::new(Registry::default()),
@@ -136,9 +208,9 @@ impl NodeBuilder {
                 cookie,
                 identity: Identity {
                     name: id.clone(),
-                    incarnation: rand::random(),
+                    incarnation: generation,
                     hidden: self.hidden,
-                    listen,
+                    listen: listener.as_ref().and(advertise),
                     max_frame: self.max_frame_size as u32,
                 },
                 config: NetConfig {
@@ -154,12 +226,59 @@ impl NodeBuilder {
                 shutting_down: AtomicBool::new(false),
                 open_connections: AtomicUsize::new(0),
             },
+            membership: Membership::new(),
+            discovery: OnceLock::new(),
             id,
         });
         if let Some(listener) = listener {
-            tracing::info!(node = %inner.id, addr = ?listen, "listening");
+            tracing::info!(node = %inner.id, addr = ?advertise, "listening");
             tokio::spawn(accept_loop(Arc::downgrade(&inner), listener, inner.net.stop.clone()));
+        }
+        if let (Some(udp), Some(advertise), Some(cookie)) = (udp, advertise, &inner.net.cookie) {
+            let discovery = Discovery::start(&inner, udp, advertise, generation, cookie, &self.gossip).await?;
+            let _ = inner.discovery.set(discovery);
         }
         Ok(Node { inner })
     }
+}
+
+/// Binds TCP and UDP on the same port (gossip rides on the listen port). With
+/// port 0, retries until the port TCP picked is free for UDP too.
+async fn bind_same_port(addr: SocketAddr) -> Result<(TcpListener, UdpSocket), Error> {
+    const ATTEMPTS: usize = 16;
+    for _ in 0..ATTEMPTS {
+        let tcp = TcpListener::bind(addr).await?;
+        match UdpSocket::bind(tcp.local_addr()?).await {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(err) if addr.port() == 0 && err.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(Error::Config(format!(
+        "could not find a port free for both TCP and UDP on {} after {ATTEMPTS} attempts",
+        addr.ip()
+    )))
+}
+
+/// The unspecified address of the seed's family.
+fn unspecified_like(seed: Option<&SocketAddr>) -> IpAddr {
+    match seed {
+        Some(SocketAddr::V6(_)) => IpAddr::from([0u16; 8]),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// `bound` with an unspecified IP replaced by the local IP that routes to
+/// `seed` (a connected UDP socket tells, without sending anything), or
+/// loopback.
+fn reachable(bound: SocketAddr, seed: Option<&SocketAddr>) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let routed = seed.and_then(|seed| {
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(unspecified_like(Some(seed)), 0)).ok()?;
+        probe.connect(seed).ok()?;
+        Some(probe.local_addr().ok()?.ip())
+    });
+    SocketAddr::new(routed.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), bound.port())
 }

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Node, NodeInner};
+use super::{Node, NodeInner};
 use crate::connection::{CloseReason, Connection, ConnectionConfig, Host, Initiator, Transport};
 use crate::handshake::{self, Cookie, HandshakeError, Identity, RejectReason};
 use crate::peer::Peers;
@@ -53,23 +53,18 @@ impl Node {
         let config = self.inner.net.config;
         let deadline = Instant::now() + config.connect_timeout + config.handshake_timeout;
         let conn = self.inner.dial(addr, deadline).await?;
+        // Gossip on the same port: the rest of the cluster learns of us.
+        if let Some(discovery) = self.inner.discovery.get() {
+            discovery.introduce(conn.peer.listen.unwrap_or(addr));
+        }
         Ok(conn.peer.name.clone())
     }
 
-    /// The visible nodes this node is connected to, sorted by name (hidden
-    /// nodes are not listed, as in Erlang's `nodes()`).
+    /// The visible nodes that are up, sorted by name: connected, or live in
+    /// gossip and not cut off (hidden nodes are not listed, as in Erlang's
+    /// `nodes()`).
     pub fn nodes(&self) -> Vec<NodeId> {
-        let mut nodes: Vec<NodeId> = self
-            .inner
-            .net
-            .peers
-            .all()
-            .into_iter()
-            .filter(|p| !p.is_hidden() && p.connection().is_some())
-            .map(|p| p.id.clone())
-            .collect();
-        nodes.sort();
-        nodes
+        self.inner.membership.up_nodes()
     }
 
     /// The address this node accepts connections on, if it listens.
@@ -110,12 +105,15 @@ impl NodeInner {
             return Ok(conn);
         }
         let addr = peer.addr().ok_or_else(down)?;
-        let conn = self.dial(addr, deadline).await?;
-        if conn.peer.name != *id {
-            // The address now belongs to another node.
-            return Err(down());
+        match self.dial(addr, deadline).await {
+            Ok(conn) if conn.peer.name == *id => Ok(conn),
+            outcome => {
+                // Unreachable, or the address now belongs to another node:
+                // its instances are out until a dial succeeds.
+                self.membership.link_broken(self, id);
+                outcome.and_then(|_| Err(down()))
+            }
         }
-        Ok(conn)
     }
 
     /// Dials `addr`, runs the handshake and adopts the connection.
@@ -125,7 +123,7 @@ impl NodeInner {
             return Err(Error::Shutdown);
         }
         let connect_deadline = deadline.min(Instant::now() + self.net.config.connect_timeout);
-        let stream = match tokio::time::timeout_at(connect_deadline, TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout_at(connect_deadline, self.open_tcp(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => return Err(Error::Connect { addr, source }),
             Err(_) => {
@@ -152,6 +150,25 @@ impl NodeInner {
             peer.listen = Some(addr);
         }
         Ok(self.adopt(established.stream, established.read_buf, peer, Initiator::Us))
+    }
+
+    /// Opens a TCP connection from the address this node listens on, when it
+    /// listens on a specific one, so its traffic comes from where it said it
+    /// would (multi-homed hosts, firewall rules).
+    async fn open_tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let from = self.net.identity.listen.map(|l| l.ip()).filter(|ip| {
+            !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4() && ip.is_loopback() == addr.ip().is_loopback()
+        });
+        let Some(from) = from else {
+            return TcpStream::connect(addr).await;
+        };
+        let socket = if from.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        socket.connect(addr).await
     }
 
     /// Runs the acceptor's handshake on an incoming connection.
@@ -230,9 +247,7 @@ impl NodeInner {
             .install(&self.id, Arc::clone(&conn));
         if installed.came_up {
             tracing::info!(node = %self.id, peer = %conn.peer.name, hidden, ?initiator, "connected");
-            if !hidden {
-                let _ = self.events.send(Event::NodeUp(conn.peer.name.clone()));
-            }
+            self.membership.link_up(self, &conn.peer.name, hidden);
         }
         installed.current
     }
@@ -251,6 +266,12 @@ impl NodeInner {
             return;
         }
         tracing::info!(node = %self.id, "shutting down");
+        // Say so in gossip and give it about two rounds to spread, so peers
+        // stop routing here before the connections go.
+        if let Some(discovery) = self.discovery.get() {
+            discovery.leave(self.connected_addrs()).await;
+            tokio::time::sleep(discovery.interval * 2).await;
+        }
         self.net.stop.cancel();
         let conns: Vec<Arc<Connection>> = self.net.peers.all().iter().filter_map(|p| p.connection()).collect();
         for conn in &conns {
@@ -263,6 +284,66 @@ impl NodeInner {
         for conn in conns {
             conn.close(CloseReason::Local("the node shut down"));
         }
+        if let Some(discovery) = self.discovery.get() {
+            discovery.stop().await;
+        }
+    }
+
+    /// Where the nodes this one is connected to listen (and gossip).
+    pub(crate) fn connected_addrs(&self) -> Vec<SocketAddr> {
+        self.net
+            .peers
+            .all()
+            .iter()
+            .filter_map(|p| p.connection()?.peer.listen)
+            .collect()
+    }
+
+    /// Takes in a new gossip view: closes connections to nodes gossip
+    /// declared dead (calls in flight there fail now, not at their
+    /// deadline) and connects to the live ones.
+    pub(crate) fn gossip_changed(
+        self: &Arc<Self>,
+        view: std::collections::BTreeMap<NodeId, crate::discovery::Gossiped>,
+    ) {
+        // Addresses first: a caller woken by the new routes must find them.
+        for (id, gossiped) in &view {
+            if let Some(rpc) = gossiped.advertised.rpc {
+                self.net.peers.get_or_insert(id).set_addr(rpc);
+            }
+        }
+        for id in self.membership.gossip_changed(self, view) {
+            if let Some(conn) = self.net.peers.get(&id).and_then(|p| p.connection()) {
+                conn.close(CloseReason::Local("gossip declared the node dead"));
+            }
+        }
+        self.keep_connected();
+    }
+
+    /// Dials, in the background and with backoff, every live visible node
+    /// that has no connection (as Erlang nodes connect transitively). Hidden
+    /// nodes dial on first call only.
+    fn keep_connected(self: &Arc<Self>) {
+        let eager = !self.net.identity.hidden && !self.net.shutting_down.load(Ordering::Acquire);
+        let now = Instant::now();
+        if !eager {
+            return;
+        }
+        for (id, _) in self.membership.connect_targets() {
+            let peer = self.net.peers.get_or_insert(&id);
+            if peer.connection().is_some() || !peer.start_background_dial(now) {
+                continue;
+            }
+            let node = Arc::clone(self);
+            let timeout = self.net.config.connect_timeout + self.net.config.handshake_timeout;
+            tokio::spawn(async move {
+                let dialed = node.connection_to(&id, Instant::now() + timeout).await;
+                if let Err(err) = &dialed {
+                    tracing::debug!(node = %node.id, peer = %id, "background dial failed: {err}");
+                }
+                peer.dial_finished(dialed.is_ok());
+            });
+        }
     }
 }
 
@@ -274,9 +355,8 @@ impl Host for NodeInner {
         };
         if peer.remove(conn) {
             tracing::info!(node = %self.id, peer = %conn.peer.name, %reason, "disconnected");
-            if !conn.peer.hidden {
-                let _ = self.events.send(Event::NodeDown(conn.peer.name.clone()));
-            }
+            // Out at once, before gossip agrees.
+            self.membership.link_broken(self, &conn.peer.name);
         }
     }
 }

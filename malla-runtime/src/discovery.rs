@@ -1,0 +1,274 @@
+//! Cluster membership and service discovery on chitchat (scuttlebutt gossip
+//! with a phi-accrual failure detector): what this node publishes, and a task
+//! that turns what the others publish into the membership table.
+
+pub(crate) mod advert;
+pub(crate) mod gossip;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chitchat::transport::Transport;
+use chitchat::{Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::advert::{
+    Advertised, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RPC_KEY, SERVICE_PREFIX, STATUS_KEY, ServiceAdvert,
+};
+use self::gossip::{GossipCounters, GossipStats, SealedUdp, Sealer};
+use crate::handshake::Cookie;
+use crate::node::NodeInner;
+use crate::{Error, NodeId, ServiceManifest};
+
+/// Gossip settings, from the node builder.
+#[derive(Debug, Clone)]
+pub(crate) struct GossipConfig {
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) interval: Duration,
+    pub(crate) phi_threshold: f64,
+    pub(crate) dead_node_grace: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            seeds: Vec::new(),
+            interval: Duration::from_millis(500),
+            phi_threshold: 8.0,
+            dead_node_grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A running gossip member.
+pub(crate) struct Discovery {
+    handle: ChitchatHandle,
+    counters: Arc<GossipCounters>,
+    pub(crate) interval: Duration,
+    stop: CancellationToken,
+    _listener: ListenerHandle,
+}
+
+impl Discovery {
+    /// Joins the cluster: chitchat on `socket`, advertised at `advertise`.
+    pub(crate) async fn start(
+        node: &Arc<NodeInner>,
+        socket: tokio::net::UdpSocket,
+        advertise: SocketAddr,
+        generation: u64,
+        cookie: &Cookie,
+        config: &GossipConfig,
+    ) -> Result<Discovery, Error> {
+        let listen_addr = socket.local_addr()?;
+        let counters = Arc::new(GossipCounters::default());
+        let transport = SealedUdp {
+            sealer: Sealer::new(cookie),
+            counters: Arc::clone(&counters),
+            bound: std::sync::Mutex::new(Some(socket)),
+        };
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(node.id.as_str(), generation, advertise),
+            cluster_id: "malla".into(),
+            gossip_interval: config.interval,
+            listen_addr,
+            seed_nodes: config.seeds.iter().map(ToString::to_string).collect(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                initial_interval: config.interval,
+                dead_node_grace_period: config.dead_node_grace,
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: config.dead_node_grace,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let identity = &node.net.identity;
+        let mut initial = vec![(STATUS_KEY.to_owned(), NodeStatus::Running.as_str().to_owned())];
+        if identity.hidden {
+            initial.push((HIDDEN_KEY.to_owned(), "true".to_owned()));
+        } else if let Some(rpc) = identity.listen {
+            initial.push((RPC_KEY.to_owned(), rpc.to_string()));
+        }
+        let handle = chitchat::spawn_chitchat(chitchat_config, initial, &transport as &dyn Transport)
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+
+        let changed = Arc::new(Notify::new());
+        let chitchat = handle.chitchat();
+        let listener = {
+            let changed = Arc::clone(&changed);
+            chitchat.lock().await.subscribe_event("", move |_| changed.notify_one())
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(refresh(
+            Arc::downgrade(node),
+            chitchat,
+            changed,
+            config.interval,
+            stop.clone(),
+        ));
+        tracing::info!(node = %node.id, gossip = %listen_addr, seeds = ?config.seeds, "gossip started");
+        Ok(Discovery {
+            handle,
+            counters,
+            interval: config.interval,
+            stop,
+            _listener: listener,
+        })
+    }
+
+    /// Publishes (or updates) a served global service; `also` are addresses
+    /// to gossip with at once besides the nodes gossip knows.
+    pub(crate) async fn publish_service(
+        &self,
+        manifest: &ServiceManifest,
+        advert: &ServiceAdvert,
+        also: impl IntoIterator<Item = SocketAddr>,
+    ) {
+        let name = manifest.name();
+        self.handle
+            .with_chitchat(|chitchat| {
+                let state = chitchat.self_node_state();
+                state.set(format!("{SERVICE_PREFIX}{name}"), advert.encode());
+                if state.get(&format!("{MANIFEST_PREFIX}{name}")).is_none() {
+                    state.set(format!("{MANIFEST_PREFIX}{name}"), advert::manifest_value(manifest));
+                }
+            })
+            .await;
+        self.spread(also).await;
+    }
+
+    /// Tells the cluster this node is leaving.
+    pub(crate) async fn leave(&self, also: impl IntoIterator<Item = SocketAddr>) {
+        self.handle
+            .with_chitchat(|chitchat| {
+                chitchat.self_node_state().set(STATUS_KEY, NodeStatus::Leaving.as_str());
+            })
+            .await;
+        self.spread(also).await;
+    }
+
+    /// Gossips with every known node now instead of at the next round, so a
+    /// change reaches everyone in about one round trip.
+    async fn spread(&self, also: impl IntoIterator<Item = SocketAddr>) {
+        let mut peers: std::collections::BTreeSet<SocketAddr> = self
+            .handle
+            .with_chitchat(|chitchat| {
+                // Every known node, not just those the failure detector
+                // already trusts: a node that just joined needs it most.
+                let me = chitchat.self_chitchat_id().clone();
+                chitchat
+                    .node_states()
+                    .keys()
+                    .filter(|id| **id != me)
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect::<std::collections::BTreeSet<_>>()
+            })
+            .await;
+        peers.extend(also);
+        for addr in peers {
+            let _ = self.handle.gossip(addr);
+        }
+    }
+
+    /// Gossips with `addr` now: how `connect` makes a node known.
+    pub(crate) fn introduce(&self, addr: SocketAddr) {
+        let _ = self.handle.gossip(addr);
+    }
+
+    /// The published manifest of `service` on `node`, if gossip has it.
+    pub(crate) async fn manifest(&self, node: &NodeId, service: &str) -> Option<ServiceManifest> {
+        let key = format!("{MANIFEST_PREFIX}{service}");
+        let value = self
+            .handle
+            .with_chitchat(|chitchat| {
+                chitchat
+                    .node_states()
+                    .iter()
+                    .filter(|(id, _)| *id.node_id == *node.as_str())
+                    .max_by_key(|(id, _)| id.generation_id)
+                    .and_then(|(_, state)| state.get(&key).map(str::to_owned))
+            })
+            .await?;
+        serde_json::from_str(&value).ok()
+    }
+
+    pub(crate) fn stats(&self) -> GossipStats {
+        self.counters.snapshot()
+    }
+
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let _ = self.handle.initiate_shutdown();
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.handle.abort();
+    }
+}
+
+/// Rebuilds the membership table whenever gossip changes (a key, a node's
+/// liveness) and at least once a round.
+async fn refresh(
+    node: Weak<NodeInner>,
+    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    changed: Arc<Notify>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut live = chitchat.lock().await.live_nodes_watcher();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = changed.notified() => {}
+            changed = live.changed() => if changed.is_err() { return },
+            _ = ticker.tick() => {}
+        }
+        let view = read_view(&chitchat).await;
+        let Some(node) = node.upgrade() else { return };
+        node.gossip_changed(view);
+    }
+}
+
+/// What every node other than this one publishes, and whether the failure
+/// detector considers it live. A restarted node may be listed twice for a
+/// while: its latest generation wins.
+async fn read_view(chitchat: &tokio::sync::Mutex<Chitchat>) -> BTreeMap<NodeId, Gossiped> {
+    let chitchat = chitchat.lock().await;
+    let me = chitchat.self_chitchat_id();
+    let live: std::collections::BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut latest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
+    for id in chitchat.node_states().keys().filter(|id| id.node_id != me.node_id) {
+        let entry = latest.entry(&id.node_id).or_insert(id);
+        if id.generation_id > entry.generation_id {
+            *entry = id;
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(name, id)| {
+            let state = chitchat.node_state(id)?;
+            let gossiped = Gossiped {
+                advertised: Advertised::parse(name, state.key_values()),
+                live: live.contains(id),
+            };
+            Some((NodeId::from(name), gossiped))
+        })
+        .collect()
+}
+
+/// A node as gossip knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Gossiped {
+    pub(crate) advertised: Advertised,
+    /// Whether the failure detector has heard from it recently enough.
+    pub(crate) live: bool,
+}

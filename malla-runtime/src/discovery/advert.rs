@@ -1,0 +1,166 @@
+//! What a node publishes about itself in gossip, and how it reads what others
+//! publish. Keys:
+//!
+//! | key | value |
+//! |---|---|
+//! | `rpc` | the node's TCP address, `127.0.0.1:7000` |
+//! | `status` | `running` or `leaving` |
+//! | `hidden` | `true` for hidden nodes (they publish nothing else) |
+//! | `svc:<name>` | `{"vsn":"1.2.0","status":"running","meta":{..}}` per global service |
+//! | `manifest:<name>` | the service's manifest, JSON, for tools |
+//!
+//! Values from other nodes are checked; a malformed one is skipped (and
+//! logged), never trusted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AdminStatus, ServiceManifest};
+
+pub(crate) const RPC_KEY: &str = "rpc";
+pub(crate) const STATUS_KEY: &str = "status";
+pub(crate) const HIDDEN_KEY: &str = "hidden";
+pub(crate) const SERVICE_PREFIX: &str = "svc:";
+pub(crate) const MANIFEST_PREFIX: &str = "manifest:";
+
+/// Whether a node is taking part in the cluster or leaving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NodeStatus {
+    Running,
+    Leaving,
+}
+
+impl NodeStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Running => "running",
+            NodeStatus::Leaving => "leaving",
+        }
+    }
+}
+
+/// The running status of a service instance, as published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunningStatus {
+    /// Takes calls.
+    Running,
+    /// Admin status `Paused`: refuses calls for now.
+    Paused,
+    /// Admin status `Inactive`: stopped.
+    Stopped,
+}
+
+impl From<AdminStatus> for RunningStatus {
+    fn from(admin: AdminStatus) -> Self {
+        match admin {
+            AdminStatus::Active => RunningStatus::Running,
+            AdminStatus::Paused => RunningStatus::Paused,
+            AdminStatus::Inactive => RunningStatus::Stopped,
+        }
+    }
+}
+
+/// The value of a `svc:<name>` key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServiceAdvert {
+    pub(crate) vsn: String,
+    pub(crate) status: RunningStatus,
+    #[serde(default)]
+    pub(crate) meta: BTreeMap<String, String>,
+}
+
+impl ServiceAdvert {
+    pub(crate) fn encode(&self) -> String {
+        serde_json::to_string(self).expect("plain data serializes")
+    }
+}
+
+pub(crate) fn manifest_value(manifest: &ServiceManifest) -> String {
+    serde_json::to_string(manifest).expect("plain data serializes")
+}
+
+/// What another node publishes, as far as routing cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Advertised {
+    pub(crate) rpc: Option<SocketAddr>,
+    pub(crate) status: NodeStatus,
+    pub(crate) hidden: bool,
+    pub(crate) services: BTreeMap<String, ServiceAdvert>,
+}
+
+impl Advertised {
+    /// Reads a node's key-values, skipping what does not parse.
+    pub(crate) fn parse<'a>(node: &str, key_values: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut advertised = Advertised {
+            rpc: None,
+            status: NodeStatus::Running,
+            hidden: false,
+            services: BTreeMap::new(),
+        };
+        for (key, value) in key_values {
+            match key {
+                RPC_KEY => match value.parse() {
+                    Ok(addr) => advertised.rpc = Some(addr),
+                    Err(_) => tracing::warn!(%node, %value, "ignoring an unparsable `rpc` address in gossip"),
+                },
+                STATUS_KEY => {
+                    advertised.status = match value {
+                        "leaving" => NodeStatus::Leaving,
+                        "running" => NodeStatus::Running,
+                        other => {
+                            tracing::warn!(%node, status = %other, "unknown node status in gossip; treating as leaving");
+                            NodeStatus::Leaving
+                        }
+                    }
+                }
+                HIDDEN_KEY => advertised.hidden = value == "true",
+                _ => {
+                    if let Some(service) = key.strip_prefix(SERVICE_PREFIX) {
+                        match serde_json::from_str::<ServiceAdvert>(value) {
+                            Ok(advert) => {
+                                advertised.services.insert(service.to_owned(), advert);
+                            }
+                            Err(err) => tracing::warn!(%node, %service, "ignoring a malformed service advert: {err}"),
+                        }
+                    }
+                }
+            }
+        }
+        advertised
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adverts_round_trip_and_garbage_is_skipped() {
+        let advert = ServiceAdvert {
+            vsn: "1.2.0".into(),
+            status: RunningStatus::Paused,
+            meta: BTreeMap::from([("zone".into(), "eu".into())]),
+        };
+        let encoded = advert.encode();
+        assert_eq!(encoded, r#"{"vsn":"1.2.0","status":"paused","meta":{"zone":"eu"}}"#);
+        let keys = [
+            ("rpc", "127.0.0.1:7000"),
+            ("status", "running"),
+            ("svc:Calculator", encoded.as_str()),
+            ("svc:Broken", "{not json"),
+            ("svc:Odd", r#"{"vsn":"1","status":"exploded"}"#),
+            ("something-else", "ignored"),
+        ];
+        let parsed = Advertised::parse("n1", keys.into_iter());
+        assert_eq!(parsed.rpc, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(parsed.status, NodeStatus::Running);
+        assert_eq!(parsed.services.keys().collect::<Vec<_>>(), ["Calculator"]);
+        assert_eq!(parsed.services["Calculator"], advert);
+        let bad_rpc = Advertised::parse("n1", [("rpc", "nowhere"), ("status", "??")].into_iter());
+        assert_eq!((bad_rpc.rpc, bad_rpc.status), (None, NodeStatus::Leaving));
+    }
+}

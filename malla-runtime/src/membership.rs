@@ -1,0 +1,237 @@
+//! Which nodes are up, and which of them run which service: the table behind
+//! `get_nodes`, the routes of every client, and the node and service events.
+//!
+//! Two inputs feed it: what gossip says about nodes (their address, status
+//! and services, and whether the failure detector hears from them) and the
+//! state of this node's TCP connection to each of them. A node is up when it
+//! is visible, its connection is not broken, and it runs by gossip: live, or
+//! connected (a node that just joined is connected before the failure
+//! detector has heard it twice); without gossip, when it is connected.
+//! A broken connection takes a node's instances out at once, before gossip
+//! agrees. Every change rebuilds the routes, with the remote nodes in a new
+//! random order, and bumps a version that `wait_for_services` watches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::seq::SliceRandom;
+use rustc_hash::FxHashMap;
+use tokio::sync::watch;
+
+use crate::NodeId;
+use crate::discovery::Gossiped;
+use crate::discovery::advert::{NodeStatus, RunningStatus};
+use crate::node::{Event, NodeInner};
+use crate::registry::Route;
+
+/// An instance of a service on a node, as `get_instances` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The node running it.
+    pub node: NodeId,
+    /// The node's address, if it listens.
+    pub addr: Option<SocketAddr>,
+    /// Version of the service there.
+    pub vsn: String,
+    /// Whether it takes calls.
+    pub status: RunningStatus,
+    /// Metadata published with it.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The state of this node's connection to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    Up {
+        hidden: bool,
+    },
+    /// The last connection died or the last dial failed; cleared by a new
+    /// connection.
+    Broken,
+}
+
+pub(crate) struct Membership {
+    state: Mutex<State>,
+    version: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Nodes gossip knows, other than this one.
+    gossip: BTreeMap<NodeId, Gossiped>,
+    links: FxHashMap<NodeId, Link>,
+    up: BTreeSet<NodeId>,
+    /// `(service, node)` of every running remote instance on an up node.
+    running: BTreeSet<(String, NodeId)>,
+    /// Every remote instance on an up node, by service.
+    instances: BTreeMap<String, Vec<Instance>>,
+}
+
+impl State {
+    fn is_up(&self, id: &NodeId) -> bool {
+        let link = self.links.get(id);
+        let connected = matches!(link, Some(Link::Up { .. }));
+        let gossiped = self.gossip.get(id);
+        let hidden = gossiped.is_some_and(|g| g.advertised.hidden) || matches!(link, Some(Link::Up { hidden: true }));
+        if hidden || link == Some(&Link::Broken) {
+            return false;
+        }
+        match gossiped {
+            Some(g) => (g.live || connected) && g.advertised.status == NodeStatus::Running,
+            None => connected,
+        }
+    }
+}
+
+impl Membership {
+    pub(crate) fn new() -> Self {
+        Membership {
+            state: Mutex::new(State::default()),
+            version: watch::Sender::new(0),
+        }
+    }
+
+    /// Takes in what gossip now says; returns the connected nodes the failure
+    /// detector stopped hearing from, whose connections should be closed.
+    pub(crate) fn gossip_changed(&self, node: &NodeInner, view: BTreeMap<NodeId, Gossiped>) -> Vec<NodeId> {
+        let mut state = self.lock();
+        let dropped = state
+            .gossip
+            .iter()
+            .filter(|(id, before)| before.live && !view.get(*id).is_some_and(|now| now.live))
+            .filter(|(id, _)| matches!(state.links.get(*id), Some(Link::Up { .. })))
+            .map(|(id, _)| id.clone())
+            .collect();
+        state.gossip = view;
+        self.rebuild(&mut state, node);
+        dropped
+    }
+
+    /// A connection to `peer` is up.
+    pub(crate) fn link_up(&self, node: &NodeInner, peer: &NodeId, hidden: bool) {
+        self.set_link(node, peer, Some(Link::Up { hidden }));
+    }
+
+    /// The connection to `peer` died, or dialing it failed.
+    pub(crate) fn link_broken(&self, node: &NodeInner, peer: &NodeId) {
+        self.set_link(node, peer, Some(Link::Broken));
+    }
+
+    fn set_link(&self, node: &NodeInner, peer: &NodeId, link: Option<Link>) {
+        let mut state = self.lock();
+        let changed = match link {
+            Some(link) => state.links.insert(peer.clone(), link) != Some(link),
+            None => state.links.remove(peer).is_some(),
+        };
+        if changed {
+            self.rebuild(&mut state, node);
+        }
+    }
+
+    /// Something local changed (a service served, an admin status).
+    pub(crate) fn touch(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub(crate) fn up_nodes(&self) -> Vec<NodeId> {
+        self.lock().up.iter().cloned().collect()
+    }
+
+    pub(crate) fn instances(&self, service: &str) -> Vec<Instance> {
+        self.lock().instances.get(service).cloned().unwrap_or_default()
+    }
+
+    /// Services with a running instance on some up node.
+    pub(crate) fn running_services(&self) -> BTreeSet<String> {
+        self.lock().running.iter().map(|(service, _)| service.clone()).collect()
+    }
+
+    /// Gossip-live visible nodes that run and publish an address: the ones
+    /// to stay connected to.
+    pub(crate) fn connect_targets(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.lock()
+            .gossip
+            .iter()
+            .filter(|(_, g)| g.live && !g.advertised.hidden && g.advertised.status == NodeStatus::Running)
+            .filter_map(|(id, g)| g.advertised.rpc.map(|addr| (id.clone(), addr)))
+            .collect()
+    }
+
+    fn rebuild(&self, state: &mut State, node: &NodeInner) {
+        let candidates: BTreeSet<NodeId> = state.gossip.keys().chain(state.links.keys()).cloned().collect();
+        let up: BTreeSet<NodeId> = candidates.into_iter().filter(|id| state.is_up(id)).collect();
+        for id in up.difference(&state.up) {
+            tracing::info!(node = %node.id, peer = %id, "node up");
+            let _ = node.events.send(Event::NodeUp(id.clone()));
+        }
+        for id in state.up.difference(&up) {
+            tracing::info!(node = %node.id, peer = %id, "node down");
+            let _ = node.events.send(Event::NodeDown(id.clone()));
+        }
+
+        let mut instances: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+        let mut running = BTreeSet::new();
+        for id in &up {
+            let Some(Gossiped { advertised, .. }) = state.gossip.get(id) else {
+                continue;
+            };
+            for (service, advert) in &advertised.services {
+                instances.entry(service.clone()).or_default().push(Instance {
+                    node: id.clone(),
+                    addr: advertised.rpc,
+                    vsn: advert.vsn.clone(),
+                    status: advert.status,
+                    metadata: advert.meta.clone(),
+                });
+                if advert.status == RunningStatus::Running {
+                    running.insert((service.clone(), id.clone()));
+                }
+            }
+        }
+        for (service, id) in running.difference(&state.running) {
+            tracing::debug!(node = %node.id, %service, peer = %id, "service up");
+            let _ = node.events.send(Event::ServiceUp {
+                service: service.clone(),
+                node: id.clone(),
+            });
+        }
+        for (service, id) in state.running.difference(&running) {
+            tracing::debug!(node = %node.id, %service, peer = %id, "service down");
+            let _ = node.events.send(Event::ServiceDown {
+                service: service.clone(),
+                node: id.clone(),
+            });
+        }
+
+        // New routes for every service that runs, or ran, somewhere.
+        let services: BTreeSet<&String> = running.iter().chain(&state.running).map(|(s, _)| s).collect();
+        let mut rng = rand::rng();
+        for service in services {
+            let mut nodes: Vec<NodeId> = running
+                .range((service.clone(), NodeId::from(""))..)
+                .take_while(|(s, _)| s == service)
+                .map(|(_, id)| id.clone())
+                .collect();
+            nodes.shuffle(&mut rng);
+            let remote: Arc<[NodeId]> = nodes.into();
+            node.registry.slot(service).update(|route| Route {
+                local: route.local.clone(),
+                remote: Arc::clone(&remote),
+            });
+        }
+
+        state.up = up;
+        state.running = running;
+        state.instances = instances;
+        self.touch();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
