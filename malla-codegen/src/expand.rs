@@ -280,7 +280,9 @@ fn client_impl(svc: &Service) -> TokenStream {
         .iter()
         .enumerate()
         .map(|(index, method)| client_method(svc, index, method));
+    // Generated API: a crate need not use every method of every client.
     quote! {
+        #[allow(dead_code)]
         impl #client {
             /// What this service declares: name, version, methods and their
             /// signature hashes.

@@ -30,7 +30,7 @@ use quote::ToTokens;
 pub use ast::{Arg, Method, Service, unsendable_type};
 pub use attr::{MethodAttrs, ServiceAttrs, check_wire_name, is_malla_attr};
 pub use expand::expand;
-pub use signature::{canonical_signature, method_id, normalize_type, signature_hash};
+pub use signature::{canonical_signature, method_id, normalize_tokens, normalize_type, signature_hash};
 pub use valid::{MAX_ARGS, RESERVED_CLIENT_METHODS};
 
 /// `#[malla::service(args)] input`, start to finish. Errors come back as

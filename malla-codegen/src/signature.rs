@@ -15,8 +15,13 @@ use sha2::{Digest, Sha256};
 /// separated by a single space only where two words would otherwise merge
 /// (`std::collections::HashMap<String,Vec<u8>>`, `<T as Trait>::X`).
 pub fn normalize_type(ty: &syn::Type) -> String {
+    normalize_tokens(ty)
+}
+
+/// The same normal form for any tokens (`use` trees, paths).
+pub fn normalize_tokens(tokens: &impl ToTokens) -> String {
     let mut out = String::new();
-    write_tokens(ty.to_token_stream(), &mut out);
+    write_tokens(tokens.to_token_stream(), &mut out);
     out
 }
 
