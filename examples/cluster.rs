@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --example cluster
 //! RUST_LOG=malla_runtime=info cargo run --example cluster   # and the library's own logs
+//! cargo run --example cluster -- --stay                      # keep node1 and node3 up on 127.0.0.1:7000
+//! cargo run -p malla-cli -- --connect 127.0.0.1:7000 --cookie malla-demo-cookie services
 //! ```
 
 use std::collections::BTreeMap;
@@ -46,7 +48,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(name: &str, seeds: &[SocketAddr]) -> Server {
+    fn start(name: &str, listen: SocketAddr, seeds: &[SocketAddr]) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -54,7 +56,7 @@ impl Server {
             .expect("a runtime");
         let builder = Node::builder(name)
             .cookie(COOKIE)
-            .listen("127.0.0.1:0".parse().unwrap())
+            .listen(listen)
             .seeds(seeds.iter().copied());
         let node = runtime.block_on(builder.start()).expect("the node starts");
         Server {
@@ -86,12 +88,19 @@ fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
+    let stay = std::env::args().any(|a| a == "--stay");
     let t = Instant::now();
 
-    let mut servers = vec![Server::start("node1", &[])];
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let first = if stay {
+        "127.0.0.1:7000".parse().unwrap()
+    } else {
+        any_port
+    };
+    let mut servers = vec![Server::start("node1", first, &[])];
     let seed = servers[0].node.local_addr().unwrap();
-    servers.push(Server::start("node2", &[seed]));
-    servers.push(Server::start("node3", &[seed]));
+    servers.push(Server::start("node2", any_port, &[seed]));
+    servers.push(Server::start("node3", any_port, &[seed]));
     step(
         t,
         format!("started node1, node2, node3 on 127.0.0.1, cookie `{COOKIE}`; node1 ({seed}) is the seed"),
@@ -187,6 +196,15 @@ fn main() -> Result<(), Error> {
         step(t, "client left the cluster");
         Ok::<(), Error>(())
     })?;
+    if stay {
+        step(
+            t,
+            format!(
+                "node1 and node3 keep running; try `cargo run -p malla-cli -- --connect {seed} --cookie {COOKIE} services`; Ctrl-C to stop"
+            ),
+        );
+        client_runtime.block_on(tokio::signal::ctrl_c()).ok();
+    }
     for server in &mut servers {
         server.kill();
     }

@@ -2,12 +2,12 @@
 //! files, read with `syn` through the macro's own parser, written as a
 //! manifest a client crate can precompile.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use malla_codegen::Service;
 
 use crate::error::ManifestError;
+use crate::write::{MethodEntry, ServiceEntry, write_manifest};
 
 /// The manifest of the services declared in `source` (the text of `file`).
 pub(crate) fn manifest(file: &Path, source: &str) -> Result<String, ManifestError> {
@@ -20,29 +20,9 @@ pub(crate) fn manifest(file: &Path, source: &str) -> Result<String, ManifestErro
             message: format!("cannot parse the file: {err}"),
         }
     })?;
-    let mut out = String::new();
     let mut traits = Vec::new();
     collect(&parsed.items, &mut traits);
-    let uses = external_uses(&parsed.items);
-    writeln!(out, "# Exported by malla-build from {}.", file.display()).unwrap();
-    writeln!(
-        out,
-        "# Types the methods use must exist in the crate that precompiles this"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "# manifest, with the same serde shape: import them with `use` below."
-    )
-    .unwrap();
-    if !uses.is_empty() {
-        writeln!(
-            out,
-            "use = [{}]",
-            uses.iter().map(|u| quoted(u)).collect::<Vec<_>>().join(", ")
-        )
-        .unwrap();
-    }
+    let mut services = Vec::new();
     for (attr, item) in traits {
         let args = match &attr.meta {
             syn::Meta::List(list) => list.tokens.clone(),
@@ -57,42 +37,43 @@ pub(crate) fn manifest(file: &Path, source: &str) -> Result<String, ManifestErro
                 message: format!("invalid service `{}`: {err}", item.ident),
             }
         })?;
-        write_service(&mut out, &service);
+        services.push(entry(&service));
     }
-    Ok(out)
+    let header = format!(
+        "Exported by malla-build from {}.\n\
+         Types the methods use must exist in the crate that precompiles this\n\
+         manifest, with the same serde shape: import them with `use` below.",
+        file.display()
+    );
+    Ok(write_manifest(&header, &external_uses(&parsed.items), &services))
 }
 
-fn write_service(out: &mut String, service: &Service) {
-    writeln!(out, "\n[[service]]").unwrap();
-    writeln!(out, "name = {}", quoted(&service.wire_name())).unwrap();
-    if service.ident != service.wire_name() {
-        writeln!(out, "rust_name = {}", quoted(&service.ident.to_string())).unwrap();
-    }
-    writeln!(out, "vsn = {}", quoted(&service.attrs.vsn)).unwrap();
-    if !service.attrs.global {
-        writeln!(out, "global = false").unwrap();
-    }
-    for method in &service.methods {
-        writeln!(out, "\n  [[service.method]]").unwrap();
-        writeln!(out, "  name = {}", quoted(&method.wire_name())).unwrap();
-        let args: Vec<String> = method
-            .args
+fn entry(service: &Service) -> ServiceEntry {
+    ServiceEntry {
+        name: service.wire_name(),
+        rust_name: (service.ident != service.wire_name()).then(|| service.ident.to_string()),
+        vsn: service.attrs.vsn.clone(),
+        global: service.attrs.global,
+        methods: service
+            .methods
             .iter()
-            .zip(method.arg_types())
-            .map(|(arg, ty)| quoted(&format!("{}: {ty}", arg.ident.to_string().trim_start_matches("r#"))))
-            .collect();
-        writeln!(out, "  args = [{}]", args.join(", ")).unwrap();
-        writeln!(out, "  returns = {}", quoted(&method.ret_type())).unwrap();
-        if method.attrs.idempotent {
-            writeln!(out, "  idempotent = true").unwrap();
-        }
-        if let Some(ms) = method.attrs.timeout_ms {
-            writeln!(out, "  timeout_ms = {ms}").unwrap();
-        }
-        let doc: Vec<String> = method.docs.iter().filter_map(doc_line).collect();
-        if !doc.is_empty() {
-            writeln!(out, "  doc = {}", quoted(&doc.join("\n"))).unwrap();
-        }
+            .map(|method| {
+                let doc: Vec<String> = method.docs.iter().filter_map(doc_line).collect();
+                MethodEntry {
+                    name: method.wire_name(),
+                    args: method
+                        .args
+                        .iter()
+                        .zip(method.arg_types())
+                        .map(|(arg, ty)| (arg.ident.to_string().trim_start_matches("r#").to_owned(), ty))
+                        .collect(),
+                    returns: method.ret_type(),
+                    idempotent: method.attrs.idempotent,
+                    timeout_ms: method.attrs.timeout_ms,
+                    doc: (!doc.is_empty()).then(|| doc.join("\n")),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -151,9 +132,4 @@ fn doc_line(attr: &syn::Attribute) -> Option<String> {
         }) => Some(s.value().trim().to_owned()),
         _ => None,
     }
-}
-
-/// A TOML basic string.
-fn quoted(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
 }

@@ -64,10 +64,12 @@ mod error;
 mod export;
 mod manifest;
 mod stubs;
+mod write;
 
 use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
+pub use write::{MethodEntry, ServiceEntry, write_manifest};
 
 /// Why stubs could not be generated or a manifest exported.
 #[derive(Debug)]

@@ -109,6 +109,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A connect target could not be resolved to any node address.
+    #[error("cannot resolve `{target}`: {reason}")]
+    Resolve {
+        /// The target, as written.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A service with that name is already served on this node.
     #[error("service `{0}` is already served on this node")]
     AlreadyServed(String),

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod cluster;
 mod connection;
 mod discovery;
 mod error;
@@ -19,12 +20,15 @@ mod registry;
 mod service;
 mod wire;
 
+pub use cluster::ConnectTarget;
 pub use discovery::advert::RunningStatus;
 pub use discovery::gossip::GossipStats;
 pub use error::Error;
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
-pub use membership::Instance;
-pub use node::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, Event, Node, NodeBuilder, ServeOptions};
+pub use membership::{Instance, Member, MemberStatus};
+pub use node::{
+    COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_RECONNECT_INTERVAL, Event, Node, NodeBuilder, NodeConfig, ServeOptions,
+};
 pub use node_id::NodeId;
 pub use options::{CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT};
 pub use service::{AdminStatus, Service};

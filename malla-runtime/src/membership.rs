@@ -40,6 +40,31 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Another node as this one knows it, for tools (`malla nodes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name.
+    pub node: NodeId,
+    /// Where it listens, if known.
+    pub addr: Option<SocketAddr>,
+    /// Whether calls may go there.
+    pub status: MemberStatus,
+    /// The services it publishes, whatever their status (see
+    /// [`Node::get_instances`](crate::Node::get_instances)).
+    pub services: Vec<String>,
+}
+
+/// How a node stands, as seen from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberStatus {
+    /// Up: calls may go there.
+    Up,
+    /// Leaving the cluster gracefully.
+    Leaving,
+    /// Not heard from, or its connection broke.
+    Down,
+}
+
 /// The state of this node's connection to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Link {
@@ -136,6 +161,47 @@ impl Membership {
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Every visible node known, sorted by name.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let state = self.lock();
+        let known: BTreeSet<&NodeId> = state.gossip.keys().chain(state.links.keys()).collect();
+        known
+            .into_iter()
+            .filter(|id| {
+                let hidden_by_gossip = state.gossip.get(*id).is_some_and(|g| g.advertised.hidden);
+                !hidden_by_gossip && !matches!(state.links.get(*id), Some(Link::Up { hidden: true }))
+            })
+            .map(|id| {
+                let gossiped = state.gossip.get(id);
+                let status = if state.up.contains(id) {
+                    MemberStatus::Up
+                } else if gossiped.is_some_and(|g| g.advertised.status == NodeStatus::Leaving) {
+                    MemberStatus::Leaving
+                } else {
+                    MemberStatus::Down
+                };
+                Member {
+                    node: id.clone(),
+                    addr: gossiped.and_then(|g| g.advertised.rpc),
+                    status,
+                    services: gossiped
+                        .map(|g| g.advertised.services.keys().cloned().collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Where the nodes that are up listen, as gossip says.
+    pub(crate) fn up_addrs(&self) -> Vec<SocketAddr> {
+        let state = self.lock();
+        state
+            .up
+            .iter()
+            .filter_map(|id| state.gossip.get(id)?.advertised.rpc)
+            .collect()
     }
 
     pub(crate) fn up_nodes(&self) -> Vec<NodeId> {

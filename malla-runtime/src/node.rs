@@ -3,6 +3,7 @@
 
 mod builder;
 mod cluster;
+mod config;
 mod events;
 mod net;
 
@@ -11,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
-pub use builder::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, NodeBuilder};
+pub use builder::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_RECONNECT_INTERVAL, NodeBuilder};
+pub use config::NodeConfig;
 pub use events::Event;
 pub(crate) use net::{Net, NetConfig, accept_loop};
 
@@ -42,6 +44,10 @@ pub(crate) struct NodeInner {
     pub(crate) membership: Membership,
     /// Set once gossip has started (nodes that listen or have seeds).
     pub(crate) discovery: OnceLock<Discovery>,
+    /// The DNS resolver of connect targets, built on first use.
+    pub(crate) dns: OnceLock<crate::cluster::Dns>,
+    /// Name servers for it; the system's if empty.
+    pub(crate) dns_servers: Vec<std::net::SocketAddr>,
 }
 
 impl Drop for NodeInner {

@@ -46,6 +46,37 @@ impl Node {
         })
     }
 
+    /// Calls `service.method` with JSON arguments (an array, one element per
+    /// argument) and returns the JSON reply: for tools such as `malla call`,
+    /// which have no Rust types for the service. The serving node decodes the
+    /// arguments with the method's own types and reports a mismatch as
+    /// [`Error::Remote`].
+    pub async fn call_json(
+        &self,
+        service: &str,
+        method: &str,
+        args: &serde_json::Value,
+        options: CallOptions,
+    ) -> Result<serde_json::Value, Error> {
+        if !args.is_array() {
+            return Err(Error::Codec {
+                what: format!("encode the arguments of `{service}.{method}`"),
+                message: "JSON arguments are an array, one element per argument: `[1, 2]`".into(),
+            });
+        }
+        let body = serde_json::to_vec(args).map_err(|e| Error::Codec {
+            what: format!("encode the arguments of `{service}.{method}`"),
+            message: e.to_string(),
+        })?;
+        let bytes = self
+            .call_encoded(service, method, body, options, WireFormat::Json)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Codec {
+            what: format!("decode the reply of `{service}.{method}`"),
+            message: e.to_string(),
+        })
+    }
+
     /// A dynamic call with pre-encoded arguments; returns the encoded reply.
     pub(crate) async fn call_encoded(
         &self,

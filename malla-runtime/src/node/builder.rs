@@ -49,7 +49,13 @@ pub struct NodeBuilder {
     tick_interval: Duration,
     advertise: Option<SocketAddr>,
     gossip: GossipConfig,
+    connect_targets: Vec<String>,
+    dns_servers: Vec<SocketAddr>,
+    reconnect_interval: Duration,
 }
+
+/// Period of re-resolving connect targets unless told otherwise.
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
 
 impl NodeBuilder {
     pub(crate) fn new(name: String) -> Self {
@@ -64,7 +70,37 @@ impl NodeBuilder {
             tick_interval: Duration::from_millis(500),
             advertise: None,
             gossip: GossipConfig::default(),
+            connect_targets: Vec::new(),
+            dns_servers: Vec::new(),
+            reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
         }
+    }
+
+    /// Where to find the cluster, looked up again every
+    /// [`reconnect_interval`](Self::reconnect_interval): addresses,
+    /// `host:port` names (every A/AAAA record is a node) or SRV names
+    /// (`_malla._tcp.example.com`); see [`ConnectTarget`](crate::ConnectTarget).
+    /// Addresses found that are not nodes already up are gossiped with, so
+    /// restarted and new nodes are found and partitions heal.
+    pub fn connect_targets<I, T>(mut self, targets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.connect_targets.extend(targets.into_iter().map(Into::into));
+        self
+    }
+
+    /// Period of looking the connect targets up again (default 5 s).
+    pub fn reconnect_interval(mut self, interval: Duration) -> Self {
+        self.reconnect_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// DNS servers (`ip:port`) for connect targets, instead of the system's.
+    pub fn dns_servers<I: IntoIterator<Item = SocketAddr>>(mut self, servers: I) -> Self {
+        self.dns_servers = servers.into_iter().collect();
+        self
     }
 
     /// Nodes to gossip with at start to join their cluster (their listen
@@ -165,7 +201,12 @@ impl NodeBuilder {
             Some(c) => Some(Cookie::new(c.as_bytes())),
             None => None,
         };
-        let gossips = self.listen.is_some() || !self.gossip.seeds.is_empty();
+        let targets = self
+            .connect_targets
+            .iter()
+            .map(|t| t.parse::<crate::ConnectTarget>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let gossips = self.listen.is_some() || !self.gossip.seeds.is_empty() || !targets.is_empty();
         let cookie = match cookie {
             Some(cookie) => Some(cookie),
             None if gossips => {
@@ -228,6 +269,8 @@ impl NodeBuilder {
             },
             membership: Membership::new(),
             discovery: OnceLock::new(),
+            dns: OnceLock::new(),
+            dns_servers: self.dns_servers.clone(),
             id,
         });
         if let Some(listener) = listener {
@@ -237,6 +280,17 @@ impl NodeBuilder {
         if let (Some(udp), Some(advertise), Some(cookie)) = (udp, advertise, &inner.net.cookie) {
             let discovery = Discovery::start(&inner, udp, advertise, generation, cookie, &self.gossip).await?;
             let _ = inner.discovery.set(discovery);
+        }
+        if !targets.is_empty() {
+            // A resolver that cannot be built is a configuration error now,
+            // not a warning every period.
+            inner.dns()?;
+            tokio::spawn(crate::cluster::reconnect_loop(
+                Arc::downgrade(&inner),
+                targets,
+                self.reconnect_interval,
+                inner.net.stop.clone(),
+            ));
         }
         Ok(Node { inner })
     }

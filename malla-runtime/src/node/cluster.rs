@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::Node;
 use crate::discovery::gossip::GossipStats;
-use crate::membership::Instance;
+use crate::membership::{Instance, Member};
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
 impl Node {
@@ -120,6 +120,12 @@ impl Node {
             }
         }
         None
+    }
+
+    /// Every other visible node this one knows, with its address, status and
+    /// services, sorted by name.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.membership.members()
     }
 
     /// Gossip traffic this node has seen, if it gossips.

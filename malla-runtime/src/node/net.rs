@@ -289,6 +289,13 @@ impl NodeInner {
         }
     }
 
+    /// Where the nodes that are up listen: connected, or running by gossip.
+    pub(crate) fn up_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = self.membership.up_addrs();
+        addrs.extend(self.connected_addrs());
+        addrs
+    }
+
     /// Where the nodes this one is connected to listen (and gossip).
     pub(crate) fn connected_addrs(&self) -> Vec<SocketAddr> {
         self.net

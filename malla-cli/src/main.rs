@@ -1,0 +1,228 @@
+//! `malla`: look at a running cluster, and call it, from a hidden node (one
+//! that calls but is never listed and advertises nothing).
+//!
+//! ```text
+//! malla --connect 127.0.0.1:7000 --cookie secret nodes
+//! malla services
+//! malla manifest Calculator > malla.toml        # for malla_build::precompile
+//! malla call Calculator add '[40, 2]'
+//! ```
+//!
+//! Settings come from flags, else from `MALLA_CONNECT`, `MALLA_COOKIE`, … and
+//! the `MALLA_CONFIG` file, as for any node. Output is for people; `--json`
+//! prints JSON for scripts.
+
+mod output;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use malla::{CallOptions, Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "malla",
+    version,
+    about = "Look at and call a malla cluster from a hidden node"
+)]
+struct Cli {
+    /// Where to find the cluster: an address, `host:port` or an SRV name
+    /// (repeat for several). Default: MALLA_CONNECT.
+    #[arg(short, long = "connect", value_name = "TARGET")]
+    connect: Vec<String>,
+    /// The cluster's cookie. Default: MALLA_COOKIE, MALLA_COOKIE_FILE, or the
+    /// MALLA_CONFIG file.
+    #[arg(long)]
+    cookie: Option<String>,
+    /// DNS server for names (`ip:port`). Default: the system's.
+    #[arg(long = "dns-server", value_name = "ADDR")]
+    dns_servers: Vec<SocketAddr>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long the view of the cluster must stay unchanged before the
+    /// command answers, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    settle_ms: u64,
+    /// How long to wait for the cluster at most, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    patience_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The nodes of the cluster: address, status, services.
+    Nodes,
+    /// Every service instance: node, version, status.
+    Services,
+    /// The manifest of a running service, for `malla_build::precompile`.
+    Manifest {
+        /// The service's wire name.
+        service: String,
+    },
+    /// Calls a method with JSON arguments and prints the JSON reply.
+    Call {
+        /// The service's wire name.
+        service: String,
+        /// The method.
+        method: String,
+        /// The arguments, a JSON array: `'[40, 2]'`.
+        #[arg(default_value = "[]")]
+        args: String,
+        /// Deadline of the call, in milliseconds.
+        #[arg(long, default_value_t = 15_000, value_name = "MS")]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("malla: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let node = join(&cli).await?;
+    let result = match &cli.command {
+        Command::Nodes => {
+            settle(&node, &cli).await?;
+            Ok(output::nodes(&node.members(), cli.json))
+        }
+        Command::Services => {
+            settle(&node, &cli).await?;
+            Ok(output::services(&node, cli.json))
+        }
+        Command::Manifest { service } => manifest(&node, service).await,
+        Command::Call {
+            service,
+            method,
+            args,
+            timeout_ms,
+        } => call(&node, &cli, service, method, args, *timeout_ms).await,
+    };
+    node.shutdown().await;
+    println!("{}", result?);
+    Ok(())
+}
+
+/// A hidden node, configured like any other and overridden by the flags.
+async fn join(cli: &Cli) -> Result<Node, String> {
+    let mut config = NodeConfig::from_env().map_err(|e| e.to_string())?;
+    if !cli.connect.is_empty() {
+        config.connect = cli.connect.clone();
+    }
+    if config.connect.is_empty() {
+        return Err("no cluster to look at: pass --connect TARGET or set MALLA_CONNECT".into());
+    }
+    if let Some(cookie) = &cli.cookie {
+        config.cookie = Some(cookie.clone());
+    }
+    if !cli.dns_servers.is_empty() {
+        config.dns_servers = cli.dns_servers.clone();
+    }
+    config.name = Some(format!("malla-cli-{}", std::process::id()));
+    config.listen = None;
+    config.hidden = Some(true);
+    config
+        .builder()
+        .map_err(|e| e.to_string())?
+        .start()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until a node answers and the view of the cluster (members, their
+/// status and services, instances) has not changed for `--settle-ms`: gossip
+/// brings a cluster in over a few rounds.
+async fn settle(node: &Node, cli: &Cli) -> Result<(), String> {
+    let patience = Duration::from_millis(cli.patience_ms);
+    let quiet = Duration::from_millis(cli.settle_ms);
+    let started = tokio::time::Instant::now();
+    let view = || {
+        let members = node.members();
+        let instances: Vec<_> = members
+            .iter()
+            .flat_map(|m| m.services.iter())
+            .flat_map(|s| node.get_instances(s))
+            .map(|i| (i.node, i.status))
+            .collect();
+        (members, instances)
+    };
+    let (mut last, mut since) = (view(), started);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = view();
+        let someone_up = now.0.iter().any(|m| m.status == malla::MemberStatus::Up);
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if someone_up && since.elapsed() >= quiet {
+            return Ok(());
+        }
+        if started.elapsed() > patience {
+            return match someone_up {
+                true => Ok(()),
+                false => Err(format!(
+                    "no node answered at {} within {patience:?} (wrong address or cookie?)",
+                    cli.connect.join(", ")
+                )),
+            };
+        }
+    }
+}
+
+async fn manifest(node: &Node, service: &str) -> Result<String, String> {
+    node.wait_for_services(&[service], Duration::from_secs(5))
+        .await
+        .map_err(|_| format!("no running node publishes `{service}`"))?;
+    let manifest = node
+        .service_manifest(service)
+        .await
+        .ok_or_else(|| format!("the nodes running `{service}` publish no manifest for it"))?;
+    Ok(output::manifest(&manifest, &node.get_nodes(service)[0]))
+}
+
+async fn call(
+    node: &Node,
+    cli: &Cli,
+    service: &str,
+    method: &str,
+    args: &str,
+    timeout_ms: u64,
+) -> Result<String, String> {
+    let args: serde_json::Value =
+        serde_json::from_str(args).map_err(|e| format!("the arguments are not JSON ({e}): `{args}`"))?;
+    let timeout = Duration::from_millis(timeout_ms);
+    if node
+        .wait_for_services(&[service], timeout.min(Duration::from_secs(5)))
+        .await
+        .is_err()
+    {
+        return Err(format!(
+            "`{service}` is not available on any node reached through {}",
+            cli.connect.join(", ")
+        ));
+    }
+    let reply = node
+        .call_json(service, method, &args, CallOptions::default().timeout(timeout))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(if cli.json {
+        reply.to_string()
+    } else {
+        serde_json::to_string_pretty(&reply).expect("a JSON value prints")
+    })
+}

@@ -1,0 +1,145 @@
+//! What the commands print: aligned tables for people, JSON for scripts.
+
+use malla::{Member, MemberStatus, Node, NodeId, RunningStatus, ServiceManifest};
+use malla_build::{MethodEntry, ServiceEntry};
+use serde_json::json;
+
+pub(crate) fn nodes(members: &[Member], as_json: bool) -> String {
+    if as_json {
+        let rows: Vec<_> = members
+            .iter()
+            .map(|m| {
+                json!({
+                    "node": m.node.as_str(),
+                    "address": m.addr.map(|a| a.to_string()),
+                    "status": member_status(m.status),
+                    "services": m.services,
+                })
+            })
+            .collect();
+        return serde_json::to_string_pretty(&rows).expect("JSON prints");
+    }
+    let rows = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.node.to_string(),
+                m.addr.map_or("-".into(), |a| a.to_string()),
+                member_status(m.status).into(),
+                m.services.join(", "),
+            ]
+        })
+        .collect();
+    table(&["NODE", "ADDRESS", "STATUS", "SERVICES"], rows)
+}
+
+pub(crate) fn services(node: &Node, as_json: bool) -> String {
+    let mut names: Vec<String> = node.members().into_iter().flat_map(|m| m.services).collect();
+    names.sort();
+    names.dedup();
+    let instances: Vec<_> = names
+        .iter()
+        .flat_map(|s| node.get_instances(s).into_iter().map(move |i| (s, i)))
+        .collect();
+    if as_json {
+        let rows: Vec<_> = instances
+            .iter()
+            .map(|(service, i)| {
+                json!({
+                    "service": service,
+                    "node": i.node.as_str(),
+                    "vsn": i.vsn,
+                    "status": running_status(i.status),
+                    "metadata": i.metadata,
+                })
+            })
+            .collect();
+        return serde_json::to_string_pretty(&rows).expect("JSON prints");
+    }
+    let rows = instances
+        .iter()
+        .map(|(service, i)| {
+            let meta: Vec<String> = i.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                (*service).clone(),
+                i.node.to_string(),
+                if i.vsn.is_empty() { "-".into() } else { i.vsn.clone() },
+                running_status(i.status).into(),
+                meta.join(","),
+            ]
+        })
+        .collect();
+    table(&["SERVICE", "NODE", "VSN", "STATUS", "METADATA"], rows)
+}
+
+/// The manifest of a running service, as `malla_build::precompile` reads it.
+pub(crate) fn manifest(manifest: &ServiceManifest, from: &NodeId) -> String {
+    let entry = ServiceEntry {
+        name: manifest.name().to_owned(),
+        rust_name: None,
+        vsn: manifest.vsn().to_owned(),
+        global: manifest.is_global(),
+        methods: manifest
+            .methods()
+            .iter()
+            .map(|m| MethodEntry {
+                name: m.name().to_owned(),
+                args: m
+                    .args()
+                    .iter()
+                    .map(|a| (a.name().to_owned(), a.ty().to_owned()))
+                    .collect(),
+                returns: m.ret().to_owned(),
+                idempotent: m.is_idempotent(),
+                timeout_ms: m.timeout_ms(),
+                doc: None,
+            })
+            .collect(),
+    };
+    let header = format!(
+        "Published by node `{from}` for `{}`.\n\
+         Types the methods use must exist in the crate that precompiles this\n\
+         manifest, with the same serde shape: add `use = [\"…\"]` for them.",
+        manifest.name()
+    );
+    malla_build::write_manifest(&header, &[], &[entry])
+        .trim_end()
+        .to_owned()
+}
+
+fn member_status(status: MemberStatus) -> &'static str {
+    match status {
+        MemberStatus::Up => "up",
+        MemberStatus::Leaving => "leaving",
+        MemberStatus::Down => "down",
+    }
+}
+
+fn running_status(status: RunningStatus) -> &'static str {
+    match status {
+        RunningStatus::Running => "running",
+        RunningStatus::Paused => "paused",
+        RunningStatus::Stopped => "stopped",
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(rows.iter().map(|row| line(row.iter().map(String::as_str).collect())));
+    out.join("\n")
+}

@@ -1,0 +1,270 @@
+//! Proves the `malla` command against a live cluster on loopback (nodes on
+//! their own runtimes, the command in its own process): it lists the nodes
+//! and the service instances, prints a manifest `malla_build` precompiles to
+//! the service's own wire identities, calls a method with JSON, and says
+//! clearly what is wrong when it cannot.
+
+use std::process::{Command, Output};
+
+use malla::{AdminStatus, Node, ServeOptions};
+use serde::{Deserialize, Serialize};
+
+const COOKIE: &str = "cli-test-cookie";
+
+#[derive(Serialize, Deserialize)]
+pub struct Stats {
+    pub count: usize,
+    pub mean: f64,
+}
+
+#[malla::service(global, vsn = "1.0.0")]
+pub trait Calculator {
+    async fn add(&self, a: i64, b: i64) -> i64;
+    #[malla(idempotent)]
+    async fn stats(&self, values: Vec<f64>) -> Option<Stats>;
+}
+
+struct Calc;
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    async fn stats(&self, values: Vec<f64>) -> Option<Stats> {
+        (!values.is_empty()).then(|| Stats {
+            count: values.len(),
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+        })
+    }
+}
+
+/// node1 and node2 serve `Calculator` (node2's paused), node3 serves nothing.
+struct Cluster {
+    seed: std::net::SocketAddr,
+    _nodes: Vec<Node>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.runtime.take().unwrap().shutdown_background();
+    }
+}
+
+fn cluster(prefix: &str) -> Cluster {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (seed, nodes) = runtime.block_on(async {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let first = Node::builder(format!("{prefix}1"))
+            .cookie(COOKIE)
+            .listen(listen)
+            .start()
+            .await
+            .unwrap();
+        let seed = first.local_addr().unwrap();
+        let mut nodes = vec![first];
+        for i in 2..=3 {
+            let node = Node::builder(format!("{prefix}{i}"))
+                .cookie(COOKIE)
+                .listen(listen)
+                .seeds([seed])
+                .start()
+                .await
+                .unwrap();
+            nodes.push(node);
+        }
+        nodes[0]
+            .serve_with(
+                CalculatorServer::new(Calc),
+                ServeOptions::default().metadata("zone", "eu"),
+            )
+            .await
+            .unwrap();
+        nodes[1].serve(CalculatorServer::new(Calc)).await.unwrap();
+        nodes[1]
+            .set_admin_status("Calculator", AdminStatus::Paused)
+            .await
+            .unwrap();
+        for _ in 0..500 {
+            if nodes.iter().all(|n| n.nodes().len() == 2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        (seed, nodes)
+    });
+    Cluster {
+        seed,
+        _nodes: nodes,
+        runtime: Some(runtime),
+    }
+}
+
+fn malla(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_malla"))
+        .args(args)
+        .env_remove("MALLA_CONFIG")
+        .env_remove("MALLA_CONNECT")
+        .env_remove("MALLA_COOKIE")
+        .output()
+        .expect("the command runs")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn nodes_and_services_are_listed_for_people_and_scripts() {
+    let cluster = cluster("list");
+    let seed = cluster.seed.to_string();
+    let nodes = ok(&malla(&["--connect", &seed, "--cookie", COOKIE, "nodes"]));
+    let lines: Vec<&str> = nodes.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NODE", "ADDRESS", "STATUS", "SERVICES"]
+    );
+    assert_eq!(lines.len(), 4, "{nodes}");
+    assert!(
+        lines[1].starts_with("list1") && lines[1].contains(&seed) && lines[1].contains("up"),
+        "{nodes}"
+    );
+    assert!(lines[1].contains("Calculator"), "{nodes}");
+    assert!(
+        !nodes.contains("malla-cli"),
+        "the command's own hidden node is listed:\n{nodes}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&malla(&["-c", &seed, "--cookie", COOKIE, "nodes", "--json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert_eq!(json[2]["node"], "list3");
+    assert_eq!(json[2]["status"], "up");
+
+    let services = ok(&malla(&["-c", &seed, "--cookie", COOKIE, "services"]));
+    assert!(services.lines().next().unwrap().starts_with("SERVICE"), "{services}");
+    let row = |node: &str| {
+        services
+            .lines()
+            .find(|l| l.contains(node))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("list1"), ["Calculator", "list1", "1.0.0", "running", "zone=eu"]);
+    assert_eq!(row("list2"), ["Calculator", "list2", "1.0.0", "paused"]);
+}
+
+#[test]
+fn a_manifest_from_a_running_service_precompiles_to_its_identities() {
+    let cluster = cluster("manifest");
+    let seed = cluster.seed.to_string();
+    let manifest = ok(&malla(&["-c", &seed, "--cookie", COOKIE, "manifest", "Calculator"]));
+    assert!(manifest.contains("name = \"Calculator\""), "{manifest}");
+    assert!(manifest.contains("args = [\"values: Vec<f64>\"]"), "{manifest}");
+    let with_types = format!("use = [\"crate::Stats\"]\n{manifest}");
+    let stubs = malla_build::stubs_source(&with_types, "from-cli.toml").unwrap();
+    for method in CalculatorClient::MANIFEST.methods() {
+        assert!(stubs.contains(&format!("{}u32", method.id())), "{stubs}");
+        assert!(stubs.contains(&format!("{}u64", method.signature())), "{stubs}");
+    }
+}
+
+#[test]
+fn calls_take_and_give_json() {
+    let cluster = cluster("call");
+    let seed = cluster.seed.to_string();
+    let sum = ok(&malla(&[
+        "-c",
+        &seed,
+        "--cookie",
+        COOKIE,
+        "call",
+        "Calculator",
+        "add",
+        "[40, 2]",
+    ]));
+    assert_eq!(sum.trim(), "42");
+    let stats = ok(&malla(&[
+        "-c",
+        &seed,
+        "--cookie",
+        COOKIE,
+        "--json",
+        "call",
+        "Calculator",
+        "stats",
+        "[[1.0, 2.0, 6.0]]",
+    ]));
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!((stats["count"].as_u64(), stats["mean"].as_f64()), (Some(3), Some(3.0)));
+}
+
+#[test]
+fn mistakes_get_a_clear_message_and_a_failure_status() {
+    let cluster = cluster("bad");
+    let seed = cluster.seed.to_string();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--cookie", COOKIE, "nodes"],
+            "pass --connect TARGET or set MALLA_CONNECT",
+        ),
+        (
+            &["-c", &seed, "--cookie", COOKIE, "call", "Calculator", "add", "[40,"],
+            "the arguments are not JSON",
+        ),
+        (
+            &[
+                "-c",
+                &seed,
+                "--cookie",
+                COOKIE,
+                "call",
+                "Calculator",
+                "add",
+                "[\"x\", 2]",
+            ],
+            "bad request",
+        ),
+        (
+            &["-c", &seed, "--cookie", COOKIE, "call", "Nope", "add", "[]"],
+            "`Nope` is not available",
+        ),
+        (
+            &[
+                "-c",
+                "no-such-host.invalid:7000",
+                "--cookie",
+                COOKIE,
+                "--patience-ms",
+                "1500",
+                "nodes",
+            ],
+            "no node answered at no-such-host.invalid:7000",
+        ),
+        (
+            &[
+                "-c",
+                &seed,
+                "--cookie",
+                "wrong-cookie",
+                "--patience-ms",
+                "1500",
+                "nodes",
+            ],
+            "wrong address or cookie",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = malla(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,276 @@
+//! Node settings from a TOML file and `MALLA_*` environment variables, for
+//! deployments: the file first, the environment over it, and the builder
+//! over both.
+//!
+//! ```toml
+//! name = "api-1"
+//! cookie_file = "/run/secrets/malla-cookie"   # or: cookie = "…"
+//! listen = "0.0.0.0:7000"
+//! advertise = "10.0.0.7:7000"
+//! connect = ["_malla._tcp.example.com", "malla-headless.default.svc:7000"]
+//! gossip_interval_ms = 500
+//! reconnect_interval_ms = 5000
+//! hidden = false
+//! dns_servers = ["10.0.0.2:53"]
+//! ```
+//!
+//! | variable | setting |
+//! |---|---|
+//! | `MALLA_CONFIG` | path of the file above |
+//! | `MALLA_NAME`, `MALLA_COOKIE`, `MALLA_COOKIE_FILE` | name, cookie |
+//! | `MALLA_LISTEN`, `MALLA_ADVERTISE` | addresses |
+//! | `MALLA_CONNECT` | connect targets, comma-separated |
+//! | `MALLA_GOSSIP_INTERVAL_MS`, `MALLA_RECONNECT_INTERVAL_MS` | intervals |
+//! | `MALLA_HIDDEN` | `true` or `false` |
+//! | `MALLA_DNS_SERVERS` | `ip:port`, comma-separated |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::NodeBuilder;
+use crate::{Error, Node};
+
+/// Node settings, as a deployment gives them. Every field is optional; see
+/// the module documentation for the file format and the variables.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// The node's name.
+    pub name: Option<String>,
+    /// The cluster's cookie.
+    pub cookie: Option<String>,
+    /// A file holding the cookie (trailing whitespace ignored).
+    pub cookie_file: Option<PathBuf>,
+    /// Address to accept connections on.
+    pub listen: Option<SocketAddr>,
+    /// Address other nodes reach this one at.
+    pub advertise: Option<SocketAddr>,
+    /// Connect targets.
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Gossip interval, in milliseconds.
+    pub gossip_interval_ms: Option<u64>,
+    /// Period of re-resolving connect targets, in milliseconds.
+    pub reconnect_interval_ms: Option<u64>,
+    /// Whether the node is hidden.
+    pub hidden: Option<bool>,
+    /// DNS servers for connect targets.
+    #[serde(default)]
+    pub dns_servers: Vec<SocketAddr>,
+}
+
+impl NodeConfig {
+    /// Reads a TOML file. Errors name the file, line and column.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<NodeConfig, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read the config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|err| {
+            let (line, column) = err.span().map_or((0, 0), |span| line_column(&text, span.start));
+            Error::Config(format!(
+                "{}:{line}:{column}: {}",
+                path.display(),
+                err.message().trim_end()
+            ))
+        })
+    }
+
+    /// The file named by `MALLA_CONFIG`, if set, with the `MALLA_*` variables
+    /// over it.
+    pub fn from_env() -> Result<NodeConfig, Error> {
+        let base = match std::env::var_os("MALLA_CONFIG") {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        base.with_env_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Applies `MALLA_*` variables, looked up with `var`, over these settings.
+    fn with_env_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<NodeConfig, Error> {
+        fn parse<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T, Error> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("{name}=`{value}` is not {what}")))
+        }
+        let list = |value: &str| -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(v) = var("MALLA_NAME") {
+            self.name = Some(v);
+        }
+        if let Some(v) = var("MALLA_COOKIE") {
+            self.cookie = Some(v);
+        }
+        if let Some(v) = var("MALLA_COOKIE_FILE") {
+            self.cookie_file = Some(v.into());
+        }
+        if let Some(v) = var("MALLA_LISTEN") {
+            self.listen = Some(parse("MALLA_LISTEN", &v, "an address such as 0.0.0.0:7000")?);
+        }
+        if let Some(v) = var("MALLA_ADVERTISE") {
+            self.advertise = Some(parse("MALLA_ADVERTISE", &v, "an address such as 10.0.0.7:7000")?);
+        }
+        if let Some(v) = var("MALLA_CONNECT") {
+            self.connect = list(&v);
+        }
+        if let Some(v) = var("MALLA_GOSSIP_INTERVAL_MS") {
+            self.gossip_interval_ms = Some(parse("MALLA_GOSSIP_INTERVAL_MS", &v, "a number of milliseconds")?);
+        }
+        if let Some(v) = var("MALLA_RECONNECT_INTERVAL_MS") {
+            self.reconnect_interval_ms = Some(parse("MALLA_RECONNECT_INTERVAL_MS", &v, "a number of milliseconds")?);
+        }
+        if let Some(v) = var("MALLA_HIDDEN") {
+            self.hidden = Some(match v.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                _ => return Err(Error::Config(format!("MALLA_HIDDEN=`{v}` is not true or false"))),
+            });
+        }
+        if let Some(v) = var("MALLA_DNS_SERVERS") {
+            self.dns_servers = list(&v)
+                .iter()
+                .map(|s| parse("MALLA_DNS_SERVERS", s, "a list of addresses such as 10.0.0.2:53"))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(self)
+    }
+
+    /// A builder with these settings; its own methods override them.
+    pub fn builder(self) -> Result<NodeBuilder, Error> {
+        let name = self.name.ok_or_else(|| {
+            Error::Config("no node name: set `name` in the config file or the MALLA_NAME environment variable".into())
+        })?;
+        let mut builder = Node::builder(name);
+        let cookie = match (self.cookie, self.cookie_file) {
+            (Some(cookie), _) => Some(cookie),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| Error::Config(format!("cannot read the cookie file {}: {e}", file.display())))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(cookie) = cookie {
+            builder = builder.cookie(cookie);
+        }
+        if let Some(listen) = self.listen {
+            builder = builder.listen(listen);
+        }
+        if let Some(advertise) = self.advertise {
+            builder = builder.advertise(advertise);
+        }
+        if let Some(ms) = self.gossip_interval_ms {
+            builder = builder.gossip_interval(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.reconnect_interval_ms {
+            builder = builder.reconnect_interval(Duration::from_millis(ms));
+        }
+        if self.hidden == Some(true) {
+            builder = builder.hidden();
+        }
+        if !self.dns_servers.is_empty() {
+            builder = builder.dns_servers(self.dns_servers);
+        }
+        Ok(builder.connect_targets(self.connect))
+    }
+}
+
+impl NodeBuilder {
+    /// A builder from the `MALLA_CONFIG` file and `MALLA_*` variables; see
+    /// [`NodeConfig`]. Methods called on it override both.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), malla_runtime::Error> {
+    /// let node = malla_runtime::NodeBuilder::from_env()?.start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<NodeBuilder, Error> {
+        NodeConfig::from_env()?.builder()
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn file(text: &str) -> Result<NodeConfig, Error> {
+        let path = std::env::temp_dir().join(format!("malla-config-{}-{}.toml", std::process::id(), text.len()));
+        std::fs::write(&path, text).unwrap();
+        let config = NodeConfig::from_file(&path);
+        std::fs::remove_file(&path).ok();
+        config
+    }
+
+    #[test]
+    fn the_file_then_the_environment() {
+        let config = file(
+            r#"
+name = "api-1"
+cookie = "from-file"
+listen = "127.0.0.1:7000"
+connect = ["_malla._tcp.example.com"]
+gossip_interval_ms = 250
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.name.as_deref(), Some("api-1"));
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("MALLA_COOKIE", "from-env"),
+            ("MALLA_CONNECT", "a.example.com:7000, 10.0.0.1:7000"),
+            ("MALLA_HIDDEN", "true"),
+        ]);
+        let config = config
+            .with_env_vars(|name| env.get(name).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(config.cookie.as_deref(), Some("from-env"));
+        assert_eq!(config.connect, ["a.example.com:7000", "10.0.0.1:7000"]);
+        assert_eq!(config.hidden, Some(true));
+        assert_eq!(config.gossip_interval_ms, Some(250));
+        assert_eq!(config.listen, Some("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = file("name = \"a\"\nlisen = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains(":2:1: unknown field `lisen`"), "{err}");
+        let err = file("name = [\n").unwrap_err().to_string();
+        assert!(err.contains(".toml:"), "{err}");
+        let err = NodeConfig::default()
+            .with_env_vars(|name| (name == "MALLA_LISTEN").then(|| "nowhere".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: MALLA_LISTEN=`nowhere` is not an address such as 0.0.0.0:7000"
+        );
+        let err = NodeConfig::default().builder().unwrap_err().to_string();
+        assert!(err.contains("MALLA_NAME"), "{err}");
+        let err = NodeConfig::from_file("/nonexistent/malla.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read the config file /nonexistent/malla.toml"),
+            "{err}"
+        );
+    }
+}
