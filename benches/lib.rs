@@ -1,4 +1,9 @@
-//! The service every benchmark serves, so each compares the same work.
+//! The service every benchmark serves, so each compares the same work, and
+//! the contenders it is compared with over the network.
+
+mod contenders;
+
+pub use contenders::{CALLERS, Contender, Contenders, Layout};
 
 /// Adds two numbers: the smallest call that still carries arguments and a reply.
 #[malla::service(global)]

@@ -1,4 +1,4 @@
-//! Sequential round trips, raw or malla, for profiling one side at a time:
+//! Sequential round trips, raw, raw with a reader-task hop (`hop`) or malla, for profiling one side at a time:
 //! `cargo run --release -p malla-benches --example rtt -- malla 200000`.
 
 use std::time::Instant;
@@ -21,6 +21,21 @@ fn rt() -> tokio::runtime::Runtime {
     }
 }
 
+/// Answers each 34-byte request (malla's request frame) with 9 bytes (its reply).
+async fn raw_server() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut req = [0u8; 34];
+        while s.read_exact(&mut req).await.is_ok() {
+            s.write_all(&[1u8; 9]).await.unwrap();
+        }
+    });
+    addr
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "malla".into());
@@ -35,19 +50,7 @@ fn main() {
     let client_rt = rt();
     let elapsed = match which.as_str() {
         "raw" => {
-            let addr = server_rt.block_on(async {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = l.local_addr().unwrap();
-                tokio::spawn(async move {
-                    let (mut s, _) = l.accept().await.unwrap();
-                    s.set_nodelay(true).unwrap();
-                    let mut req = [0u8; 34];
-                    while s.read_exact(&mut req).await.is_ok() {
-                        s.write_all(&[1u8; 9]).await.unwrap();
-                    }
-                });
-                addr
-            });
+            let addr = server_rt.block_on(raw_server());
             client_rt.block_on(async move {
                 tokio::spawn(async move {
                     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -57,6 +60,39 @@ fn main() {
                     for _ in 0..n {
                         s.write_all(&[0u8; 34]).await.unwrap();
                         s.read_exact(&mut resp).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+                .await
+                .unwrap()
+            })
+        }
+        // Raw bytes, but the reply reaches the caller through a reader task
+        // and a oneshot, as in any multiplexed client: the cost of that hop.
+        "hop" => {
+            let addr = server_rt.block_on(raw_server());
+            client_rt.block_on(async move {
+                tokio::spawn(async move {
+                    type Waiter = tokio::sync::oneshot::Sender<[u8; 9]>;
+                    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let (mut read, write) = s.into_split();
+                    let waiter = std::sync::Arc::new(std::sync::Mutex::new(None::<Waiter>));
+                    let slot = waiter.clone();
+                    tokio::spawn(async move {
+                        let mut resp = [0u8; 9];
+                        while read.read_exact(&mut resp).await.is_ok() {
+                            if let Some(tx) = slot.lock().unwrap().take() {
+                                let _ = tx.send(resp);
+                            }
+                        }
+                    });
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        *waiter.lock().unwrap() = Some(tx);
+                        write.try_write(&[0u8; 34]).unwrap();
+                        rx.await.unwrap();
                     }
                     start.elapsed()
                 })

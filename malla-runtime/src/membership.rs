@@ -135,21 +135,17 @@ impl Membership {
 
     /// A connection to `peer` is up.
     pub(crate) fn link_up(&self, node: &NodeInner, peer: &NodeId, hidden: bool) {
-        self.set_link(node, peer, Some(Link::Up { hidden }));
+        self.set_link(node, peer, Link::Up { hidden });
     }
 
     /// The connection to `peer` died, or dialing it failed.
     pub(crate) fn link_broken(&self, node: &NodeInner, peer: &NodeId) {
-        self.set_link(node, peer, Some(Link::Broken));
+        self.set_link(node, peer, Link::Broken);
     }
 
-    fn set_link(&self, node: &NodeInner, peer: &NodeId, link: Option<Link>) {
+    fn set_link(&self, node: &NodeInner, peer: &NodeId, link: Link) {
         let mut state = self.lock();
-        let changed = match link {
-            Some(link) => state.links.insert(peer.clone(), link) != Some(link),
-            None => state.links.remove(peer).is_some(),
-        };
-        if changed {
+        if state.links.insert(peer.clone(), link) != Some(link) {
             self.rebuild(&mut state, node);
         }
     }

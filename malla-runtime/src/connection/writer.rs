@@ -40,7 +40,14 @@ pub(super) async fn run(conn: Arc<Connection>) {
             Next::Wait => {
                 clock.arm(&conn, timer.as_mut());
                 tokio::select! {
-                    () = conn.shared.wake_writer.notified() => {}
+                    () = conn.shared.wake_writer.notified() => {
+                        // Whoever woke us runs among other callers woken by the
+                        // same burst of replies; tokio would run this task
+                        // right after it (the LIFO slot) and send one request
+                        // per write. Going to the back of the queue lets the
+                        // whole burst queue first and leave in one write.
+                        tokio::task::yield_now().await;
+                    }
                     () = &mut timer => clock.fire(&conn),
                 }
             }
