@@ -251,8 +251,9 @@ fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// A node serving `Bench`, kept alive by its runtime's tasks.
-async fn malla_server(name: &str) -> SocketAddr {
+/// Starts a node serving `Bench` on loopback (cookie `bench`) that lives as
+/// long as the runtime; returns its address.
+pub async fn malla_server(name: &str) -> SocketAddr {
     let server = malla::Node::builder(name)
         .cookie("bench")
         .listen(localhost())

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use malla_benches::{Adder, BenchClient, BenchServer};
+use malla_benches::{BenchClient, malla_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -101,21 +101,10 @@ fn main() {
             })
         }
         _ => {
-            let addr = server_rt.block_on(async {
-                let server = malla::Node::builder("server")
-                    .cookie("c")
-                    .listen("127.0.0.1:0".parse().unwrap())
-                    .start()
-                    .await
-                    .unwrap();
-                server.serve(BenchServer::new(Adder)).await.unwrap();
-                let addr = server.local_addr().unwrap();
-                std::mem::forget(server);
-                addr
-            });
+            let addr = server_rt.block_on(malla_server("server"));
             client_rt.block_on(async move {
                 tokio::spawn(async move {
-                    let client = malla::Node::builder("client").cookie("c").start().await.unwrap();
+                    let client = malla::Node::builder("client").cookie("bench").start().await.unwrap();
                     client.connect(addr).await.unwrap();
                     let calc = BenchClient::new(&client).on_node("server");
                     let start = Instant::now();
