@@ -28,48 +28,42 @@ pub(crate) trait WriteHalf: Send + Sync + 'static {
     fn shutdown(&self);
 }
 
-impl Transport for tokio::net::TcpStream {
-    type Read = tokio::net::tcp::OwnedReadHalf;
-    type Write = tokio::net::tcp::OwnedWriteHalf;
+/// TCP and Unix streams split the same way: owned halves, the write half
+/// shut down through its socket.
+macro_rules! stream_transport {
+    ($stream:ty, $read:ty, $write:ty) => {
+        impl Transport for $stream {
+            type Read = $read;
+            type Write = $write;
 
-    fn split(self) -> (Self::Read, Self::Write) {
-        self.into_split()
-    }
+            fn split(self) -> (Self::Read, Self::Write) {
+                self.into_split()
+            }
+        }
+
+        impl WriteHalf for $write {
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                self.as_ref().try_write(buf)
+            }
+
+            fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.as_ref().poll_write_ready(cx)
+            }
+
+            fn shutdown(&self) {
+                let _ = socket2::SockRef::from(self.as_ref()).shutdown(std::net::Shutdown::Both);
+            }
+        }
+    };
 }
 
-impl WriteHalf for tokio::net::tcp::OwnedWriteHalf {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.as_ref().try_write(buf)
-    }
-
-    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.as_ref().poll_write_ready(cx)
-    }
-
-    fn shutdown(&self) {
-        let _ = socket2::SockRef::from(self.as_ref()).shutdown(std::net::Shutdown::Both);
-    }
-}
-
-impl Transport for tokio::net::UnixStream {
-    type Read = tokio::net::unix::OwnedReadHalf;
-    type Write = tokio::net::unix::OwnedWriteHalf;
-
-    fn split(self) -> (Self::Read, Self::Write) {
-        self.into_split()
-    }
-}
-
-impl WriteHalf for tokio::net::unix::OwnedWriteHalf {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.as_ref().try_write(buf)
-    }
-
-    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.as_ref().poll_write_ready(cx)
-    }
-
-    fn shutdown(&self) {
-        let _ = socket2::SockRef::from(self.as_ref()).shutdown(std::net::Shutdown::Both);
-    }
-}
+stream_transport!(
+    tokio::net::TcpStream,
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::net::tcp::OwnedWriteHalf
+);
+stream_transport!(
+    tokio::net::UnixStream,
+    tokio::net::unix::OwnedReadHalf,
+    tokio::net::unix::OwnedWriteHalf
+);
