@@ -20,6 +20,31 @@ async fn every_method_shape_works_in_process() {
     exercise_every_shape(&GeometryClient::new(&node)).await;
 }
 
+/// Regression: a JSON call reaching a service served on the same node was
+/// decoded as postcard (the local path had a dispatcher of its own).
+#[tokio::test]
+async fn calls_by_name_reach_a_service_served_here_in_their_format() {
+    let node = node("by-name").await;
+    node.serve(GeometryServer::new(Geo::default())).await.unwrap();
+    let sum: i64 = node
+        .remote("Geometry", "add", &(40i64, 2i64), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(sum, 42);
+    let reply = node_json(&node, serde_json::json!([40, 2])).await.unwrap();
+    assert_eq!(reply, serde_json::json!(42));
+    // Arguments of the wrong type are refused before the handler runs.
+    let err = node_json(&node, serde_json::json!(["forty", 2])).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Remote { .. }) && err.to_string().contains("bad request"),
+        "{err}"
+    );
+}
+
+async fn node_json(node: &Node, args: serde_json::Value) -> Result<serde_json::Value, Error> {
+    node.call_json("Geometry", "add", &args, CallOptions::default()).await
+}
+
 #[tokio::test]
 async fn a_stub_answers_before_serving_and_routes_after() {
     let node = node("n1").await;

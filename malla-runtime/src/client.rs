@@ -1,29 +1,42 @@
 //! The caller side: the handle generated clients wrap, and the call path that
 //! routes a call to the local instance or a remote node and fails over.
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `call` | one call: its deadline, its attempts, its errors |
+//! | `failover` | the rule: targets in order, when to move on, which error wins |
+//! | `remote` | the seam to the network: one request to one node |
+//! | `args` | a call's arguments: by value to a direct call, or encoded once |
+//! | `dynamic` | calls by name, with encoded arguments |
+//! | `deadline` | deadlines that cost nothing when the work is done at once |
 
 mod args;
 mod call;
 mod deadline;
 mod dynamic;
+mod failover;
+mod remote;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::node::Node;
+use crate::net::Network;
 use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
-pub(crate) use call::{Call, panic_message};
-pub(crate) use deadline::with_deadline;
+pub(crate) use dynamic::call_encoded;
 
-/// What a generated `…Client` holds: the node, the service's routing slot,
-/// its manifest and the call options. Cloning it is a few reference-count
-/// increments.
+/// What a generated `…Client` holds: the network it calls through, the
+/// service's routing slot, its manifest and the call options. Cloning it is
+/// a few reference-count increments.
 #[doc(hidden)]
 #[derive(Clone)]
 pub struct ClientCore {
-    node: Node,
+    network: Arc<Network>,
+    /// The node the client was made from: a client keeps it running, as a
+    /// `Node` handle would.
+    _node: Arc<dyn Any + Send + Sync>,
     slot: Arc<ServiceSlot>,
     manifest: &'static ServiceManifest,
     options: Option<Arc<CallOptions>>,
@@ -37,11 +50,18 @@ static DEFAULT_OPTIONS: CallOptions = CallOptions {
 };
 
 impl ClientCore {
-    #[doc(hidden)]
-    pub fn new(node: &Node, manifest: &'static ServiceManifest) -> Self {
+    /// A client of the service `slot` routes, calling through `network`,
+    /// keeping `node` alive.
+    pub(crate) fn from_parts(
+        network: Arc<Network>,
+        node: Arc<dyn Any + Send + Sync>,
+        slot: Arc<ServiceSlot>,
+        manifest: &'static ServiceManifest,
+    ) -> Self {
         ClientCore {
-            node: node.clone(),
-            slot: node.inner.registry.slot(manifest.name()),
+            network,
+            _node: node,
+            slot,
             manifest,
             options: None,
         }
@@ -95,13 +115,13 @@ where
             service: core.manifest.name_cow(),
         });
     }
-    let call = Call {
-        node: &core.node,
+    let call = call::Call {
+        remote: &core.network,
         slot: &core.slot,
         service: core.manifest.name_cow(),
         method: &core.manifest.methods()[method],
         options,
-        format: crate::wire::WireFormat::Postcard,
+        format: crate::wire::Format::Postcard,
     };
     call.run(args::TypedArgs {
         value: Some(args),

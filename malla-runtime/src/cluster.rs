@@ -7,7 +7,7 @@
 
 mod target;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,8 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 pub use target::ConnectTarget;
 
-use crate::node::NodeInner;
-use crate::{Error, Node, NodeId};
+use crate::Error;
+
+/// What the reconnect loop needs of the node.
+pub(crate) trait Reach: Send + Sync + 'static {
+    /// Addresses of this node and of the nodes already up: no need to reach
+    /// out to them.
+    fn known_addrs(&self) -> BTreeSet<SocketAddr>;
+    /// Introduces this node to whoever listens at `addr`.
+    fn reach_out(&self, addr: SocketAddr);
+}
 
 /// How connect targets resolve.
 pub(crate) struct Dns {
@@ -115,50 +123,16 @@ impl Dns {
     }
 }
 
-impl Node {
-    /// Resolves `target` (an address, `host:port`, or an SRV name such as
-    /// `_malla._tcp.example.com`) and connects to every node it names, as
-    /// Malla's `Cluster.connect/1`. Returns the nodes connected; fails only if
-    /// none could be.
-    ///
-    /// ```no_run
-    /// # async fn demo(node: malla_runtime::Node) -> Result<(), malla_runtime::Error> {
-    /// let peers = node.cluster_connect("malla.default.svc.cluster.local:7000").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn cluster_connect(&self, target: &str) -> Result<Vec<NodeId>, Error> {
-        let target: ConnectTarget = target.parse()?;
-        let addrs = self.inner.dns()?.resolve(&target).await?;
-        let mut connected = Vec::new();
-        let mut first_error = None;
-        for addr in addrs {
-            if Some(addr) == self.local_addr() {
-                continue;
-            }
-            match self.connect(addr).await {
-                Ok(id) => connected.push(id),
-                Err(err) => {
-                    tracing::warn!(node = %self.inner.id, %target, %addr, "cannot connect: {err}");
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        match (connected.is_empty(), first_error) {
-            (true, Some(err)) => Err(err),
-            _ => Ok(connected),
-        }
-    }
-}
-
 /// Re-resolves the connect targets every `interval` and gossips with every
 /// address that is not a node already up, until the node stops.
 pub(crate) async fn reconnect_loop(
-    node: Weak<NodeInner>,
+    node: Weak<dyn Reach>,
+    dns: Arc<Dns>,
     targets: Vec<ConnectTarget>,
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut failures: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut failures: HashMap<String, String> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -167,17 +141,16 @@ pub(crate) async fn reconnect_loop(
             _ = ticker.tick() => {}
         }
         let Some(node) = node.upgrade() else { return };
-        let Ok(dns) = node.dns() else { return };
-        let known: BTreeSet<SocketAddr> = node.up_addrs().into_iter().collect();
+        let known = node.known_addrs();
         for target in &targets {
             match dns.resolve(target).await {
                 Ok(addrs) => {
                     if failures.remove(&target.to_string()).is_some() {
-                        tracing::info!(node = %node.id, %target, "connect target resolves again");
+                        tracing::info!(%target, "connect target resolves again");
                     }
                     for addr in addrs {
-                        if Some(addr) != node.net.identity.listen && !known.contains(&addr) {
-                            tracing::debug!(node = %node.id, %target, %addr, "reaching out");
+                        if !known.contains(&addr) {
+                            tracing::debug!(%target, %addr, "reaching out");
                             node.reach_out(addr);
                         }
                     }
@@ -186,35 +159,9 @@ pub(crate) async fn reconnect_loop(
                     // Said once per new reason, not every period.
                     let reason = err.to_string();
                     if failures.insert(target.to_string(), reason.clone()).as_ref() != Some(&reason) {
-                        tracing::warn!(node = %node.id, %target, "{reason}; will retry every {interval:?}");
+                        tracing::warn!(%target, "{reason}; will retry every {interval:?}");
                     }
                 }
-            }
-        }
-    }
-}
-
-impl NodeInner {
-    pub(crate) fn dns(&self) -> Result<&Dns, Error> {
-        if let Some(dns) = self.dns.get() {
-            return Ok(dns);
-        }
-        let dns = Dns::new(&self.dns_servers)?;
-        Ok(self.dns.get_or_init(|| dns))
-    }
-
-    /// Introduces this node to whoever listens at `addr`: a gossip exchange,
-    /// or a connection if this node does not gossip.
-    pub(crate) fn reach_out(self: &Arc<Self>, addr: SocketAddr) {
-        match self.discovery.get() {
-            Some(discovery) => discovery.introduce(addr),
-            None => {
-                let node = Node {
-                    inner: Arc::clone(self),
-                };
-                tokio::spawn(async move {
-                    let _ = node.connect(addr).await;
-                });
             }
         }
     }

@@ -3,7 +3,7 @@
 //! that turns what the others publish into the membership table.
 
 pub(crate) mod advert;
-pub(crate) mod gossip;
+pub(crate) mod sealed_udp;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,12 +16,30 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::advert::{
-    Advertised, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RPC_KEY, SERVICE_PREFIX, STATUS_KEY, ServiceAdvert,
+    Advertised, Gossiped, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RPC_KEY, SERVICE_PREFIX, STATUS_KEY, ServiceAdvert,
 };
-use self::gossip::{GossipCounters, GossipStats, SealedUdp, Sealer};
+use self::sealed_udp::{GossipCounters, GossipStats, SealedUdp, Sealer};
 use crate::handshake::Cookie;
-use crate::node::NodeInner;
 use crate::{Error, NodeId, ServiceManifest};
+
+/// Receives what gossip says about the other nodes, whenever it changes and
+/// at least once a round.
+pub(crate) trait ViewSink: Send + Sync + 'static {
+    fn gossip_changed(&self, view: BTreeMap<NodeId, Gossiped>);
+}
+
+/// Who this node is in gossip.
+pub(crate) struct Whoami<'a> {
+    pub(crate) name: &'a NodeId,
+    /// Grows across restarts, so gossip tells a restarted node's state from
+    /// the old one.
+    pub(crate) generation: u64,
+    /// Where others gossip with it.
+    pub(crate) advertise: SocketAddr,
+    /// Where others connect to it (none for a hidden node).
+    pub(crate) rpc: Option<SocketAddr>,
+    pub(crate) hidden: bool,
+}
 
 /// Gossip settings, from the node builder.
 #[derive(Debug, Clone)]
@@ -53,14 +71,14 @@ pub(crate) struct Discovery {
 }
 
 impl Discovery {
-    /// Joins the cluster: chitchat on `socket`, advertised at `advertise`.
+    /// Joins the cluster: chitchat on `socket`, telling `sink` of every
+    /// change.
     pub(crate) async fn start(
-        node: &Arc<NodeInner>,
+        me: Whoami<'_>,
         socket: tokio::net::UdpSocket,
-        advertise: SocketAddr,
-        generation: u64,
         cookie: &Cookie,
         config: &GossipConfig,
+        sink: Weak<dyn ViewSink>,
     ) -> Result<Discovery, Error> {
         let listen_addr = socket.local_addr()?;
         let counters = Arc::new(GossipCounters::default());
@@ -70,7 +88,7 @@ impl Discovery {
             bound: std::sync::Mutex::new(Some(socket)),
         };
         let chitchat_config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(node.id.as_str(), generation, advertise),
+            chitchat_id: ChitchatId::new(me.name.as_str(), me.generation, me.advertise),
             cluster_id: "malla".into(),
             gossip_interval: config.interval,
             listen_addr,
@@ -85,11 +103,10 @@ impl Discovery {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let identity = &node.net.identity;
         let mut initial = vec![(STATUS_KEY.to_owned(), NodeStatus::Running.as_str().to_owned())];
-        if identity.hidden {
+        if me.hidden {
             initial.push((HIDDEN_KEY.to_owned(), "true".to_owned()));
-        } else if let Some(rpc) = identity.listen {
+        } else if let Some(rpc) = me.rpc {
             initial.push((RPC_KEY.to_owned(), rpc.to_string()));
         }
         let handle = chitchat::spawn_chitchat(chitchat_config, initial, &transport as &dyn Transport)
@@ -103,14 +120,8 @@ impl Discovery {
             chitchat.lock().await.subscribe_event("", move |_| changed.notify_one())
         };
         let stop = CancellationToken::new();
-        tokio::spawn(refresh(
-            Arc::downgrade(node),
-            chitchat,
-            changed,
-            config.interval,
-            stop.clone(),
-        ));
-        tracing::info!(node = %node.id, gossip = %listen_addr, seeds = ?config.seeds, "gossip started");
+        tokio::spawn(refresh(sink, chitchat, changed, config.interval, stop.clone()));
+        tracing::info!(node = %me.name, gossip = %listen_addr, seeds = ?config.seeds, "gossip started");
         Ok(Discovery {
             handle,
             counters,
@@ -216,7 +227,7 @@ impl Drop for Discovery {
 /// Rebuilds the membership table whenever gossip changes (a key, a node's
 /// liveness) and at least once a round.
 async fn refresh(
-    node: Weak<NodeInner>,
+    sink: Weak<dyn ViewSink>,
     chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
     changed: Arc<Notify>,
     interval: Duration,
@@ -233,8 +244,8 @@ async fn refresh(
             _ = ticker.tick() => {}
         }
         let view = read_view(&chitchat).await;
-        let Some(node) = node.upgrade() else { return };
-        node.gossip_changed(view);
+        let Some(sink) = sink.upgrade() else { return };
+        sink.gossip_changed(view);
     }
 }
 
@@ -263,12 +274,4 @@ async fn read_view(chitchat: &tokio::sync::Mutex<Chitchat>) -> BTreeMap<NodeId, 
             Some((NodeId::from(name), gossiped))
         })
         .collect()
-}
-
-/// A node as gossip knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Gossiped {
-    pub(crate) advertised: Advertised,
-    /// Whether the failure detector has heard from it recently enough.
-    pub(crate) live: bool,
 }

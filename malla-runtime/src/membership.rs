@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::seq::SliceRandom;
 use rustc_hash::FxHashMap;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::NodeId;
-use crate::discovery::Gossiped;
-use crate::discovery::advert::{NodeStatus, RunningStatus};
-use crate::node::{Event, NodeInner};
-use crate::registry::Route;
+use crate::discovery::advert::{Gossiped, NodeStatus, RunningStatus};
+use crate::events::Event;
+use crate::registry::{Registry, Route};
+use crate::sync::lock;
 
 /// An instance of a service on a node, as `get_instances` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +76,26 @@ pub(crate) enum Link {
     Broken,
 }
 
+/// The membership table of one node. It publishes what changes: new routes
+/// into the registry's service slots, node and service events on the event
+/// channel; and returns what the network should do about it.
 pub(crate) struct Membership {
+    me: NodeId,
+    registry: Arc<Registry>,
+    events: broadcast::Sender<Event>,
     state: Mutex<State>,
     version: watch::Sender<u64>,
+}
+
+/// What a new gossip view asks of the network.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ViewChange {
+    /// Connected nodes the failure detector stopped hearing from: close
+    /// their connections, so calls in flight there fail now.
+    pub(crate) dead: Vec<NodeId>,
+    /// Nodes that gossip forgot (past the dead-node grace) and that are not
+    /// connected: forget them too.
+    pub(crate) forgotten: Vec<NodeId>,
 }
 
 #[derive(Default)]
@@ -110,44 +127,65 @@ impl State {
 }
 
 impl Membership {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(me: NodeId, registry: Arc<Registry>, events: broadcast::Sender<Event>) -> Self {
         Membership {
+            me,
+            registry,
+            events,
             state: Mutex::new(State::default()),
             version: watch::Sender::new(0),
         }
     }
 
-    /// Takes in what gossip now says; returns the connected nodes the failure
-    /// detector stopped hearing from, whose connections should be closed.
-    pub(crate) fn gossip_changed(&self, node: &NodeInner, view: BTreeMap<NodeId, Gossiped>) -> Vec<NodeId> {
+    /// Takes in what gossip now says about every other node.
+    pub(crate) fn gossip_changed(&self, view: BTreeMap<NodeId, Gossiped>) -> ViewChange {
         let mut state = self.lock();
-        let dropped = state
+        let connected = |state: &State, id: &NodeId| matches!(state.links.get(id), Some(Link::Up { .. }));
+        let dead = state
             .gossip
             .iter()
             .filter(|(id, before)| before.live && !view.get(*id).is_some_and(|now| now.live))
-            .filter(|(id, _)| matches!(state.links.get(*id), Some(Link::Up { .. })))
+            .filter(|(id, _)| connected(&state, id))
             .map(|(id, _)| id.clone())
             .collect();
+        let forgotten: Vec<NodeId> = state
+            .gossip
+            .keys()
+            .filter(|id| !view.contains_key(*id) && !connected(&state, id))
+            .cloned()
+            .collect();
+        for id in &forgotten {
+            state.links.remove(id);
+        }
         state.gossip = view;
-        self.rebuild(&mut state, node);
-        dropped
+        self.rebuild(&mut state);
+        ViewChange { dead, forgotten }
     }
 
     /// A connection to `peer` is up.
-    pub(crate) fn link_up(&self, node: &NodeInner, peer: &NodeId, hidden: bool) {
-        self.set_link(node, peer, Link::Up { hidden });
-    }
-
-    /// The connection to `peer` died, or dialing it failed.
-    pub(crate) fn link_broken(&self, node: &NodeInner, peer: &NodeId) {
-        self.set_link(node, peer, Link::Broken);
-    }
-
-    fn set_link(&self, node: &NodeInner, peer: &NodeId, link: Link) {
+    pub(crate) fn link_up(&self, peer: &NodeId, hidden: bool) {
         let mut state = self.lock();
-        if state.links.insert(peer.clone(), link) != Some(link) {
-            self.rebuild(&mut state, node);
+        if state.links.insert(peer.clone(), Link::Up { hidden }) != Some(Link::Up { hidden }) {
+            self.rebuild(&mut state);
         }
+    }
+
+    /// The connection to `peer` died, or dialing it failed. Returns true if
+    /// the node is forgotten: a hidden node (a tool) that disconnected is
+    /// not kept.
+    pub(crate) fn link_broken(&self, peer: &NodeId) -> bool {
+        let mut state = self.lock();
+        let hidden = matches!(state.links.get(peer), Some(Link::Up { hidden: true }))
+            || state.gossip.get(peer).is_some_and(|g| g.advertised.hidden);
+        let changed = if hidden {
+            state.links.remove(peer).is_some()
+        } else {
+            state.links.insert(peer.clone(), Link::Broken) != Some(Link::Broken)
+        };
+        if changed {
+            self.rebuild(&mut state);
+        }
+        hidden
     }
 
     /// Something local changed (a service served, an admin status).
@@ -224,16 +262,16 @@ impl Membership {
             .collect()
     }
 
-    fn rebuild(&self, state: &mut State, node: &NodeInner) {
+    fn rebuild(&self, state: &mut State) {
         let candidates: BTreeSet<NodeId> = state.gossip.keys().chain(state.links.keys()).cloned().collect();
         let up: BTreeSet<NodeId> = candidates.into_iter().filter(|id| state.is_up(id)).collect();
         for id in up.difference(&state.up) {
-            tracing::info!(node = %node.id, peer = %id, "node up");
-            let _ = node.events.send(Event::NodeUp(id.clone()));
+            tracing::info!(node = %self.me, peer = %id, "node up");
+            let _ = self.events.send(Event::NodeUp(id.clone()));
         }
         for id in state.up.difference(&up) {
-            tracing::info!(node = %node.id, peer = %id, "node down");
-            let _ = node.events.send(Event::NodeDown(id.clone()));
+            tracing::info!(node = %self.me, peer = %id, "node down");
+            let _ = self.events.send(Event::NodeDown(id.clone()));
         }
 
         let mut instances: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
@@ -256,15 +294,15 @@ impl Membership {
             }
         }
         for (service, id) in running.difference(&state.running) {
-            tracing::debug!(node = %node.id, %service, peer = %id, "service up");
-            let _ = node.events.send(Event::ServiceUp {
+            tracing::debug!(node = %self.me, %service, peer = %id, "service up");
+            let _ = self.events.send(Event::ServiceUp {
                 service: service.clone(),
                 node: id.clone(),
             });
         }
         for (service, id) in state.running.difference(&running) {
-            tracing::debug!(node = %node.id, %service, peer = %id, "service down");
-            let _ = node.events.send(Event::ServiceDown {
+            tracing::debug!(node = %self.me, %service, peer = %id, "service down");
+            let _ = self.events.send(Event::ServiceDown {
                 service: service.clone(),
                 node: id.clone(),
             });
@@ -281,7 +319,7 @@ impl Membership {
                 .collect();
             nodes.shuffle(&mut rng);
             let remote: Arc<[NodeId]> = nodes.into();
-            node.registry.slot(service).update(|route| Route {
+            self.registry.slot(service).update(|route| Route {
                 local: route.local.clone(),
                 remote: Arc::clone(&remote),
             });
@@ -294,6 +332,9 @@ impl Membership {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,7 @@
-//! Per-call options, as Malla's `remote/4` takes them.
+//! Options of calls (as Malla's `remote/4` takes them) and of served
+//! services.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::NodeId;
@@ -65,5 +67,32 @@ impl CallOptions {
 
     pub(crate) fn effective_retry_interval(&self) -> Duration {
         self.retry_interval.unwrap_or(DEFAULT_RETRY_INTERVAL)
+    }
+}
+
+/// How a service is served: its initial admin status and the metadata
+/// published with it.
+///
+/// ```
+/// let opts = malla_runtime::ServeOptions::default().metadata("zone", "eu-1").paused();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) paused: bool,
+}
+
+impl ServeOptions {
+    /// Adds a metadata entry, published with the instance (keep it small: it
+    /// travels in gossip).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Starts the service `Paused`, as Malla's `paused: true`.
+    pub fn paused(mut self) -> Self {
+        self.paused = true;
+        self
     }
 }

@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
+use crate::connection::Services;
+use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
-use crate::{AdminStatus, ServiceManifest};
+use crate::sync::{lock, read, write};
+use crate::wire::{Format, Status};
+use crate::{AdminStatus, NodeId, ServiceManifest};
 
 /// A service served by this node.
 pub(crate) struct LocalService {
@@ -22,11 +26,25 @@ pub(crate) struct LocalService {
     admin: AtomicU8,
 }
 
-/// Outcome of looking a request's method up in a served service.
-pub(crate) enum MethodLookup {
-    Found(usize),
-    Unknown,
-    Mismatch,
+/// Why a served service does not take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Paused or inactive (or, for another node, not global).
+    NotAvailable,
+    /// No method has this id.
+    UnknownMethod,
+    /// The method exists with another signature.
+    SignatureMismatch,
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        match refusal {
+            Refusal::NotAvailable => Status::NotAvailable,
+            Refusal::UnknownMethod => Status::UnknownMethod,
+            Refusal::SignatureMismatch => Status::SignatureMismatch,
+        }
+    }
 }
 
 impl LocalService {
@@ -65,20 +83,24 @@ impl LocalService {
         self.admin_status() == AdminStatus::Active
     }
 
-    /// Finds the method a request names. A signature of 0 is an unchecked
-    /// dynamic call.
-    pub(crate) fn lookup(&self, id: u32, signature: u64) -> MethodLookup {
-        match self.method_index.get(&id) {
-            None => MethodLookup::Unknown,
-            Some(&index) => {
-                let declared = self.manifest.methods()[index].signature();
-                if signature == 0 || signature == declared {
-                    MethodLookup::Found(index)
-                } else {
-                    MethodLookup::Mismatch
-                }
-            }
+    /// The index of the method a call names, if this instance takes it now.
+    /// A signature of 0 is an unchecked dynamic call.
+    pub(crate) fn accept(&self, id: u32, signature: u64) -> Result<usize, Refusal> {
+        if !self.is_active() {
+            return Err(Refusal::NotAvailable);
         }
+        let &index = self.method_index.get(&id).ok_or(Refusal::UnknownMethod)?;
+        let declared = self.manifest.methods()[index].signature();
+        if signature == 0 || signature == declared {
+            Ok(index)
+        } else {
+            Err(Refusal::SignatureMismatch)
+        }
+    }
+
+    /// Starts method number `index` on arguments encoded in `format`.
+    pub(crate) fn invoke(&self, index: usize, format: Format, body: &[u8]) -> Result<Invocation, InvokeError> {
+        invoke(&*self.service, index, format, body)
     }
 }
 
@@ -87,7 +109,7 @@ impl LocalService {
 #[derive(Default, Clone)]
 pub(crate) struct Route {
     pub(crate) local: Option<Arc<LocalService>>,
-    pub(crate) remote: Arc<[crate::NodeId]>,
+    pub(crate) remote: Arc<[NodeId]>,
 }
 
 impl Route {
@@ -135,7 +157,7 @@ impl ServiceSlot {
     }
 
     pub(crate) fn update(&self, change: impl FnOnce(&Route) -> Route) {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&self.write);
         let next = change(&self.route.load());
         self.available.store(!next.is_unavailable(), Ordering::Release);
         self.route.store(Arc::new(next));
@@ -154,7 +176,7 @@ impl Registry {
         if let Some(slot) = self.read().get(name) {
             return Arc::clone(slot);
         }
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        let mut slots = write(&self.slots);
         Arc::clone(
             slots
                 .entry(Arc::from(name))
@@ -176,6 +198,30 @@ impl Registry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, FxHashMap<Arc<str>, Arc<ServiceSlot>>> {
-        self.slots.read().unwrap_or_else(|e| e.into_inner())
+        read(&self.slots)
+    }
+}
+
+/// What another node may call: the global services served here, through the
+/// same [`invoke`] as local calls.
+impl Services for Registry {
+    fn start(
+        &self,
+        service: &str,
+        method: u32,
+        signature: u64,
+        format: Format,
+        body: &[u8],
+    ) -> Result<Invocation, Status> {
+        let local = self.local(service).ok_or(Status::NotAvailable)?;
+        // Services that are not global are served to their own node only.
+        if !local.manifest.is_global() {
+            return Err(Status::NotAvailable);
+        }
+        let index = local.accept(method, signature)?;
+        local.invoke(index, format, body).map_err(|err| match err {
+            InvokeError::BadRequest(message) => Status::BadRequest(message),
+            InvokeError::Failed(message) => Status::Failed(message),
+        })
     }
 }

@@ -39,15 +39,7 @@ pub type DispatchFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, DispatchEr
 #[doc(hidden)]
 pub type LocalFuture<R> = Pin<Box<dyn Future<Output = R> + Send>>;
 
-/// Encoding of arguments and replies on the wire.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The default: compact, not self-describing.
-    Postcard,
-    /// For tools (`malla call`): self-describing, slower.
-    Json,
-}
+pub use crate::wire::Format;
 
 /// Why a request could not be dispatched.
 #[doc(hidden)]

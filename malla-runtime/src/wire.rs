@@ -6,4 +6,5 @@ mod frame;
 mod message;
 
 pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME};
-pub(crate) use message::{Goodbye, Header, Status, WireFormat, decode, encode};
+pub use message::Format;
+pub(crate) use message::{Goodbye, Header, Status, decode, encode};

@@ -1,84 +1,32 @@
-//! One call from start to finish: pick the targets in `get_nodes` order, try
-//! each, and move on only when the call provably did not run there
-//! (Malla's `remote/4`, made safer: see DESIGN.md "Calls and failover").
+//! One call from start to finish: walk the targets in `get_nodes` order, try
+//! each, and move on only as the failover rule allows (Malla's `remote/4`,
+//! made safer).
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::args::CallArgs;
-use super::with_deadline;
+use super::deadline::with_deadline;
+use super::failover::{Target, Targets, may_try_next, no_node_ran, pick_failure};
+use super::remote::{Remote, RemoteError, Request};
 use crate::connection::CallError;
-use crate::node::Node;
-use crate::registry::{LocalService, MethodLookup, Route, ServiceSlot};
-use crate::service::Format;
-use crate::wire::{Status, WireFormat};
+use crate::invoke::{InvokeError, panic_message};
+use crate::registry::{LocalService, Refusal, ServiceSlot};
+use crate::wire::{Format, Status};
 use crate::{CallOptions, Error, MethodManifest, NodeId};
 
-pub(crate) struct Call<'a> {
-    pub(crate) node: &'a Node,
+pub(crate) struct Call<'a, N> {
+    pub(crate) remote: &'a N,
     pub(crate) slot: &'a ServiceSlot,
     pub(crate) service: Cow<'static, str>,
     pub(crate) method: &'a MethodManifest,
     pub(crate) options: &'a CallOptions,
-    /// Encoding of arguments and reply on the wire (JSON for tools only).
-    pub(crate) format: WireFormat,
-}
-
-/// Where one attempt goes.
-enum Target {
-    Local(Arc<LocalService>),
-    Remote(NodeId),
-}
-
-/// Targets in `get_nodes` order: the local instance first, then the remote
-/// ones; or the caller's explicit list. Walks the route without copying it.
-struct Targets<'r> {
-    me: &'r NodeId,
-    route: &'r Route,
-    explicit: Option<&'r [NodeId]>,
-    next: usize,
-}
-
-impl<'r> Targets<'r> {
-    fn new(call: &'r Call<'_>, route: &'r Route) -> Self {
-        Targets {
-            me: &call.node.inner.id,
-            route,
-            explicit: call.options.nodes.as_deref(),
-            next: 0,
-        }
-    }
-
-    fn next(&mut self) -> Option<Target> {
-        loop {
-            let index = self.next;
-            self.next += 1;
-            match self.explicit {
-                Some(nodes) => {
-                    let id = nodes.get(index)?;
-                    if id != self.me {
-                        return Some(Target::Remote(id.clone()));
-                    }
-                    // This node: only if it serves the service.
-                    if let Some(local) = &self.route.local {
-                        return Some(Target::Local(Arc::clone(local)));
-                    }
-                }
-                None if index == 0 => {
-                    if let Some(local) = &self.route.local {
-                        return Some(Target::Local(Arc::clone(local)));
-                    }
-                }
-                None => return self.route.remote.get(index - 1).cloned().map(Target::Remote),
-            }
-        }
-    }
+    /// Encoding of arguments and reply (JSON for tools only).
+    pub(crate) format: Format,
 }
 
 /// The result of one attempt.
@@ -89,7 +37,7 @@ enum Attempt<R> {
     NotRun(Error),
 }
 
-impl Call<'_> {
+impl<N: Remote> Call<'_, N> {
     pub(crate) async fn run<R, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
         let timeout = self.options.effective_timeout(self.method.timeout_ms());
         let deadline = Instant::now() + timeout;
@@ -104,8 +52,7 @@ impl Call<'_> {
                 }
             }
             let route = self.slot.route_full();
-            let mut targets = Targets::new(&self, &route);
-            while let Some(target) = targets.next() {
+            for target in Targets::new(self.remote.me(), &route, self.options.nodes.as_deref()) {
                 let attempt = match target {
                     Target::Local(local) => self.attempt_local(&local, &mut args, deadline, timeout).await,
                     Target::Remote(node) => self.attempt_remote(node, &mut args, deadline, timeout).await,
@@ -116,14 +63,11 @@ impl Call<'_> {
                 }
             }
         }
-        Err(match failure {
-            // With discovered nodes, running out of them is "not available";
-            // with an explicit list, the caller wants to know what happened.
-            Some(err) if self.options.nodes.is_some() || matches!(err, Error::SignatureMismatch { .. }) => err,
-            _ => Error::ServiceNotAvailable {
+        Err(no_node_ran(failure, self.options.nodes.is_some(), || {
+            Error::ServiceNotAvailable {
                 service: self.service.clone(),
-            },
-        })
+            }
+        }))
     }
 
     async fn attempt_local<R, A: CallArgs<R>>(
@@ -133,15 +77,17 @@ impl Call<'_> {
         deadline: Instant,
         timeout: Duration,
     ) -> Attempt<R> {
-        let me = self.node.inner.id.clone();
-        if !local.is_active() {
-            return Attempt::NotRun(Error::ServiceNotAvailable {
-                service: self.service.clone(),
-            });
-        }
-        let index = match local.lookup(self.method.id(), self.method.signature()) {
-            MethodLookup::Found(index) => index,
-            MethodLookup::Unknown | MethodLookup::Mismatch => return Attempt::NotRun(self.signature_mismatch(me)),
+        let me = self.remote.me();
+        let index = match local.accept(self.method.id(), self.method.signature()) {
+            Ok(index) => index,
+            Err(Refusal::NotAvailable) => {
+                return Attempt::NotRun(Error::ServiceNotAvailable {
+                    service: self.service.clone(),
+                });
+            }
+            Err(Refusal::UnknownMethod | Refusal::SignatureMismatch) => {
+                return Attempt::NotRun(self.signature_mismatch(me.clone()));
+            }
         };
 
         // Same trait on both sides: call the implementation directly.
@@ -149,36 +95,28 @@ impl Call<'_> {
             return Attempt::Done(
                 match with_deadline(AssertUnwindSafe(fut).catch_unwind(), deadline).await {
                     Ok(Ok(reply)) => Ok(reply),
-                    Ok(Err(panic)) => Err(self.remote_error(me, panic_message(&*panic))),
+                    Ok(Err(panic)) => Err(self.remote_error(me.clone(), panic_message(&*panic))),
                     Err(_) => Err(self.timeout_error(timeout)),
                 },
             );
         }
 
-        // A stub or a dynamic call reaching a local service: go through the
-        // dispatcher as a remote node would, minus the network.
+        // A stub or a dynamic call reaching a local service: the dispatcher
+        // runs it as it would a remote node's request, minus the network.
         let body = match args.encoded() {
             Ok(body) => body,
             Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
         };
-        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            local.service.dispatch(index, Format::Postcard, body)
-        }));
-        let fut = match dispatched {
-            Ok(Ok(fut)) => fut,
-            Ok(Err(err)) => return Attempt::Done(Err(self.remote_error(me, err.to_string()))),
-            Err(panic) => return Attempt::Done(Err(self.remote_error(me, panic_message(&*panic)))),
+        let invocation = match local.invoke(index, self.format, body) {
+            Ok(invocation) => invocation,
+            Err(err) => return Attempt::Done(Err(self.invoke_error(me.clone(), err))),
         };
-        let reply = match with_deadline(AssertUnwindSafe(fut).catch_unwind(), deadline).await {
-            Ok(Ok(Ok(bytes))) => bytes,
-            Ok(Ok(Err(err))) => return Attempt::Done(Err(self.remote_error(me, err.to_string()))),
-            Ok(Err(panic)) => return Attempt::Done(Err(self.remote_error(me, panic_message(&*panic)))),
+        let reply = match with_deadline(invocation, deadline).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => return Attempt::Done(Err(self.invoke_error(me.clone(), err))),
             Err(_) => return Attempt::Done(Err(self.timeout_error(timeout))),
         };
-        Attempt::Done(
-            args.decode(&reply)
-                .map_err(|message| self.codec_error("decode the reply of", message)),
-        )
+        Attempt::Done(self.decode(args, &reply))
     }
 
     async fn attempt_remote<R, A: CallArgs<R>>(
@@ -188,43 +126,62 @@ impl Call<'_> {
         deadline: Instant,
         timeout: Duration,
     ) -> Attempt<R> {
-        let conn = match self.node.inner.connection_to(&node, deadline).await {
-            Ok(conn) => conn,
-            // Could not connect: the call surely did not run there.
-            Err(_) => return Attempt::NotRun(Error::NodeDown { node }),
-        };
         let body = match args.encoded() {
             Ok(body) => body,
             Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
         };
-        let (id, signature) = (self.method.id(), self.method.signature());
-        let reply = conn
-            .call(&self.service, id, signature, self.format, body, deadline)
-            .await;
-        match reply {
-            Ok(bytes) => Attempt::Done(
-                args.decode(&bytes)
-                    .map_err(|message| self.codec_error("decode the reply of", message)),
-            ),
-            Err(CallError::NotSent) => Attempt::NotRun(Error::NodeDown { node }),
-            // In flight when the connection died: it may have run. Only an
-            // idempotent method may run again elsewhere.
-            Err(CallError::Lost) if self.method.is_idempotent() => Attempt::NotRun(Error::NodeDown { node }),
-            Err(CallError::Lost) => Attempt::Done(Err(Error::NodeDown { node })),
-            Err(CallError::TimedOut) => Attempt::Done(Err(self.timeout_error(timeout))),
-            Err(CallError::TooLarge(err)) => Attempt::Done(Err(self.codec_error("send", err.to_string()))),
-            Err(CallError::Remote(status)) => match status {
-                Status::NotAvailable => Attempt::NotRun(Error::ServiceNotAvailable {
-                    service: self.service.clone(),
-                }),
-                Status::UnknownMethod | Status::SignatureMismatch => Attempt::NotRun(self.signature_mismatch(node)),
-                Status::Timeout => Attempt::Done(Err(self.timeout_error(timeout))),
-                Status::BadRequest(message) => {
-                    Attempt::Done(Err(self.remote_error(node, format!("bad request: {message}"))))
+        let request = Request {
+            service: &self.service,
+            method: self.method.id(),
+            signature: self.method.signature(),
+            format: self.format,
+            body,
+        };
+        match self.remote.call(&node, request, deadline).await {
+            Ok(bytes) => Attempt::Done(self.decode(args, &bytes)),
+            Err(failure) => {
+                let again = may_try_next(&failure, self.method.is_idempotent());
+                let err = self.remote_failure(node, failure, timeout);
+                if again {
+                    Attempt::NotRun(err)
+                } else {
+                    Attempt::Done(Err(err))
                 }
-                Status::Failed(message) => Attempt::Done(Err(self.remote_error(node, message))),
-                Status::Ok => Attempt::Done(Err(self.remote_error(node, "empty reply".into()))),
+            }
+        }
+    }
+
+    fn decode<R, A: CallArgs<R>>(&self, args: &mut A, reply: &[u8]) -> Result<R, Error> {
+        args.decode(reply)
+            .map_err(|message| self.codec_error("decode the reply of", message))
+    }
+
+    /// The error a failed remote attempt reports.
+    fn remote_failure(&self, node: NodeId, failure: RemoteError, timeout: Duration) -> Error {
+        match failure {
+            RemoteError::Unreachable | RemoteError::Call(CallError::NotSent | CallError::Lost) => {
+                Error::NodeDown { node }
+            }
+            RemoteError::Call(CallError::TimedOut) => self.timeout_error(timeout),
+            RemoteError::Call(CallError::TooLarge(err)) => self.codec_error("send", err.to_string()),
+            RemoteError::Call(CallError::Remote(status)) => match status {
+                Status::NotAvailable => Error::ServiceNotAvailable {
+                    service: self.service.clone(),
+                },
+                Status::UnknownMethod | Status::SignatureMismatch => self.signature_mismatch(node),
+                Status::Timeout => self.timeout_error(timeout),
+                Status::BadRequest(message) => self.invoke_error(node, InvokeError::BadRequest(message)),
+                Status::Failed(message) => self.invoke_error(node, InvokeError::Failed(message)),
+                Status::Ok => self.remote_error(node, "empty reply".into()),
             },
+        }
+    }
+
+    /// The error of a handler that did not reply, here or on `node`.
+    fn invoke_error(&self, node: NodeId, err: InvokeError) -> Error {
+        match err {
+            InvokeError::BadRequest(message) => self.remote_error(node, format!("bad request: {message}")),
+            InvokeError::Failed(message) => self.remote_error(node, message),
         }
     }
 
@@ -235,7 +192,7 @@ impl Call<'_> {
         }
     }
 
-    pub(crate) fn timeout_error(&self, timeout: Duration) -> Error {
+    fn timeout_error(&self, timeout: Duration) -> Error {
         Error::Timeout {
             service: self.service.clone(),
             method: self.method.name_cow(),
@@ -243,7 +200,7 @@ impl Call<'_> {
         }
     }
 
-    pub(crate) fn signature_mismatch(&self, node: NodeId) -> Error {
+    fn signature_mismatch(&self, node: NodeId) -> Error {
         Error::SignatureMismatch {
             service: self.service.clone(),
             method: self.method.name_cow(),
@@ -251,7 +208,7 @@ impl Call<'_> {
         }
     }
 
-    pub(crate) fn remote_error(&self, node: NodeId, message: String) -> Error {
+    fn remote_error(&self, node: NodeId, message: String) -> Error {
         Error::Remote {
             service: self.service.clone(),
             method: self.method.name_cow(),
@@ -261,22 +218,5 @@ impl Call<'_> {
     }
 }
 
-/// Keeps the most telling reason among the attempts that did not run: a
-/// signature mismatch says more than an unavailable service.
-fn pick_failure(previous: Option<Error>, next: Error) -> Error {
-    match previous {
-        Some(prev @ Error::SignatureMismatch { .. }) if !matches!(next, Error::SignatureMismatch { .. }) => prev,
-        _ => next,
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("handler panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("handler panicked: {s}")
-    } else {
-        "handler panicked".to_owned()
-    }
-}
+#[cfg(test)]
+mod tests;

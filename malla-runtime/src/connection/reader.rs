@@ -1,7 +1,6 @@
 //! The read half: frames in, replies routed to their callers, requests run.
 
 use std::future::poll_fn;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,24 +8,20 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use super::{CallError, CloseReason, Connection, Reply, lock};
-use crate::client::panic_message;
-use crate::registry::MethodLookup;
-use crate::service::{DispatchError, DispatchFuture, Format};
-use crate::wire::{self, FrameCodec, Goodbye, Header, Status, WireFormat};
+use super::link::{CallError, CloseReason, Connection};
+use crate::invoke::{InvokeError, InvokeOutput};
+use crate::sync::lock;
+use crate::wire::{self, Format, FrameCodec, Goodbye, Header, Status};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Longest deadline a peer may ask for; bounds the arithmetic on its value.
 const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
-
-type HandlerOutput = std::thread::Result<Result<Vec<u8>, DispatchError>>;
 
 pub(super) async fn run<R: AsyncRead + Unpin>(conn: Arc<Connection>, mut io: R, mut buf: BytesMut) {
     let mut codec = FrameCodec::new(conn.shared.config.max_frame);
@@ -77,7 +72,14 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
                 format,
             } => {
                 let deadline = Duration::from_micros(deadline_us).min(MAX_DEADLINE);
-                serve(conn, id, service, method, signature, deadline, format, body).await;
+                let request = Request {
+                    id,
+                    service,
+                    method,
+                    signature,
+                    format,
+                };
+                serve(conn, request, deadline, body).await;
             }
             Header::Cancel { id } => conn.cancel_handler(id),
             Header::Ping => {}
@@ -86,24 +88,30 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
     }
 }
 
-/// Runs one request. The handler is polled once right here: most finish
-/// at once and need no task; the others get one, bounded by the deadline.
-#[allow(clippy::too_many_arguments)] // the fields of one request header
-async fn serve(
-    conn: &Arc<Connection>,
+/// The fields of a request header that choose what runs.
+struct Request<'a> {
     id: u64,
-    service: &str,
+    service: &'a str,
     method: u32,
     signature: u64,
-    deadline: Duration,
-    format: WireFormat,
-    body: Bytes,
-) {
-    let handler = match conn.dispatch(service, method, signature, format, &body) {
+    format: Format,
+}
+
+/// Runs one request. The handler is polled once right here: most finish
+/// at once and need no task; the others get one, bounded by the deadline.
+async fn serve(conn: &Arc<Connection>, request: Request<'_>, deadline: Duration, body: Bytes) {
+    let Request {
+        id,
+        service,
+        method,
+        signature,
+        format,
+    } = request;
+    let started = conn.shared.services.start(service, method, signature, format, &body);
+    let mut handler = match started {
         Ok(handler) => handler,
         Err(status) => return conn.respond(id, status),
     };
-    let mut handler = AssertUnwindSafe(handler).catch_unwind();
     match poll_fn(|cx| Poll::Ready(Pin::new(&mut handler).poll(cx))).await {
         Poll::Ready(output) => conn.reply(id, output),
         Poll::Pending => conn.spawn_handler(id, handler, deadline),
@@ -111,41 +119,10 @@ async fn serve(
 }
 
 impl Connection {
-    /// Finds and starts the handler a request names, or the status that
-    /// answers it instead.
-    fn dispatch(
-        &self,
-        service: &str,
-        method: u32,
-        signature: u64,
-        format: WireFormat,
-        body: &[u8],
-    ) -> Result<DispatchFuture, Status> {
-        let local = self.shared.registry.local(service).ok_or(Status::NotAvailable)?;
-        // Services that are not global are served to their own node only.
-        if !local.manifest.is_global() || !local.is_active() {
-            return Err(Status::NotAvailable);
-        }
-        let index = match local.lookup(method, signature) {
-            MethodLookup::Found(index) => index,
-            MethodLookup::Unknown => return Err(Status::UnknownMethod),
-            MethodLookup::Mismatch => return Err(Status::SignatureMismatch),
-        };
-        let format = match format {
-            WireFormat::Postcard => Format::Postcard,
-            WireFormat::Json => Format::Json,
-        };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| local.service.dispatch(index, format, body))) {
-            Ok(Ok(handler)) => Ok(handler),
-            Ok(Err(err)) => Err(Status::BadRequest(err.to_string())),
-            Err(panic) => Err(Status::Failed(panic_message(&*panic))),
-        }
-    }
-
     fn spawn_handler(
         self: &Arc<Self>,
         id: u64,
-        handler: impl Future<Output = HandlerOutput> + Send + 'static,
+        handler: impl Future<Output = InvokeOutput> + Send + 'static,
         deadline: Duration,
     ) {
         let deadline = Instant::now().checked_add(deadline).unwrap_or_else(Instant::now);
@@ -155,7 +132,7 @@ impl Connection {
         let mut running = lock(&self.shared.running);
         let task = tokio::spawn(async move {
             let outcome = tokio::time::timeout_at(deadline, handler).await;
-            lock(&conn.shared.running).remove(&id);
+            lock(&conn.shared.running).finish(id);
             match outcome {
                 Ok(output) => conn.reply(id, output),
                 Err(_) => conn.respond(id, Status::Timeout),
@@ -165,17 +142,16 @@ impl Connection {
         running.insert(id, task.abort_handle());
     }
 
-    fn reply(&self, id: u64, output: HandlerOutput) {
+    fn reply(&self, id: u64, output: InvokeOutput) {
         match output {
-            Ok(Ok(bytes)) => {
+            Ok(bytes) => {
                 if let Err(CallError::TooLarge(err)) = self.send(&Header::Response { id, status: Status::Ok }, &bytes) {
                     self.respond(id, Status::Failed(format!("the reply does not fit in a frame: {err}")));
                 }
             }
-            Ok(Err(err)) => self.respond(id, Status::Failed(err.to_string())),
-            Err(panic) => {
-                let message = panic_message(&*panic);
-                tracing::warn!(peer = %self.peer.name, %message, "request handler panicked");
+            Err(InvokeError::BadRequest(message)) => self.respond(id, Status::BadRequest(message)),
+            Err(InvokeError::Failed(message)) => {
+                tracing::warn!(peer = %self.peer.name, %message, "request handler failed");
                 self.respond(id, Status::Failed(message));
             }
         }
@@ -195,21 +171,16 @@ impl Connection {
     }
 
     fn complete(&self, id: u64, status: Status, body: Bytes) {
-        let waiter = lock(&self.shared.calls).take(id);
+        let waiter = lock(&self.shared.calls).complete(id);
         // No waiter: the caller gave up (timeout or drop) before the reply.
         if let Some(waiter) = waiter {
-            let _ = waiter.send(match status {
-                Status::Ok => Reply::Value(body),
-                other => Reply::Status(other),
-            });
+            waiter.answer(status, body);
         }
         self.settle();
     }
 
     fn cancel_handler(&self, id: u64) {
-        if let Some(handler) = lock(&self.shared.running).remove(&id) {
-            handler.abort();
-        }
+        lock(&self.shared.running).cancel(id);
         self.settle();
     }
 

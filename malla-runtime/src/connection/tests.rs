@@ -14,10 +14,12 @@ use tokio_util::codec::Decoder;
 
 use super::*;
 use crate::manifest::method_id;
-use crate::registry::{LocalService, Route};
-use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, Format, encode_reply};
-use crate::wire::FrameCodec;
+use crate::registry::{LocalService, Registry, Route};
+use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, encode_reply};
+use crate::sync::lock;
+use crate::wire::{self, Format, FrameCodec, Header, Status};
 use crate::{AdminStatus, MethodManifest, NodeId, Service, ServiceManifest};
+use tokio::time::Instant;
 
 /// `Echo.echo(Vec<u8>) -> Vec<u8>` and `Echo.sleep(u64) -> u64`, by hand.
 struct Echo;
@@ -155,7 +157,7 @@ fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
         max_frame: 1 << 16,
         tick: Duration::from_secs(1),
     };
-    let conn = Connection::spawn(ours, BytesMut::new(), peer, Initiator::Us, registry(), weak, config);
+    let conn = spawn(ours, BytesMut::new(), peer, Initiator::Us, registry(), weak, config);
     let raw = RawPeer {
         stream: theirs,
         buf: BytesMut::new(),
@@ -170,7 +172,7 @@ fn request<'a>(id: u64, service: &'a str, method: &str, signature: u64) -> Heade
         method: method_id(method),
         signature,
         deadline_us: 5_000_000,
-        format: WireFormat::Postcard,
+        format: Format::Postcard,
     }
 }
 
@@ -278,7 +280,7 @@ async fn extreme_deadlines_do_not_panic() {
             method: method_id("sleep"),
             signature: 0,
             deadline_us,
-            format: WireFormat::Postcard,
+            format: Format::Postcard,
         };
         raw.send(&header, &postcard::to_allocvec(&10u64).unwrap()).await;
     }
@@ -291,7 +293,7 @@ async fn extreme_deadlines_do_not_panic() {
 async fn a_call_past_its_deadline_expires_and_cancels_on_the_peer() {
     let (conn, mut raw, _host) = pair();
     let deadline = Instant::now() + Duration::from_millis(50);
-    let call = conn.call("Echo", method_id("echo"), 1, WireFormat::Postcard, &[0], deadline);
+    let call = conn.call("Echo", method_id("echo"), 1, Format::Postcard, &[0], deadline);
     let (outcome, frames) = tokio::join!(call, async {
         let first = raw.recv().await.unwrap();
         let second = raw.recv().await.unwrap();
@@ -313,7 +315,7 @@ async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
         "Echo",
         1,
         1,
-        WireFormat::Postcard,
+        Format::Postcard,
         &[],
         Instant::now() + Duration::from_secs(30),
     );
@@ -331,7 +333,7 @@ async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
             "Echo",
             1,
             1,
-            WireFormat::Postcard,
+            Format::Postcard,
             &[],
             Instant::now() + Duration::from_secs(1),
         )

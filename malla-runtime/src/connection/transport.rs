@@ -1,5 +1,6 @@
-//! The byte streams a connection runs on: TCP between nodes, and a Unix
-//! socket pair as the in-memory transport of tests (no ports, no network).
+//! The byte streams a connection runs on: TCP between nodes, and (on Unix) a
+//! Unix socket pair as the in-memory transport of tests (no ports, no
+//! network).
 //!
 //! The write half is used through a shared reference, so whoever has a frame
 //! to send while nothing else is being written can write it at once with a
@@ -62,6 +63,7 @@ stream_transport!(
     tokio::net::tcp::OwnedReadHalf,
     tokio::net::tcp::OwnedWriteHalf
 );
+#[cfg(unix)]
 stream_transport!(
     tokio::net::UnixStream,
     tokio::net::unix::OwnedReadHalf,

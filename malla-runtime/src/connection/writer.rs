@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use super::{CloseReason, Connection, DEAD_TICKS, Writer, lock};
+use super::link::{CloseReason, Connection, DEAD_TICKS, Writer};
+use crate::sync::lock;
 use crate::wire::Header;
 
 /// How long a closing connection may take to flush its last frames.

@@ -134,6 +134,14 @@ impl Advertised {
     }
 }
 
+/// A node as gossip knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Gossiped {
+    pub(crate) advertised: Advertised,
+    /// Whether the failure detector has heard from it recently enough.
+    pub(crate) live: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

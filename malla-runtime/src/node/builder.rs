@@ -1,21 +1,20 @@
-//! Configuration of a node before it starts.
+//! Configuration of a node before it starts, and starting it: check the
+//! settings, bind the sockets, assemble the parts, start the tasks.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, UdpSocket};
+use tracing::Instrument;
 
-use tokio_util::sync::CancellationToken;
-
-use super::{Net, NetConfig, Node, NodeInner, accept_loop, events};
-use crate::connection::ConnectionConfig;
-use crate::discovery::{Discovery, GossipConfig};
+use super::api::Node;
+use super::parts::NodeParts;
+use crate::cluster::{ConnectTarget, Reach, reconnect_loop};
+use crate::connection::{ConnectionConfig, Services};
+use crate::discovery::{Discovery, GossipConfig, ViewSink, Whoami};
 use crate::handshake::{Cookie, Identity};
-use crate::membership::Membership;
-use crate::peer::Peers;
-use crate::registry::Registry;
+use crate::net::{NetConfig, Network, accept_loop};
 use crate::{Error, NodeId};
 
 /// Largest frame a node accepts unless told otherwise.
@@ -195,8 +194,17 @@ impl NodeBuilder {
     /// Starts the node: binds the listener, if any. Must run inside a tokio
     /// runtime; the node's tasks run on it.
     pub async fn start(self) -> Result<Node, Error> {
+        let checked = self.check()?;
+        let sockets = self.bind(checked.gossips).await?;
+        let parts = self.assemble(checked.cookie, &sockets);
+        self.start_tasks(&parts, sockets, checked.targets).await?;
+        Ok(Node { parts })
+    }
+
+    /// Checks the settings that can be wrong before anything is bound.
+    fn check(&self) -> Result<Checked, Error> {
         NodeId::validate(&self.name).map_err(Error::Config)?;
-        let cookie = match self.cookie.or_else(|| std::env::var(COOKIE_ENV).ok()) {
+        let cookie = match self.cookie.clone().or_else(|| std::env::var(COOKIE_ENV).ok()) {
             Some(c) if c.is_empty() => return Err(Error::Config("the cookie is empty".into())),
             Some(c) => Some(Cookie::new(c.as_bytes())),
             None => None,
@@ -204,95 +212,138 @@ impl NodeBuilder {
         let targets = self
             .connect_targets
             .iter()
-            .map(|t| t.parse::<crate::ConnectTarget>())
+            .map(|t| t.parse::<ConnectTarget>())
             .collect::<Result<Vec<_>, _>>()?;
         let gossips = self.listen.is_some() || !self.gossip.seeds.is_empty() || !targets.is_empty();
-        let cookie = match cookie {
-            Some(cookie) => Some(cookie),
-            None if gossips => {
-                return Err(Error::Config(format!(
-                    "no cookie: a node that listens or joins a cluster needs one; set it with `.cookie(..)` or the {COOKIE_ENV} environment variable"
-                )));
-            }
-            None => None,
-        };
+        if cookie.is_none() && gossips {
+            return Err(Error::Config(format!(
+                "no cookie: a node that listens or joins a cluster needs one; set it with `.cookie(..)` or the {COOKIE_ENV} environment variable"
+            )));
+        }
+        Ok(Checked {
+            cookie,
+            targets,
+            gossips,
+        })
+    }
+
+    /// Binds the listener and the gossip socket, and works out the address
+    /// to advertise.
+    async fn bind(&self, gossips: bool) -> Result<Sockets, Error> {
+        let seed = self.gossip.seeds.first();
         let (listener, udp) = match self.listen {
             Some(addr) => {
                 let (tcp, udp) = bind_same_port(addr).await?;
                 (Some(tcp), Some(udp))
             }
             None if gossips => {
-                let any = SocketAddr::new(unspecified_like(self.gossip.seeds.first()), 0);
+                let any = SocketAddr::new(unspecified_like(seed), 0);
                 (None, Some(UdpSocket::bind(any).await?))
             }
             None => (None, None),
         };
-        let advertise = match (&listener, &udp) {
-            (Some(tcp), _) => Some(
-                self.advertise
-                    .unwrap_or(reachable(tcp.local_addr()?, self.gossip.seeds.first())),
-            ),
-            (None, Some(udp)) => Some(reachable(udp.local_addr()?, self.gossip.seeds.first())),
+        let bound = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let advertise = match (bound, &udp) {
+            (Some(tcp), _) => Some(self.advertise.unwrap_or(reachable(tcp, seed))),
+            (None, Some(udp)) => Some(reachable(udp.local_addr()?, seed)),
             (None, None) => None,
         };
-        // Grows across restarts (gossip needs that to tell a restarted node's
-        // state from the old one); also the handshake's incarnation.
-        let generation = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64)
-            ^ u64::from(rand::random::<u16>());
-        let id = NodeId::from(self.name);
-        let inner = Arc::new(NodeInner {
-            registry: Arc::new(Registry::default()),
-            events: events::channel(),
-            net: Net {
-                cookie,
-                identity: Identity {
-                    name: id.clone(),
-                    incarnation: generation,
-                    hidden: self.hidden,
-                    listen: listener.as_ref().and(advertise),
-                    max_frame: self.max_frame_size as u32,
-                },
-                config: NetConfig {
-                    handshake_timeout: self.handshake_timeout,
-                    connect_timeout: self.connect_timeout,
-                    connection: ConnectionConfig {
-                        max_frame: self.max_frame_size,
-                        tick: self.tick_interval,
-                    },
-                },
-                peers: Peers::default(),
-                stop: CancellationToken::new(),
-                shutting_down: AtomicBool::new(false),
-                open_connections: AtomicUsize::new(0),
+        Ok(Sockets {
+            listener,
+            bound,
+            udp,
+            advertise,
+            // Grows across restarts (gossip needs that to tell a restarted
+            // node's state from the old one); also the handshake's incarnation.
+            generation: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64)
+                ^ u64::from(rand::random::<u16>()),
+        })
+    }
+
+    /// Builds the node's parts; nothing runs yet.
+    fn assemble(&self, cookie: Option<Cookie>, sockets: &Sockets) -> Arc<NodeParts> {
+        let id = NodeId::from(self.name.clone());
+        let identity = Identity {
+            name: id.clone(),
+            incarnation: sockets.generation,
+            hidden: self.hidden,
+            listen: sockets.bound.and(sockets.advertise),
+            max_frame: self.max_frame_size as u32,
+        };
+        let config = NetConfig {
+            handshake_timeout: self.handshake_timeout,
+            connect_timeout: self.connect_timeout,
+            connection: ConnectionConfig {
+                max_frame: self.max_frame_size,
+                tick: self.tick_interval,
             },
-            membership: Membership::new(),
-            discovery: OnceLock::new(),
-            dns: OnceLock::new(),
-            dns_servers: self.dns_servers.clone(),
-            id,
-        });
-        if let Some(listener) = listener {
-            tracing::info!(node = %inner.id, addr = ?advertise, "listening");
-            tokio::spawn(accept_loop(Arc::downgrade(&inner), listener, inner.net.stop.clone()));
+        };
+        NodeParts::new(id, self.dns_servers.clone(), |registry, links| {
+            let services: Arc<dyn Services> = registry;
+            Network::new(cookie, identity, sockets.bound, config, services, links)
+        })
+    }
+
+    /// Starts accepting, gossiping and re-resolving the connect targets.
+    async fn start_tasks(
+        &self,
+        parts: &Arc<NodeParts>,
+        sockets: Sockets,
+        targets: Vec<ConnectTarget>,
+    ) -> Result<(), Error> {
+        let network = &parts.network;
+        if let Some(listener) = sockets.listener {
+            tracing::info!(node = %parts.id, addr = ?sockets.advertise, "listening");
+            tokio::spawn(accept_loop(Arc::downgrade(network), listener, network.stopped()));
         }
-        if let (Some(udp), Some(advertise), Some(cookie)) = (udp, advertise, &inner.net.cookie) {
-            let discovery = Discovery::start(&inner, udp, advertise, generation, cookie, &self.gossip).await?;
-            let _ = inner.discovery.set(discovery);
+        if let (Some(udp), Some(advertise), Some(cookie)) = (sockets.udp, sockets.advertise, network.cookie().ok()) {
+            let me = Whoami {
+                name: &parts.id,
+                generation: sockets.generation,
+                advertise,
+                rpc: network.identity.listen,
+                hidden: self.hidden,
+            };
+            let sink: std::sync::Weak<dyn ViewSink> = Arc::downgrade(parts) as _;
+            let discovery = Discovery::start(me, udp, cookie, &self.gossip, sink).await?;
+            let _ = parts.discovery.set(discovery);
         }
         if !targets.is_empty() {
             // A resolver that cannot be built is a configuration error now,
             // not a warning every period.
-            inner.dns()?;
-            tokio::spawn(crate::cluster::reconnect_loop(
-                Arc::downgrade(&inner),
-                targets,
-                self.reconnect_interval,
-                inner.net.stop.clone(),
-            ));
+            let dns = parts.dns()?;
+            let reach: std::sync::Weak<dyn Reach> = Arc::downgrade(parts) as _;
+            let task = reconnect_loop(reach, dns, targets, self.reconnect_interval, network.stopped());
+            tokio::spawn(task.instrument(tracing::info_span!("reconnect", node = %parts.id)));
         }
-        Ok(Node { inner })
+        Ok(())
+    }
+}
+
+/// Settings checked by [`NodeBuilder::check`].
+struct Checked {
+    cookie: Option<Cookie>,
+    targets: Vec<ConnectTarget>,
+    gossips: bool,
+}
+
+/// What [`NodeBuilder::bind`] bound.
+struct Sockets {
+    listener: Option<TcpListener>,
+    /// The listener's address.
+    bound: Option<SocketAddr>,
+    udp: Option<UdpSocket>,
+    /// Where other nodes reach this one (TCP and gossip).
+    advertise: Option<SocketAddr>,
+    generation: u64,
+}
+
+impl Node {
+    /// Starts configuring a node called `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder::new(name.into())
     }
 }
 

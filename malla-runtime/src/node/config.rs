@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::NodeBuilder;
-use crate::{Error, Node};
+use super::builder::NodeBuilder;
+use crate::Error;
 
 /// Node settings, as a deployment gives them. Every field is optional; see
 /// the module documentation for the file format and the variables.
@@ -150,7 +150,7 @@ impl NodeConfig {
         let name = self.name.ok_or_else(|| {
             Error::Config("no node name: set `name` in the config file or the MALLA_NAME environment variable".into())
         })?;
-        let mut builder = Node::builder(name);
+        let mut builder = NodeBuilder::new(name);
         let cookie = match (self.cookie, self.cookie_file) {
             (Some(cookie), _) => Some(cookie),
             (None, Some(file)) => Some(

@@ -22,7 +22,7 @@ pub(crate) enum Header<'a> {
         signature: u64,
         /// Time left to the caller's deadline, in microseconds.
         deadline_us: u64,
-        format: WireFormat,
+        format: Format,
     },
     /// The answer to request `id`. The body holds the encoded reply if
     /// `status` is `Ok`.
@@ -49,10 +49,14 @@ pub(crate) enum Goodbye {
     Leaving,
 }
 
-/// Encoding of a request's arguments and reply.
+/// Encoding of a request's arguments and reply, on the wire and in the
+/// generated dispatchers alike.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum WireFormat {
+pub enum Format {
+    /// The default: compact, not self-describing.
     Postcard,
+    /// For tools (`malla call`): self-describing, slower.
     Json,
 }
 
@@ -141,7 +145,7 @@ mod tests {
             method: 0xda6c_24dd,
             signature: 42,
             deadline_us: 15_000_000,
-            format: WireFormat::Postcard,
+            format: Format::Postcard,
         };
         encode(&mut out, 1024, &request, &[1, 2, 3]).unwrap();
         encode(

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::TryRecvError;
 
+use tokio::time::Instant;
+
 use super::*;
+use crate::NodeId;
 use crate::connection::Initiator;
 
 async fn node(name: &str) -> Node {
@@ -19,7 +22,7 @@ async fn node(name: &str) -> Node {
 }
 
 fn opener(node: &Node, peer: &Node) -> Option<NodeId> {
-    let conn = node.inner.net.peers.get(peer.id())?.connection()?;
+    let conn = node.parts.network.peer(peer.id())?.connection()?;
     Some(match conn.initiator {
         Initiator::Us => node.id().clone(),
         Initiator::Peer => peer.id().clone(),
@@ -27,7 +30,7 @@ fn opener(node: &Node, peer: &Node) -> Option<NodeId> {
 }
 
 fn open(node: &Node) -> usize {
-    node.inner.net.open_connections.load(Ordering::Acquire)
+    node.parts.network.open_connections()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 use crate::handshake::Cookie;
+use crate::sync::lock;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -128,7 +129,7 @@ pub(crate) struct SealedUdp {
 #[async_trait]
 impl Transport for SealedUdp {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let bound = lock(&self.bound).take();
         let socket = match bound {
             Some(socket) => socket,
             None => tokio::net::UdpSocket::bind(listen_addr).await?,

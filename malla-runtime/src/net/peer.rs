@@ -4,16 +4,16 @@
 //! and retire the other, which closes once idle, so no call is lost.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use rustc_hash::FxHashMap;
+use tokio::time::Instant;
 
 use crate::NodeId;
-use crate::connection::{Connection, Initiator};
+use crate::connection::{CloseReason, Connection, Initiator};
+use crate::sync::lock;
 use crate::wire::Goodbye;
 
 /// Another node.
@@ -105,13 +105,10 @@ impl Peer {
         let previous = self.conn.load_full();
         let usable_before = previous.as_ref().is_some_and(|c| c.is_usable());
         let keep_new = match &previous {
-            // Both nodes dialed at once: both keep the one opened by the
-            // node whose name sorts first. (The same opener twice means it
-            // gave up on the old one: keep the new.)
             Some(old) if old.is_usable() && old.peer.incarnation == conn.peer.incarnation => {
-                let new_opener = opened_by(&conn, me);
-                new_opener == opened_by(old, me) || new_opener == me.min(&self.id)
+                keeps_new(me, &self.id, opened_by(old, me), opened_by(&conn, me))
             }
+            // No usable connection, or one to an earlier life of the peer.
             _ => true,
         };
         let (current, dropped) = if keep_new {
@@ -126,7 +123,7 @@ impl Peer {
             if dropped.peer.incarnation == current.peer.incarnation {
                 dropped.retire(Goodbye::Duplicate);
             } else {
-                dropped.close(crate::connection::CloseReason::Local("the peer restarted"));
+                dropped.close(CloseReason::Local("the peer restarted"));
             }
         }
         Installed {
@@ -147,9 +144,18 @@ impl Peer {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PeerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, PeerState> {
+        lock(&self.state)
     }
+}
+
+/// Of two live connections between the same two lives of `me` and `peer`,
+/// whether the one opened by `new_opener` replaces the one opened by
+/// `old_opener`. Both nodes dialed at once: both keep the one opened by the
+/// node whose name sorts first, so both sides choose the same. The same
+/// opener twice means it gave up on the old one: keep the new.
+fn keeps_new(me: &NodeId, peer: &NodeId, old_opener: &NodeId, new_opener: &NodeId) -> bool {
+    new_opener == old_opener || new_opener == me.min(peer)
 }
 
 /// The name of the node that opened `conn`.
@@ -183,7 +189,42 @@ impl Peers {
         self.lock().values().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<NodeId, Arc<Peer>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    /// Forgets `id` unless a connection to it is up: a node that left for
+    /// good must not be kept (and dialed) forever.
+    pub(crate) fn forget(&self, id: &NodeId) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|peer| peer.connection().is_none()) {
+            map.remove(id);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FxHashMap<NodeId, Arc<Peer>>> {
+        lock(&self.map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keeps_new;
+    use crate::NodeId;
+
+    #[test]
+    fn both_sides_keep_the_connection_opened_by_the_first_name() {
+        let (a, b) = (NodeId::from("a"), NodeId::from("b"));
+        // a's view and b's view of the same race agree: a's connection stays.
+        assert!(keeps_new(&a, &b, &b, &a), "a replaces b's connection with its own");
+        assert!(!keeps_new(&a, &b, &a, &b), "a keeps its own over b's");
+        assert!(keeps_new(&b, &a, &b, &a), "b replaces its own with a's");
+        assert!(!keeps_new(&b, &a, &a, &b), "b keeps a's over its own");
+    }
+
+    #[test]
+    fn the_same_opener_twice_replaces_its_old_connection() {
+        let (a, b) = (NodeId::from("a"), NodeId::from("b"));
+        for (me, peer) in [(&a, &b), (&b, &a)] {
+            for opener in [&a, &b] {
+                assert!(keeps_new(me, peer, opener, opener), "{me} sees {opener} redial");
+            }
+        }
     }
 }

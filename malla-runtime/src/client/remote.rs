@@ -1,0 +1,70 @@
+//! The seam between the call path and the network: one request to one node.
+//! The network implements it; unit tests of the failover rule implement it
+//! with a scripted fake.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::NodeId;
+use crate::connection::CallError;
+use crate::net::Network;
+use crate::wire::Format;
+
+/// One request, as it goes on the wire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub(crate) service: &'a str,
+    pub(crate) method: u32,
+    pub(crate) signature: u64,
+    pub(crate) format: Format,
+    pub(crate) body: &'a [u8],
+}
+
+/// Why a remote attempt has no reply.
+#[derive(Debug)]
+pub(crate) enum RemoteError {
+    /// No connection to the node could be had: the request was not sent.
+    Unreachable,
+    /// The connection failed the call.
+    Call(CallError),
+}
+
+/// Sends requests to other nodes.
+pub(crate) trait Remote: Send + Sync {
+    /// The name of this node.
+    fn me(&self) -> &NodeId;
+
+    /// Sends `request` to `node` and waits for the reply until `deadline`.
+    fn call(
+        &self,
+        node: &NodeId,
+        request: Request<'_>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Bytes, RemoteError>> + Send;
+}
+
+impl Remote for Arc<Network> {
+    fn me(&self) -> &NodeId {
+        Network::me(self)
+    }
+
+    async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Instant) -> Result<Bytes, RemoteError> {
+        let conn = self
+            .connection_to(node, deadline)
+            .await
+            .map_err(|_| RemoteError::Unreachable)?;
+        let Request {
+            service,
+            method,
+            signature,
+            format,
+            body,
+        } = request;
+        conn.call(service, method, signature, format, body, deadline)
+            .await
+            .map_err(RemoteError::Call)
+    }
+}

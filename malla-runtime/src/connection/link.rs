@@ -1,0 +1,529 @@
+//! One authenticated connection to a peer: the calls it carries out, the
+//! frames it queues, and how it retires and closes. What it runs for the
+//! peer it reaches through [`Services`], and it tells its owner that it
+//! closed through [`Host`]: it never sees the registry or the node.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::pending::{PendingCalls, Reply};
+use super::running::RunningHandlers;
+use super::transport::WriteHalf;
+use crate::handshake::Identity;
+use crate::invoke::Invocation;
+use crate::sync::lock;
+use crate::wire::{self, Format, FrameError, Goodbye, Header, Status};
+
+/// Outbox size above which callers wait for the writer before adding more.
+const HIGH_WATER: usize = 8 * 1024 * 1024;
+/// Rounds an inline writer makes before leaving the rest to the writer task,
+/// so a caller does not end up writing for everybody else.
+const MAX_INLINE_ROUNDS: usize = 4;
+
+/// Which side opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Initiator {
+    Us,
+    Peer,
+}
+
+/// Why a connection closed.
+#[derive(Debug)]
+pub(crate) enum CloseReason {
+    /// The peer closed it (end of stream).
+    PeerClosed,
+    /// Reading or writing failed.
+    Io(io::Error),
+    /// The peer sent a frame we cannot read; we stop trusting the stream.
+    BadFrame(String),
+    /// Nothing arrived for several ticks: the peer is gone or partitioned.
+    Silent(Duration),
+    /// Both sides said goodbye: a duplicate retired, or a graceful leave.
+    Goodbye,
+    /// This node closed it (shutdown, or the peer was declared dead).
+    Local(&'static str),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::BadFrame(why) => write!(f, "malformed frame: {why}"),
+            CloseReason::Silent(d) => write!(f, "nothing received for {d:?}"),
+            CloseReason::Goodbye => f.write_str("both sides said goodbye"),
+            CloseReason::Local(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Why a call on this connection has no reply.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The connection was closed or retired before the request was queued:
+    /// it did not run.
+    NotSent,
+    /// The connection was lost while the request was in flight: it may have run.
+    Lost,
+    /// The deadline passed; a cancel was sent.
+    TimedOut,
+    /// The serving node answered with an error status.
+    Remote(Status),
+    /// The request is larger than the peer accepts; it was not sent.
+    TooLarge(FrameError),
+}
+
+/// What the connection tells its owner about.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// The connection closed; its pending calls have failed.
+    fn connection_closed(&self, conn: &Arc<Connection>, reason: &CloseReason);
+}
+
+/// What a connection may run for its peer: the node's services, as a peer
+/// may call them.
+pub(crate) trait Services: Send + Sync + 'static {
+    /// Starts the method a request names, or says which status answers it
+    /// instead.
+    fn start(
+        &self,
+        service: &str,
+        method: u32,
+        signature: u64,
+        format: Format,
+        body: &[u8],
+    ) -> Result<Invocation, Status>;
+}
+
+/// Settings of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionConfig {
+    /// Largest frame we accept.
+    pub(crate) max_frame: usize,
+    /// Interval of pings when idle; the peer is dead after `DEAD_TICKS`
+    /// silent ticks.
+    pub(crate) tick: Duration,
+}
+
+/// Silent ticks after which a peer is considered gone (Erlang's rule).
+pub(crate) const DEAD_TICKS: u32 = 4;
+
+/// A live connection to one peer.
+pub(crate) struct Connection {
+    pub(crate) peer: Identity,
+    pub(crate) initiator: Initiator,
+    pub(super) shared: Shared,
+    host: Weak<dyn Host>,
+    this: Weak<Connection>,
+}
+
+pub(super) struct Shared {
+    pub(super) outbox: Mutex<Outbox>,
+    pub(super) write_half: Box<dyn WriteHalf>,
+    pub(super) wake_writer: Notify,
+    pub(super) drained: Notify,
+    pub(super) calls: Mutex<PendingCalls>,
+    pub(super) running: Mutex<RunningHandlers>,
+    next_id: AtomicU64,
+    pub(super) frames_in: AtomicU64,
+    closed: AtomicBool,
+    // Set when this connection takes no new calls, with why (a duplicate that
+    // lost the tie-break, or a leave); it closes once idle and both sides
+    // have said goodbye.
+    retired: Mutex<Option<Goodbye>>,
+    usable: AtomicBool,
+    goodbye_sent: AtomicBool,
+    pub(super) goodbye_received: AtomicBool,
+    reader: Mutex<Option<AbortHandle>>,
+    pub(super) services: Arc<dyn Services>,
+    pub(super) config: ConnectionConfig,
+}
+
+/// Frames waiting to be written, and who is writing them.
+pub(super) struct Outbox {
+    /// Queued frames, in order.
+    pub(super) buf: BytesMut,
+    /// The unwritten rest of an earlier batch; goes out before `buf`.
+    pub(super) front: BytesMut,
+    /// A cleared buffer kept for reuse.
+    pub(super) spare: BytesMut,
+    pub(super) writer: Writer,
+    pub(super) closed: bool,
+}
+
+/// Who may write the outbox to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writer {
+    /// Nobody is writing: the next sender may.
+    Nobody,
+    /// A caller or the reader is writing on its own task.
+    Inline,
+    /// The writer task is (the socket was full, or calls are batched).
+    Task,
+}
+
+/// How a frame should leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Write it now on this task if nobody else is writing.
+    Now,
+    /// Let the writer task send it with whatever else queues meanwhile.
+    Batched,
+}
+
+impl Connection {
+    /// A connection over `write`, whose reader and writer tasks the caller
+    /// starts (see `connection::spawn`).
+    pub(super) fn new(
+        write: Box<dyn WriteHalf>,
+        peer: Identity,
+        initiator: Initiator,
+        services: Arc<dyn Services>,
+        host: Weak<dyn Host>,
+        config: ConnectionConfig,
+    ) -> Arc<Connection> {
+        Arc::new_cyclic(|this| Connection {
+            peer,
+            initiator,
+            shared: Shared {
+                outbox: Mutex::new(Outbox {
+                    buf: BytesMut::with_capacity(8 * 1024),
+                    front: BytesMut::new(),
+                    spare: BytesMut::with_capacity(8 * 1024),
+                    writer: Writer::Nobody,
+                    closed: false,
+                }),
+                write_half: write,
+                wake_writer: Notify::new(),
+                drained: Notify::new(),
+                calls: Mutex::new(PendingCalls::default()),
+                running: Mutex::new(RunningHandlers::default()),
+                next_id: AtomicU64::new(1),
+                frames_in: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                retired: Mutex::new(None),
+                usable: AtomicBool::new(true),
+                goodbye_sent: AtomicBool::new(false),
+                goodbye_received: AtomicBool::new(false),
+                reader: Mutex::new(None),
+                services,
+                config,
+            },
+            host,
+            this: this.clone(),
+        })
+    }
+
+    /// Records the reader task, which `close` aborts.
+    pub(super) fn set_reader(&self, reader: AbortHandle) {
+        *lock(&self.shared.reader) = Some(reader);
+        // The connection may have closed before the handle was stored.
+        if self.is_closed()
+            && let Some(reader) = lock(&self.shared.reader).take()
+        {
+            reader.abort();
+        }
+    }
+
+    /// Whether new calls may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.shared.usable.load(Ordering::Acquire) && !self.is_closed()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends a request and waits for its reply until `deadline`. Dropping the
+    /// returned future before the reply sends a cancel.
+    pub(crate) async fn call(
+        &self,
+        service: &str,
+        method: u32,
+        signature: u64,
+        format: Format,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Bytes, CallError> {
+        if !self.is_usable() {
+            return Err(CallError::NotSent);
+        }
+        self.wait_for_room(deadline).await?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let inserted = lock(&self.shared.calls).insert(id, deadline);
+        if inserted.rearm {
+            // The writer task sleeps past this deadline: wake it to re-arm.
+            self.shared.wake_writer.notify_one();
+        }
+        let header = Header::Request {
+            id,
+            service,
+            method,
+            signature,
+            deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
+            format,
+        };
+        // A lone call leaves at once; concurrent ones are batched.
+        let flush = if inserted.alone { Flush::Now } else { Flush::Batched };
+        if let Err(err) = self.queue(&header, body, flush) {
+            lock(&self.shared.calls).cancel(id);
+            return Err(err);
+        }
+        let mut in_flight = InFlight {
+            conn: self,
+            id,
+            answered: false,
+        };
+        let reply = inserted.reply.await;
+        in_flight.answered = true;
+        match reply {
+            Ok(Reply::Value(bytes)) => Ok(bytes),
+            Ok(Reply::Status(status)) => Err(CallError::Remote(status)),
+            Ok(Reply::Expired) => Err(CallError::TimedOut),
+            // The sender was dropped: the connection closed.
+            Err(_) => Err(CallError::Lost),
+        }
+    }
+
+    /// Waits while the outbox is over its high-water mark (a slow peer).
+    async fn wait_for_room(&self, deadline: Instant) -> Result<(), CallError> {
+        loop {
+            let drained = self.shared.drained.notified();
+            {
+                let outbox = lock(&self.shared.outbox);
+                if outbox.buf.len() + outbox.front.len() < HIGH_WATER {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return Err(CallError::TimedOut);
+            }
+            if !self.is_usable() {
+                return Err(CallError::NotSent);
+            }
+        }
+    }
+
+    /// Queues a frame that should leave now (replies, cancels, pings).
+    pub(super) fn send(&self, header: &Header<'_>, body: &[u8]) -> Result<(), CallError> {
+        self.queue(header, body, Flush::Now)
+    }
+
+    fn queue(&self, header: &Header<'_>, body: &[u8], flush: Flush) -> Result<(), CallError> {
+        let max = self.peer.max_frame as usize;
+        let mut outbox = lock(&self.shared.outbox);
+        if outbox.closed {
+            return Err(CallError::NotSent);
+        }
+        wire::encode(&mut outbox.buf, max, header, body).map_err(CallError::TooLarge)?;
+        if outbox.writer != Writer::Nobody {
+            // Whoever is writing picks the frame up before letting go.
+            return Ok(());
+        }
+        match flush {
+            Flush::Now => {
+                outbox.writer = Writer::Inline;
+                drop(outbox);
+                self.write_inline();
+            }
+            Flush::Batched => {
+                outbox.writer = Writer::Task;
+                drop(outbox);
+                self.shared.wake_writer.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the outbox for writing on this task if nobody is writing it:
+    /// frames queued meanwhile just accumulate. Release with `write_inline`.
+    pub(super) fn cork(&self) -> bool {
+        let mut outbox = lock(&self.shared.outbox);
+        if outbox.writer == Writer::Nobody && !outbox.closed {
+            outbox.writer = Writer::Inline;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Writes the outbox on this task, which holds it (`Writer::Inline`),
+    /// until it is empty; leaves the rest to the writer task if the socket is
+    /// full or others keep queueing.
+    pub(super) fn write_inline(&self) {
+        for _ in 0..MAX_INLINE_ROUNDS {
+            let mut batch = {
+                let mut outbox = lock(&self.shared.outbox);
+                if outbox.buf.is_empty() || outbox.closed {
+                    outbox.writer = Writer::Nobody;
+                    if outbox.closed {
+                        // The writer task waits for us to finish closing.
+                        self.shared.wake_writer.notify_one();
+                    }
+                    return;
+                }
+                let spare = std::mem::take(&mut outbox.spare);
+                std::mem::replace(&mut outbox.buf, spare)
+            };
+            match self.try_write_all(&mut batch) {
+                Ok(true) => {
+                    batch.clear();
+                    lock(&self.shared.outbox).spare = batch;
+                    self.shared.drained.notify_waiters();
+                }
+                Ok(false) => {
+                    // The socket is full: the writer task waits for room.
+                    let mut outbox = lock(&self.shared.outbox);
+                    outbox.front = batch;
+                    outbox.writer = Writer::Task;
+                    drop(outbox);
+                    self.shared.wake_writer.notify_one();
+                    return;
+                }
+                Err(err) => {
+                    lock(&self.shared.outbox).writer = Writer::Nobody;
+                    self.close(CloseReason::Io(err));
+                    return;
+                }
+            }
+        }
+        lock(&self.shared.outbox).writer = Writer::Task;
+        self.shared.wake_writer.notify_one();
+    }
+
+    /// Writes as much of `batch` as the socket takes now; true if all of it.
+    pub(super) fn try_write_all(&self, batch: &mut BytesMut) -> io::Result<bool> {
+        while batch.has_remaining() {
+            match self.shared.write_half.try_write(batch) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => batch.advance(n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Marks the connection as taking no new calls; it closes once both sides
+    /// are idle and have said goodbye.
+    pub(crate) fn retire(&self, why: Goodbye) {
+        {
+            let mut retired = lock(&self.shared.retired);
+            if retired.is_none() {
+                *retired = Some(why);
+                self.shared.usable.store(false, Ordering::Release);
+                tracing::debug!(peer = %self.peer.name, ?why, "retiring connection");
+            }
+        }
+        self.settle();
+    }
+
+    /// Called whenever the connection may have become idle.
+    pub(super) fn settle(&self) {
+        let Some(why) = *lock(&self.shared.retired) else {
+            return;
+        };
+        if self.is_closed() {
+            return;
+        }
+        let idle = lock(&self.shared.calls).is_empty() && lock(&self.shared.running).is_empty();
+        if !idle {
+            return;
+        }
+        if !self.shared.goodbye_sent.swap(true, Ordering::AcqRel) {
+            let _ = self.send(&Header::Goodbye(why), &[]);
+        }
+        if self.shared.goodbye_received.load(Ordering::Acquire) {
+            self.close(CloseReason::Goodbye);
+        }
+    }
+
+    /// Closes the connection: pending calls fail with `Lost`, running
+    /// handlers are aborted, the writer flushes what is queued and shuts the
+    /// stream down, and the host is told.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.shared.outbox).closed = true;
+        // Dropping the waiters wakes every waiting caller with `Lost`.
+        drop(std::mem::take(&mut *lock(&self.shared.calls)));
+        lock(&self.shared.running).abort_all();
+        self.shared.wake_writer.notify_one();
+        self.shared.drained.notify_waiters();
+        if let Some(reader) = lock(&self.shared.reader).as_ref() {
+            reader.abort();
+        }
+        match &reason {
+            CloseReason::Goodbye | CloseReason::Local(_) => {
+                tracing::debug!(peer = %self.peer.name, %reason, "connection closed")
+            }
+            _ => tracing::info!(peer = %self.peer.name, %reason, "connection closed"),
+        }
+        if let (Some(host), Some(this)) = (self.host.upgrade(), self.this.upgrade()) {
+            host.connection_closed(&this, &reason);
+        }
+    }
+
+    /// Expires the calls whose deadline has passed; returns when the writer
+    /// task must wake next for them.
+    pub(super) fn expire_calls(&self, now: Instant) -> Option<Instant> {
+        let (expired, next) = lock(&self.shared.calls).expire(now);
+        for (id, waiter) in expired {
+            waiter.expire();
+            let _ = self.send(&Header::Cancel { id }, &[]);
+        }
+        if !self.is_closed() {
+            self.settle();
+        }
+        next
+    }
+
+    /// Records when the writer task will next wake, so callers with an
+    /// earlier deadline know to wake it.
+    pub(super) fn arm(&self, at: Instant) {
+        lock(&self.shared.calls).arm(at);
+    }
+
+    /// Number of calls waiting for a reply on this connection.
+    #[cfg(test)]
+    pub(crate) fn pending_calls(&self) -> usize {
+        lock(&self.shared.calls).len()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(reader) = lock(&self.shared.reader).take() {
+            reader.abort();
+        }
+        self.shared.write_half.shutdown();
+    }
+}
+
+/// A request waiting for its reply; cancels it on the peer if dropped first.
+struct InFlight<'a> {
+    conn: &'a Connection,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let was_pending = lock(&self.conn.shared.calls).cancel(self.id);
+        if was_pending {
+            let _ = self.conn.send(&Header::Cancel { id: self.id }, &[]);
+        }
+        self.conn.settle();
+    }
+}

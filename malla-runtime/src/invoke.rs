@@ -1,0 +1,71 @@
+//! Running one method of a served service on encoded arguments: the single
+//! path that a request from another node (the connection's reader) and a
+//! call from this node that cannot call the implementation directly (a
+//! manifest stub, `remote`, `call_json`) both take, so that both decode in
+//! the request's format, catch panics and report errors alike.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
+
+use crate::service::{DispatchFuture, Service};
+use crate::wire::Format;
+
+/// Why an invocation produced no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InvokeError {
+    /// The arguments do not decode as the method's types: the handler did
+    /// not run.
+    BadRequest(String),
+    /// The handler panicked, or its reply could not be encoded.
+    Failed(String),
+}
+
+/// The encoded reply, or why there is none.
+pub(crate) type InvokeOutput = Result<Vec<u8>, InvokeError>;
+
+/// A started handler; panics while it runs become [`InvokeError::Failed`].
+pub(crate) struct Invocation(CatchUnwind<AssertUnwindSafe<DispatchFuture>>);
+
+impl Future for Invocation {
+    type Output = InvokeOutput;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<InvokeOutput> {
+        Pin::new(&mut self.0).poll(cx).map(|output| match output {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(err)) => Err(InvokeError::Failed(err.to_string())),
+            Err(panic) => Err(InvokeError::Failed(panic_message(&*panic))),
+        })
+    }
+}
+
+/// Decodes `body` in `format` as the arguments of method number `index` of
+/// `service` and starts it.
+pub(crate) fn invoke(
+    service: &dyn Service,
+    index: usize,
+    format: Format,
+    body: &[u8],
+) -> Result<Invocation, InvokeError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(index, format, body))) {
+        Ok(Ok(handler)) => Ok(Invocation(AssertUnwindSafe(handler).catch_unwind())),
+        Ok(Err(err)) => Err(InvokeError::BadRequest(err.to_string())),
+        Err(panic) => Err(InvokeError::Failed(panic_message(&*panic))),
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}

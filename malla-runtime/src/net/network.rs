@@ -1,0 +1,382 @@
+//! A node's network side: dialing and accepting authenticated connections,
+//! adopting them per peer, keeping live nodes connected, and hanging up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::dial::{handshake_error, open_tcp};
+use super::links::LinkEvents;
+use super::peer::Peers;
+use crate::connection::{self, CloseReason, Connection, ConnectionConfig, Host, Initiator, Services, Transport};
+use crate::handshake::{self, Cookie, Identity, RejectReason};
+use crate::wire::Goodbye;
+use crate::{Error, NodeId};
+
+/// How long a graceful shutdown waits for connections to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Network settings, fixed at start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetConfig {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) connection: ConnectionConfig,
+}
+
+/// The connections of a node.
+pub(crate) struct Network {
+    cookie: Option<Cookie>,
+    /// What this node says of itself in handshakes; `listen` is the
+    /// advertised address.
+    pub(crate) identity: Identity,
+    /// The address the listener is bound to, if it listens.
+    bound: Option<SocketAddr>,
+    config: NetConfig,
+    peers: Peers,
+    services: Arc<dyn Services>,
+    links: Weak<dyn LinkEvents>,
+    stop: CancellationToken,
+    shutting_down: AtomicBool,
+    /// Connections opened and not yet closed, duplicates included.
+    open_connections: AtomicUsize,
+}
+
+impl Network {
+    pub(crate) fn new(
+        cookie: Option<Cookie>,
+        identity: Identity,
+        bound: Option<SocketAddr>,
+        config: NetConfig,
+        services: Arc<dyn Services>,
+        links: Weak<dyn LinkEvents>,
+    ) -> Self {
+        Network {
+            cookie,
+            identity,
+            bound,
+            config,
+            peers: Peers::default(),
+            services,
+            links,
+            stop: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
+            open_connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// This node's name.
+    pub(crate) fn me(&self) -> &NodeId {
+        &self.identity.name
+    }
+
+    /// The address the listener is bound to.
+    pub(crate) fn bound_addr(&self) -> Option<SocketAddr> {
+        self.bound
+    }
+
+    /// Cancelled when the node stops: background tasks end with it.
+    pub(crate) fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Time a dial may take, connecting and handshake together.
+    pub(crate) fn dial_timeout(&self) -> Duration {
+        self.config.connect_timeout + self.config.handshake_timeout
+    }
+
+    /// The connection to `id`, dialing its known address if there is none.
+    pub(crate) async fn connection_to(
+        self: &Arc<Self>,
+        id: &NodeId,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, Error> {
+        let down = || Error::NodeDown { node: id.clone() };
+        let peer = self.peers.get(id).ok_or_else(down)?;
+        if let Some(conn) = peer.connection() {
+            return Ok(conn);
+        }
+        let _dialing = tokio::time::timeout_at(deadline, peer.dialing.lock())
+            .await
+            .map_err(|_| down())?;
+        // Another caller may have connected while we waited.
+        if let Some(conn) = peer.connection() {
+            return Ok(conn);
+        }
+        let addr = peer.addr().ok_or_else(down)?;
+        match self.dial(addr, deadline).await {
+            Ok(conn) if conn.peer.name == *id => Ok(conn),
+            outcome => {
+                // Unreachable, or the address now belongs to another node:
+                // its instances are out until a dial succeeds.
+                if let Some(links) = self.links.upgrade() {
+                    links.link_broken(id);
+                }
+                outcome.and_then(|_| Err(down()))
+            }
+        }
+    }
+
+    /// Dials `addr`, runs the handshake and adopts the connection.
+    pub(crate) async fn dial(self: &Arc<Self>, addr: SocketAddr, deadline: Instant) -> Result<Arc<Connection>, Error> {
+        let cookie = self.cookie()?;
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let connect_deadline = deadline.min(Instant::now() + self.config.connect_timeout);
+        let from = self.bound.map(|b| b.ip());
+        let stream = match tokio::time::timeout_at(connect_deadline, open_tcp(addr, from)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(Error::Connect { addr, source }),
+            Err(_) => {
+                let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                return Err(Error::Connect { addr, source });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.config.handshake_timeout);
+        let established = handshake::dial(stream, cookie, &self.identity, timeout)
+            .await
+            .map_err(|err| handshake_error(self.me(), &addr.to_string(), err))?;
+        let mut peer = established.peer;
+        if peer.name == *self.me() {
+            return Err(Error::Handshake {
+                peer: addr.to_string(),
+                reason: "that address is this node".into(),
+            });
+        }
+        // A peer listening on 0.0.0.0 is reachable where we found it.
+        if peer.listen.is_none_or(|l| l.ip().is_unspecified()) {
+            peer.listen = Some(addr);
+        }
+        Ok(self.adopt(established.stream, established.read_buf, peer, Initiator::Us))
+    }
+
+    /// Runs the acceptor's handshake on an incoming connection.
+    async fn accept(self: Arc<Self>, stream: TcpStream, from: SocketAddr) {
+        let Ok(cookie) = self.cookie() else { return };
+        let _ = stream.set_nodelay(true);
+        let decision = |peer: &Identity| self.decide(peer);
+        let result = handshake::accept(stream, cookie, &self.identity, self.config.handshake_timeout, decision).await;
+        match result {
+            Ok(established) => {
+                let mut peer = established.peer;
+                if let Some(listen) = peer.listen.as_mut().filter(|l| l.ip().is_unspecified()) {
+                    listen.set_ip(from.ip());
+                }
+                self.adopt(established.stream, established.read_buf, peer, Initiator::Peer);
+            }
+            Err(err) if err.is_unauthorized() => {
+                tracing::warn!(node = %self.me(), peer = %from, "refused a connection: {err}");
+            }
+            Err(err) => tracing::info!(node = %self.me(), peer = %from, "incoming handshake failed: {err}"),
+        }
+    }
+
+    /// Whether to accept an authenticated dialer.
+    fn decide(&self, peer: &Identity) -> Result<(), RejectReason> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(RejectReason::ShuttingDown);
+        }
+        if peer.name == *self.me() {
+            tracing::warn!(node = %self.me(), "refused a node that uses our name");
+            return Err(RejectReason::DuplicateName);
+        }
+        let live_other = self
+            .peers
+            .get(&peer.name)
+            .and_then(|p| p.connection())
+            .is_some_and(|c| c.peer.incarnation != peer.incarnation);
+        if live_other {
+            tracing::warn!(node = %self.me(), peer = %peer.name, "refused a second live node named like a connected one");
+            return Err(RejectReason::DuplicateName);
+        }
+        Ok(())
+    }
+
+    fn adopt<T: Transport>(
+        self: &Arc<Self>,
+        stream: T,
+        read_buf: bytes::BytesMut,
+        peer: Identity,
+        initiator: Initiator,
+    ) -> Arc<Connection> {
+        let host: Weak<dyn Host> = Arc::downgrade(self) as _;
+        let hidden = peer.hidden;
+        self.open_connections.fetch_add(1, Ordering::AcqRel);
+        let conn = connection::spawn(
+            stream,
+            read_buf,
+            peer,
+            initiator,
+            Arc::clone(&self.services),
+            host,
+            self.config.connection,
+        );
+        let installed = self
+            .peers
+            .get_or_insert(&conn.peer.name)
+            .install(self.me(), Arc::clone(&conn));
+        if installed.came_up {
+            tracing::info!(node = %self.me(), peer = %conn.peer.name, hidden, ?initiator, "connected");
+            if let Some(links) = self.links.upgrade() {
+                links.link_up(&conn.peer.name, hidden);
+            }
+        }
+        installed.current
+    }
+
+    /// The cluster's cookie; without one, a node can neither dial nor accept.
+    pub(crate) fn cookie(&self) -> Result<&Cookie, Error> {
+        self.cookie.as_ref().ok_or_else(|| {
+            Error::Config(
+                "no cookie: set one with `.cookie(..)` or the MALLA_COOKIE environment variable; every node of a cluster must share it"
+                    .into(),
+            )
+        })
+    }
+
+    /// Refuses new connections from now on; false if already shutting down.
+    pub(crate) fn begin_shutdown(&self) -> bool {
+        !self.shutting_down.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Stops listening, tells every peer to send no new requests, lets calls
+    /// in flight finish (up to 2 s), then closes every connection.
+    pub(crate) async fn hang_up(&self) {
+        self.stop.cancel();
+        let conns = self.connections();
+        for conn in &conns {
+            conn.retire(Goodbye::Leaving);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline && conns.iter().any(|c| !c.is_closed()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for conn in conns {
+            conn.close(CloseReason::Local("the node shut down"));
+        }
+    }
+
+    /// Stops listening and closes every connection at once.
+    pub(crate) fn close_all(&self, why: &'static str) {
+        self.stop.cancel();
+        for conn in self.connections() {
+            conn.close(CloseReason::Local(why));
+        }
+    }
+
+    /// Closes the connection to `id`, if any: calls in flight there fail
+    /// now, not at their deadline.
+    pub(crate) fn close_peer(&self, id: &NodeId, why: &'static str) {
+        if let Some(conn) = self.peers.get(id).and_then(|p| p.connection()) {
+            conn.close(CloseReason::Local(why));
+        }
+    }
+
+    /// Records where `id` listens, for dials to come.
+    pub(crate) fn set_addr(&self, id: &NodeId, addr: SocketAddr) {
+        self.peers.get_or_insert(id).set_addr(addr);
+    }
+
+    /// Forgets `id` if no connection to it is up.
+    pub(crate) fn forget(&self, id: &NodeId) {
+        self.peers.forget(id);
+    }
+
+    fn connections(&self) -> Vec<Arc<Connection>> {
+        self.peers.all().iter().filter_map(|p| p.connection()).collect()
+    }
+
+    /// Where the nodes this one is connected to listen (and gossip).
+    pub(crate) fn connected_addrs(&self) -> Vec<SocketAddr> {
+        self.connections().iter().filter_map(|c| c.peer.listen).collect()
+    }
+
+    /// Dials, in the background and with backoff, every node of `targets`
+    /// that has no connection (as Erlang nodes connect transitively). Hidden
+    /// nodes dial on first call only.
+    pub(crate) fn keep_connected(self: &Arc<Self>, targets: impl IntoIterator<Item = NodeId>) {
+        if self.identity.hidden || self.is_shutting_down() {
+            return;
+        }
+        let now = Instant::now();
+        for id in targets {
+            let peer = self.peers.get_or_insert(&id);
+            if peer.connection().is_some() || !peer.start_background_dial(now) {
+                continue;
+            }
+            let network = Arc::clone(self);
+            tokio::spawn(async move {
+                let dialed = network
+                    .connection_to(&id, Instant::now() + network.dial_timeout())
+                    .await;
+                if let Err(err) = &dialed {
+                    tracing::debug!(node = %network.me(), peer = %id, "background dial failed: {err}");
+                }
+                peer.dial_finished(dialed.is_ok());
+            });
+        }
+    }
+
+    /// The peer named `id`, for tests.
+    #[cfg(test)]
+    pub(crate) fn peer(&self, id: &NodeId) -> Option<Arc<super::peer::Peer>> {
+        self.peers.get(id)
+    }
+
+    /// Connections opened and not yet closed, for tests.
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Acquire)
+    }
+}
+
+impl Host for Network {
+    fn connection_closed(&self, conn: &Arc<Connection>, reason: &CloseReason) {
+        self.open_connections.fetch_sub(1, Ordering::AcqRel);
+        let Some(peer) = self.peers.get(&conn.peer.name) else {
+            return;
+        };
+        if peer.remove(conn) {
+            tracing::info!(node = %self.me(), peer = %conn.peer.name, %reason, "disconnected");
+            // Out at once, before gossip agrees.
+            if let Some(links) = self.links.upgrade() {
+                links.link_broken(&conn.peer.name);
+            }
+        }
+    }
+}
+
+/// Accepts connections until the node stops.
+pub(crate) async fn accept_loop(network: Weak<Network>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Some(network) = network.upgrade() else { return };
+        match accepted {
+            Ok((stream, from)) => {
+                tokio::spawn(network.accept(stream, from));
+            }
+            Err(err) => {
+                // Out of file descriptors, usually: back off instead of spinning.
+                tracing::warn!(node = %network.me(), "accept failed: {err}");
+                drop(network);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The one place where the layers meet: a node's parts, and the glue that
+//! carries what one layer reports to the layers that act on it.
+//!
+//! - the network's link events go to membership (routes, events); a hidden
+//!   node that disconnected is forgotten by both;
+//! - gossip views go to the network first (addresses to dial), then to
+//!   membership, whose verdict closes the connections of dead nodes,
+//!   forgets the nodes gossip forgot and keeps the live ones connected;
+//! - the reconnect loop asks which addresses are known and reaches out to
+//!   the others through gossip, or by dialing when the node does not gossip;
+//! - a served service is published to gossip, the events and the waiters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::cluster::{Dns, Reach};
+use crate::discovery::advert::{Gossiped, ServiceAdvert};
+use crate::discovery::{Discovery, ViewSink};
+use crate::events::Event;
+use crate::membership::Membership;
+use crate::net::{LinkEvents, Network};
+use crate::registry::{LocalService, Registry};
+use crate::{AdminStatus, Error, NodeId};
+
+/// Everything a node is made of; `Node` handles share one.
+pub(super) struct NodeParts {
+    pub(super) id: NodeId,
+    pub(super) registry: Arc<Registry>,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) network: Arc<Network>,
+    pub(super) membership: Membership,
+    /// Set once gossip has started (nodes that listen or have seeds).
+    pub(super) discovery: OnceLock<Discovery>,
+    /// The DNS resolver of connect targets, built on first use.
+    dns: OnceLock<Arc<Dns>>,
+    /// Name servers for it; the system's if empty.
+    dns_servers: Vec<SocketAddr>,
+    this: Weak<NodeParts>,
+}
+
+impl NodeParts {
+    /// Assembles the parts around `network`, which reports its links to them.
+    pub(super) fn new(
+        id: NodeId,
+        dns_servers: Vec<SocketAddr>,
+        network: impl FnOnce(Arc<Registry>, Weak<dyn LinkEvents>) -> Network,
+    ) -> Arc<NodeParts> {
+        Arc::new_cyclic(|this: &Weak<NodeParts>| {
+            let registry = Arc::new(Registry::default());
+            let events = crate::events::channel();
+            let links: Weak<dyn LinkEvents> = this.clone();
+            NodeParts {
+                membership: Membership::new(id.clone(), Arc::clone(&registry), events.clone()),
+                network: Arc::new(network(Arc::clone(&registry), links)),
+                id,
+                registry,
+                events,
+                discovery: OnceLock::new(),
+                dns: OnceLock::new(),
+                dns_servers,
+                this: this.clone(),
+            }
+        })
+    }
+
+    /// The resolver of connect targets.
+    pub(super) fn dns(&self) -> Result<Arc<Dns>, Error> {
+        if let Some(dns) = self.dns.get() {
+            return Ok(Arc::clone(dns));
+        }
+        let dns = Arc::new(Dns::new(&self.dns_servers)?);
+        Ok(Arc::clone(self.dns.get_or_init(|| dns)))
+    }
+
+    /// Connects to the node listening at `addr` and introduces this node to
+    /// the rest of its cluster.
+    pub(super) async fn connect(&self, addr: SocketAddr) -> Result<NodeId, Error> {
+        let deadline = Instant::now() + self.network.dial_timeout();
+        let conn = self.network.dial(addr, deadline).await?;
+        // Gossip on the same port: the rest of the cluster learns of us.
+        if let Some(discovery) = self.discovery.get() {
+            discovery.introduce(conn.peer.listen.unwrap_or(addr));
+        }
+        Ok(conn.peer.name.clone())
+    }
+
+    /// Tells the cluster (gossip, events, waiters) about a local service's
+    /// state. Services that are not global are never published.
+    pub(super) async fn publish(&self, local: &LocalService) {
+        let status = local.admin_status();
+        if let (true, Some(discovery)) = (local.manifest.is_global(), self.discovery.get()) {
+            let advert = ServiceAdvert {
+                vsn: local.manifest.vsn().to_owned(),
+                status: status.into(),
+                meta: local.metadata.clone(),
+            };
+            discovery
+                .publish_service(local.manifest, &advert, self.network.connected_addrs())
+                .await;
+        }
+        let (service, node) = (local.name().to_owned(), self.id.clone());
+        let event = if status == AdminStatus::Active {
+            Event::ServiceUp { service, node }
+        } else {
+            Event::ServiceDown { service, node }
+        };
+        let _ = self.events.send(event);
+        self.membership.touch();
+    }
+
+    /// Leaves the cluster: says so in gossip and gives it about two rounds
+    /// to spread, so peers stop routing here before the connections go;
+    /// then hangs up.
+    pub(super) async fn shutdown(&self) {
+        if !self.network.begin_shutdown() {
+            return;
+        }
+        tracing::info!(node = %self.id, "shutting down");
+        if let Some(discovery) = self.discovery.get() {
+            discovery.leave(self.network.connected_addrs()).await;
+            tokio::time::sleep(discovery.interval * 2).await;
+        }
+        self.network.hang_up().await;
+        if let Some(discovery) = self.discovery.get() {
+            discovery.stop().await;
+        }
+    }
+}
+
+impl LinkEvents for NodeParts {
+    fn link_up(&self, peer: &NodeId, hidden: bool) {
+        self.membership.link_up(peer, hidden);
+    }
+
+    fn link_broken(&self, peer: &NodeId) {
+        if self.membership.link_broken(peer) {
+            self.network.forget(peer);
+        }
+    }
+}
+
+impl ViewSink for NodeParts {
+    fn gossip_changed(&self, view: BTreeMap<NodeId, Gossiped>) {
+        // Addresses first: a caller woken by the new routes must find them.
+        for (id, gossiped) in &view {
+            if let Some(rpc) = gossiped.advertised.rpc {
+                self.network.set_addr(id, rpc);
+            }
+        }
+        let change = self.membership.gossip_changed(view);
+        for id in &change.dead {
+            self.network.close_peer(id, "gossip declared the node dead");
+        }
+        for id in &change.forgotten {
+            self.network.forget(id);
+        }
+        self.network
+            .keep_connected(self.membership.connect_targets().into_iter().map(|(id, _)| id));
+    }
+}
+
+impl Reach for NodeParts {
+    fn known_addrs(&self) -> BTreeSet<SocketAddr> {
+        let mut known: BTreeSet<SocketAddr> = self.membership.up_addrs().into_iter().collect();
+        known.extend(self.network.connected_addrs());
+        known.extend(self.network.bound_addr());
+        known.extend(self.network.identity.listen);
+        known
+    }
+
+    fn reach_out(&self, addr: SocketAddr) {
+        match self.discovery.get() {
+            Some(discovery) => discovery.introduce(addr),
+            None => {
+                let Some(parts) = self.this.upgrade() else { return };
+                tokio::spawn(async move {
+                    let _ = parts.connect(addr).await;
+                });
+            }
+        }
+    }
+}
+
+impl Drop for NodeParts {
+    fn drop(&mut self) {
+        // The last handle is gone: stop listening and hang up.
+        self.network.close_all("the node was dropped");
+    }
+}
