@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::pending::{PendingCalls, Reply};
+use super::pending::{PendingCalls, Reply, reply_slot};
 use super::running::RunningHandlers;
 use super::transport::WriteHalf;
 use crate::handshake::Identity;
@@ -257,7 +257,8 @@ impl Connection {
         }
         self.wait_for_room(deadline).await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let inserted = lock(&self.shared.calls).insert(id, deadline);
+        let (waiter, reply) = reply_slot();
+        let inserted = lock(&self.shared.calls).insert(id, waiter, deadline);
         if inserted.rearm {
             // The writer task sleeps past this deadline: wake it to re-arm.
             self.shared.wake_writer.notify_one();
@@ -281,7 +282,7 @@ impl Connection {
             id,
             answered: false,
         };
-        let reply = inserted.reply.await;
+        let reply = reply.await;
         in_flight.answered = true;
         match reply {
             Ok(Reply::Value(bytes)) => Ok(bytes),

@@ -38,9 +38,18 @@ impl Waiter {
     }
 }
 
+/// Where a waiting call receives its reply.
+pub(super) type ReplySlot = oneshot::Receiver<Reply>;
+
+/// A waiter and its reply slot; made before taking the table's lock, so
+/// that the allocation does not hold up the other callers and the reader.
+pub(super) fn reply_slot() -> (Waiter, ReplySlot) {
+    let (tx, rx) = oneshot::channel();
+    (Waiter(tx), rx)
+}
+
 /// What inserting a call tells the caller.
 pub(super) struct Inserted {
-    pub(super) reply: oneshot::Receiver<Reply>,
     /// No other call is waiting: the request may leave at once, unbatched.
     pub(super) alone: bool,
     /// The writer task sleeps past this deadline and must be woken to re-arm.
@@ -49,20 +58,19 @@ pub(super) struct Inserted {
 
 #[derive(Default)]
 pub(super) struct PendingCalls {
-    waiting: FxHashMap<u64, (oneshot::Sender<Reply>, Instant)>,
+    waiting: FxHashMap<u64, (Waiter, Instant)>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// When the writer task will next wake on its own.
     armed: Option<Instant>,
 }
 
 impl PendingCalls {
-    /// Registers call `id`, answered by `deadline` at the latest.
-    pub(super) fn insert(&mut self, id: u64, deadline: Instant) -> Inserted {
-        let (tx, rx) = oneshot::channel();
-        self.waiting.insert(id, (tx, deadline));
+    /// Registers call `id`, answered through `waiter` by `deadline` at the
+    /// latest.
+    pub(super) fn insert(&mut self, id: u64, waiter: Waiter, deadline: Instant) -> Inserted {
+        self.waiting.insert(id, (waiter, deadline));
         self.deadlines.insert((deadline, id));
         Inserted {
-            reply: rx,
             alone: self.waiting.len() == 1,
             rearm: self.armed.is_none_or(|armed| deadline < armed),
         }
@@ -73,7 +81,7 @@ impl PendingCalls {
     pub(super) fn complete(&mut self, id: u64) -> Option<Waiter> {
         let (waiter, deadline) = self.waiting.remove(&id)?;
         self.deadlines.remove(&(deadline, id));
-        Some(Waiter(waiter))
+        Some(waiter)
     }
 
     /// Forgets call `id`, whose caller gave up; true if it was still waiting
@@ -127,12 +135,12 @@ mod tests {
     fn calls_are_completed_cancelled_or_expired_once() {
         let now = Instant::now();
         let mut calls = PendingCalls::default();
-        let first = calls.insert(1, now + Duration::from_secs(1));
+        let first = calls.insert(1, reply_slot().0, now + Duration::from_secs(1));
         assert!(first.alone && first.rearm);
         calls.arm(now + Duration::from_secs(1));
-        let second = calls.insert(2, now + Duration::from_secs(3));
+        let second = calls.insert(2, reply_slot().0, now + Duration::from_secs(3));
         assert!(!second.alone && !second.rearm, "a later deadline needs no re-arm");
-        let third = calls.insert(3, now + Duration::from_millis(10));
+        let third = calls.insert(3, reply_slot().0, now + Duration::from_millis(10));
         assert!(third.rearm, "an earlier deadline wakes the writer");
 
         assert!(calls.cancel(2));
