@@ -1,6 +1,50 @@
 //! The runtime under `malla`: nodes, the authenticated transport, discovery
 //! and failover. Use it through the `malla` crate, which re-exports the
 //! public API and adds the `#[malla::service]` macro.
+//!
+//! # Layers
+//!
+//! Modules depend on the ones listed before them, never on later ones; each
+//! layer reaches the layer above only through a trait it is given.
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | base | `error`, `node_id`, `manifest`, `options`, `events`, `sync`, `wire` | errors, names, manifests, call options, events, frames and headers |
+//! | handshake | `handshake` | the mutual HMAC proof that opens every connection |
+//! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, reports its end through `Host` |
+//! | services | `service`, `invoke`, `registry` | served services, the routing slot of each name, and `invoke`, the one dispatch path of local and remote calls |
+//! | network | `net` | dialing, accepting, one connection per peer, background dials; reports links through `LinkEvents` |
+//! | cluster knowledge | `discovery`, `membership` | gossip on chitchat over sealed UDP (reports views through `ViewSink`); the table of nodes and instances, which publishes routes and events |
+//! | cluster formation | `cluster` | connect targets resolved by DNS, re-resolved periodically (reaches out through `Reach`) |
+//! | calls | `client` | the generated clients' core, the failover rule, and the `Remote` seam to the network |
+//! | node | `node` | the public `Node` API, the builder, and `node/parts.rs`, the one file that wires the layers together |
+//!
+//! # The path of a remote call
+//!
+//! From a generated client to a handler on another node and back, one line
+//! per hop; no module calls back into one that called it:
+//!
+//! ```text
+//! …Client::add                generated: encode/decode functions spanned on the user's types
+//! client.rs      call         the stub check (one atomic load), then a Call
+//! client/call.rs Call::run    the deadline; targets in order (client/failover.rs)
+//! client/remote.rs            Remote::call for the network
+//! net/network.rs              connection_to: the peer's connection (net/peer.rs), dialing if needed
+//! connection/link.rs          Connection::call: a reply slot (connection/pending.rs), the frame
+//!                             (wire/message.rs) into the outbox, written at once or batched
+//!   ── the peer ──
+//! connection/reader.rs        frames in (wire/frame.rs), the header (wire/message.rs)
+//! registry.rs    Services     the served service and method: active, global, same signature
+//! invoke.rs      invoke       the generated dispatcher, panics caught
+//! connection/reader.rs        the reply, polled inline (or a task), queued by connection/link.rs
+//!   ── back ──
+//! connection/reader.rs        the reply to its waiter (connection/pending.rs)
+//! client/call.rs              decoded by the generated function
+//! ```
+//!
+//! A call to a service served on the same node goes from `client/call.rs`
+//! straight to the implementation (same trait), or through `invoke` when the
+//! client is a manifest stub or a call by name.
 
 #![deny(missing_docs)]
 

@@ -62,3 +62,44 @@ async fn simultaneous_connects_settle_on_one_connection() {
         assert_eq!(a.nodes(), vec![b.id().clone()]);
     }
 }
+
+#[tokio::test]
+async fn the_bound_and_the_advertised_addresses_are_told_apart() {
+    let advertised: std::net::SocketAddr = "10.9.8.7:7000".parse().unwrap();
+    let node = Node::builder("adv")
+        .cookie("sim")
+        .listen("127.0.0.1:0".parse().unwrap())
+        .advertise(advertised)
+        .start()
+        .await
+        .unwrap();
+    let bound = node.local_addr().unwrap();
+    assert!(bound.ip().is_loopback() && bound.port() != 0, "{bound}");
+    assert_eq!(node.advertised_addr(), Some(advertised));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_node_is_forgotten_once_it_disconnects() {
+    let server = node("fg-server").await;
+    let cli = Node::builder("fg-cli").cookie("sim").hidden().start().await.unwrap();
+    cli.connect(server.local_addr().unwrap()).await.unwrap();
+    let cli_id = cli.id().clone();
+    let known = || server.parts.network.peer(&cli_id).is_some();
+    // The acceptor adopts its side just after the dialer returns.
+    assert!(eventually(known).await, "the server never adopted the connection");
+    drop(cli);
+    assert!(eventually(|| !known()).await, "the tool's peer entry stayed");
+    assert!(server.members().is_empty());
+}
+
+/// Whether `condition` holds within 3 s.
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !condition() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
