@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 
-pub(crate) use link::{CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Services};
+pub(crate) use link::{CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, Services};
 pub(crate) use transport::Transport;
 
 use crate::handshake::Identity;

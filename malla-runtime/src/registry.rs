@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
-use crate::connection::Services;
+use crate::connection::{Request, Services};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::{lock, read, write};
@@ -205,23 +205,18 @@ impl Registry {
 /// What another node may call: the global services served here, through the
 /// same [`invoke`] as local calls.
 impl Services for Registry {
-    fn start(
-        &self,
-        service: &str,
-        method: u32,
-        signature: u64,
-        format: Format,
-        body: &[u8],
-    ) -> Result<Invocation, Status> {
-        let local = self.local(service).ok_or(Status::NotAvailable)?;
+    fn start(&self, request: Request<'_>) -> Result<Invocation, Status> {
+        let local = self.local(request.service).ok_or(Status::NotAvailable)?;
         // Services that are not global are served to their own node only.
         if !local.manifest.is_global() {
             return Err(Status::NotAvailable);
         }
-        let index = local.accept(method, signature)?;
-        local.invoke(index, format, body).map_err(|err| match err {
-            InvokeError::BadRequest(message) => Status::BadRequest(message),
-            InvokeError::Failed(message) => Status::Failed(message),
-        })
+        let index = local.accept(request.method, request.signature)?;
+        local
+            .invoke(index, request.format, request.body)
+            .map_err(|err| match err {
+                InvokeError::BadRequest(message) => Status::BadRequest(message),
+                InvokeError::Failed(message) => Status::Failed(message),
+            })
     }
 }

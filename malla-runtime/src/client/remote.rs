@@ -9,19 +9,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::NodeId;
-use crate::connection::CallError;
+use crate::connection::{CallError, Request};
 use crate::net::Network;
-use crate::wire::Format;
-
-/// One request, as it goes on the wire.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Request<'a> {
-    pub(crate) service: &'a str,
-    pub(crate) method: u32,
-    pub(crate) signature: u64,
-    pub(crate) format: Format,
-    pub(crate) body: &'a [u8],
-}
 
 /// Why a remote attempt has no reply.
 #[derive(Debug)]
@@ -56,15 +45,6 @@ impl Remote for Arc<Network> {
             .connection_to(node, deadline)
             .await
             .map_err(|_| RemoteError::Unreachable)?;
-        let Request {
-            service,
-            method,
-            signature,
-            format,
-            body,
-        } = request;
-        conn.call(service, method, signature, format, body, deadline)
-            .await
-            .map_err(RemoteError::Call)
+        conn.call(request, deadline).await.map_err(RemoteError::Call)
     }
 }

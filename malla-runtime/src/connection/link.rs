@@ -87,19 +87,25 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn connection_closed(&self, conn: &Arc<Connection>, reason: &CloseReason);
 }
 
+/// What a request asks for: a method of a service, with its arguments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub(crate) service: &'a str,
+    pub(crate) method: u32,
+    /// The caller's idea of the method's signature; 0 skips the check.
+    pub(crate) signature: u64,
+    /// Encoding of the arguments and of the reply.
+    pub(crate) format: Format,
+    /// The encoded arguments.
+    pub(crate) body: &'a [u8],
+}
+
 /// What a connection may run for its peer: the node's services, as a peer
 /// may call them.
 pub(crate) trait Services: Send + Sync + 'static {
     /// Starts the method a request names, or says which status answers it
     /// instead.
-    fn start(
-        &self,
-        service: &str,
-        method: u32,
-        signature: u64,
-        format: Format,
-        body: &[u8],
-    ) -> Result<Invocation, Status>;
+    fn start(&self, request: Request<'_>) -> Result<Invocation, Status>;
 }
 
 /// Settings of a connection.
@@ -243,15 +249,7 @@ impl Connection {
 
     /// Sends a request and waits for its reply until `deadline`. Dropping the
     /// returned future before the reply sends a cancel.
-    pub(crate) async fn call(
-        &self,
-        service: &str,
-        method: u32,
-        signature: u64,
-        format: Format,
-        body: &[u8],
-        deadline: Instant,
-    ) -> Result<Bytes, CallError> {
+    pub(crate) async fn call(&self, request: Request<'_>, deadline: Instant) -> Result<Bytes, CallError> {
         if !self.is_usable() {
             return Err(CallError::NotSent);
         }
@@ -265,15 +263,15 @@ impl Connection {
         }
         let header = Header::Request {
             id,
-            service,
-            method,
-            signature,
+            service: request.service,
+            method: request.method,
+            signature: request.signature,
             deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
-            format,
+            format: request.format,
         };
         // A lone call leaves at once; concurrent ones are batched.
         let flush = if inserted.alone { Flush::Now } else { Flush::Batched };
-        if let Err(err) = self.queue(&header, body, flush) {
+        if let Err(err) = self.queue(&header, request.body, flush) {
             lock(&self.shared.calls).cancel(id);
             return Err(err);
         }

@@ -12,10 +12,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use super::link::{CallError, CloseReason, Connection};
+use super::link::{CallError, CloseReason, Connection, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::sync::lock;
-use crate::wire::{self, Format, FrameCodec, Goodbye, Header, Status};
+use crate::wire::{self, FrameCodec, Goodbye, Header, Status};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
@@ -73,13 +73,13 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
             } => {
                 let deadline = Duration::from_micros(deadline_us).min(MAX_DEADLINE);
                 let request = Request {
-                    id,
                     service,
                     method,
                     signature,
                     format,
+                    body: &body,
                 };
-                serve(conn, request, deadline, body).await;
+                serve(conn, id, request, deadline).await;
             }
             Header::Cancel { id } => conn.cancel_handler(id),
             Header::Ping => {}
@@ -88,27 +88,10 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
     }
 }
 
-/// The fields of a request header that choose what runs.
-struct Request<'a> {
-    id: u64,
-    service: &'a str,
-    method: u32,
-    signature: u64,
-    format: Format,
-}
-
-/// Runs one request. The handler is polled once right here: most finish
+/// Runs request `id`. The handler is polled once right here: most finish
 /// at once and need no task; the others get one, bounded by the deadline.
-async fn serve(conn: &Arc<Connection>, request: Request<'_>, deadline: Duration, body: Bytes) {
-    let Request {
-        id,
-        service,
-        method,
-        signature,
-        format,
-    } = request;
-    let started = conn.shared.services.start(service, method, signature, format, &body);
-    let mut handler = match started {
+async fn serve(conn: &Arc<Connection>, id: u64, request: Request<'_>, deadline: Duration) {
+    let mut handler = match conn.shared.services.start(request) {
         Ok(handler) => handler,
         Err(status) => return conn.respond(id, status),
     };

@@ -289,11 +289,22 @@ async fn extreme_deadlines_do_not_panic() {
     assert_eq!(statuses, [(1, Status::Ok), (2, Status::Timeout)]);
 }
 
+/// A request to `Echo`'s method `method`, signature 1.
+fn echo_request(method: u32, body: &[u8]) -> Request<'_> {
+    Request {
+        service: "Echo",
+        method,
+        signature: 1,
+        format: Format::Postcard,
+        body,
+    }
+}
+
 #[tokio::test]
 async fn a_call_past_its_deadline_expires_and_cancels_on_the_peer() {
     let (conn, mut raw, _host) = pair();
     let deadline = Instant::now() + Duration::from_millis(50);
-    let call = conn.call("Echo", method_id("echo"), 1, Format::Postcard, &[0], deadline);
+    let call = conn.call(echo_request(method_id("echo"), &[0]), deadline);
     let (outcome, frames) = tokio::join!(call, async {
         let first = raw.recv().await.unwrap();
         let second = raw.recv().await.unwrap();
@@ -311,14 +322,7 @@ async fn a_call_past_its_deadline_expires_and_cancels_on_the_peer() {
 #[tokio::test]
 async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
     let (conn, raw, host) = pair();
-    let call = conn.call(
-        "Echo",
-        1,
-        1,
-        Format::Postcard,
-        &[],
-        Instant::now() + Duration::from_secs(30),
-    );
+    let call = conn.call(echo_request(1, &[]), Instant::now() + Duration::from_secs(30));
     let (outcome, ()) = tokio::join!(call, async {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(raw);
@@ -329,14 +333,7 @@ async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
     assert_eq!(host.closed.lock().unwrap().len(), 1);
     // And later calls are refused without being sent.
     let later = conn
-        .call(
-            "Echo",
-            1,
-            1,
-            Format::Postcard,
-            &[],
-            Instant::now() + Duration::from_secs(1),
-        )
+        .call(echo_request(1, &[]), Instant::now() + Duration::from_secs(1))
         .await;
     assert!(matches!(later, Err(CallError::NotSent)));
 }
