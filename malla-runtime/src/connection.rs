@@ -34,13 +34,17 @@ use bytes::BytesMut;
 pub(crate) use link::{CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, Services};
 pub(crate) use transport::Transport;
 
-use crate::handshake::Identity;
+use crate::handshake::{Identity, SessionKeys};
+use crate::wire::{RecordOpener, RecordSealer};
 
 /// Starts the reader and writer tasks of an established stream; `read_buf`
-/// holds what the handshake read past its last message.
+/// holds what the handshake read past its last message; with `sealing`,
+/// every byte from now on is in sealed records.
+#[allow(clippy::too_many_arguments)] // what a handshake establishes, and what the connection is given
 pub(crate) fn spawn<T: Transport>(
     stream: T,
     read_buf: BytesMut,
+    sealing: Option<SessionKeys>,
     peer: Identity,
     initiator: Initiator,
     services: Arc<dyn Services>,
@@ -48,8 +52,15 @@ pub(crate) fn spawn<T: Transport>(
     config: ConnectionConfig,
 ) -> Arc<Connection> {
     let (read, write) = stream.split();
-    let conn = Connection::new(Box::new(write), peer, initiator, services, host, config);
-    let reader = tokio::spawn(reader::run(Arc::clone(&conn), read, read_buf));
+    let (sealer, opener) = match &sealing {
+        Some(keys) => (
+            Some(RecordSealer::new(&keys.send)),
+            Some(RecordOpener::new(&keys.receive)),
+        ),
+        None => (None, None),
+    };
+    let conn = Connection::new(Box::new(write), sealer, peer, initiator, services, host, config);
+    let reader = tokio::spawn(reader::run(Arc::clone(&conn), read, read_buf, opener));
     conn.set_reader(reader.abort_handle());
     tokio::spawn(writer::run(Arc::clone(&conn)));
     conn

@@ -19,7 +19,7 @@ use self::advert::{
     Advertised, Gossiped, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RPC_KEY, SERVICE_PREFIX, STATUS_KEY, ServiceAdvert,
 };
 use self::sealed_udp::{GossipCounters, GossipStats, SealedUdp, Sealer};
-use crate::handshake::Cookie;
+use crate::handshake::Keyring;
 use crate::{Error, NodeId, ServiceManifest};
 
 /// Receives what gossip says about the other nodes, whenever it changes and
@@ -76,14 +76,14 @@ impl Discovery {
     pub(crate) async fn start(
         me: Whoami<'_>,
         socket: tokio::net::UdpSocket,
-        cookie: &Cookie,
+        keyring: &Keyring,
         config: &GossipConfig,
         sink: Weak<dyn ViewSink>,
     ) -> Result<Discovery, Error> {
         let listen_addr = socket.local_addr()?;
         let counters = Arc::new(GossipCounters::default());
         let transport = SealedUdp {
-            sealer: Sealer::new(cookie),
+            sealer: Sealer::new(keyring),
             counters: Arc::clone(&counters),
             bound: std::sync::Mutex::new(Some(socket)),
         };

@@ -14,9 +14,16 @@
 //!
 //! The dialer proves it knows the cookie first, so a peer without it learns
 //! nothing but our protocol version: not our name, not a MAC to attack
-//! offline. Proofs bind the role, both nonces and the names, so they cannot
-//! be replayed or reflected. The stream itself is not encrypted afterwards
-//! (as Erlang distribution without TLS): run clusters on a trusted network.
+//! offline. Proofs bind the role, both nonces and every field of both
+//! identities (name, incarnation, hidden, listen address, largest frame,
+//! sealing), so none can be replayed, reflected or changed on the path.
+//!
+//! Both sides then derive one key per direction with HKDF-SHA256 from the
+//! cookie, salted with a hash of the whole transcript (both nonces, both
+//! identities), and every byte after the handshake travels in sealed records
+//! (see `wire::record`) unless both nodes were built without sealing. The
+//! keys are as secret as the cookie: there is no forward secrecy, so a
+//! leaked cookie opens recorded traffic (rotate it: see [`Keyring`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,6 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -33,12 +41,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, FramedParts};
 
 use crate::NodeId;
-use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME};
+use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, SessionKey};
 
 /// Version of the wire protocol; peers must agree on it.
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+pub(crate) const PROTOCOL_VERSION: u16 = 2;
 const MAGIC: [u8; 5] = *b"MALLA";
-const DOMAIN: &[u8] = b"malla-handshake-v1";
+const DOMAIN: &[u8] = b"malla-handshake-v2";
 
 /// The shared secret of a cluster. Never printed.
 #[derive(Clone)]
@@ -60,6 +68,47 @@ impl fmt::Debug for Cookie {
     }
 }
 
+/// The cookies a node knows: the one it proves itself with, and others it
+/// still accepts from dialers. Rotating a cluster's cookie without downtime
+/// takes three rolling restarts, as Consul's keyring does: (1) every node
+/// accepts the new cookie besides its own; (2) every node proves itself with
+/// the new one and still accepts the old; (3) the old one goes. At every
+/// step, any two nodes share a cookie one proves with and the other accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct Keyring {
+    primary: Cookie,
+    also_accepted: Vec<Cookie>,
+}
+
+impl Keyring {
+    pub(crate) fn new(primary: Cookie, also_accepted: Vec<Cookie>) -> Self {
+        Keyring { primary, also_accepted }
+    }
+
+    /// The cookie this node proves itself with.
+    pub(crate) fn primary(&self) -> &Cookie {
+        &self.primary
+    }
+
+    /// Every cookie accepted from others, the primary first.
+    pub(crate) fn accepted(&self) -> impl Iterator<Item = &Cookie> {
+        std::iter::once(&self.primary).chain(&self.also_accepted)
+    }
+}
+
+/// The keys of an established connection, one per direction.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SessionKeys {
+    pub(crate) send: SessionKey,
+    pub(crate) receive: SessionKey,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKeys(..)")
+    }
+}
+
 /// What a node says about itself once the peer is authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Identity {
@@ -71,6 +120,9 @@ pub(crate) struct Identity {
     pub(crate) listen: Option<SocketAddr>,
     /// The largest frame the node accepts.
     pub(crate) max_frame: u32,
+    /// Whether the node seals the connection's records; they are sealed
+    /// unless both nodes say no.
+    pub(crate) seal: bool,
 }
 
 /// Why an acceptor refuses a dialer.
@@ -137,6 +189,9 @@ pub(crate) enum HandshakeError {
     TimedOut(Duration),
     #[error("the connection closed during the handshake")]
     Closed,
+    /// The acceptor hung up on our proof without a word.
+    #[error("the peer closed the connection after our proof: wrong cookie?")]
+    ClosedAfterProof,
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
@@ -147,6 +202,7 @@ impl HandshakeError {
         matches!(
             self,
             HandshakeError::WrongCookie
+                | HandshakeError::ClosedAfterProof
                 | HandshakeError::Rejected(RejectReason::Unauthorized)
                 | HandshakeError::Refused(RejectReason::Unauthorized)
         )
@@ -156,15 +212,17 @@ impl HandshakeError {
 /// A connection past the handshake.
 pub(crate) struct Established<S> {
     pub(crate) peer: Identity,
+    /// The session keys, if the records are sealed.
+    pub(crate) sealing: Option<SessionKeys>,
     pub(crate) stream: S,
     /// Bytes already read past the handshake: the start of the first frames.
     pub(crate) read_buf: BytesMut,
 }
 
-/// Runs the dialer's side.
+/// Runs the dialer's side, proving itself with the keyring's primary cookie.
 pub(crate) async fn dial<S>(
     stream: S,
-    cookie: &Cookie,
+    keyring: &Keyring,
     me: &Identity,
     timeout: Duration,
 ) -> Result<Established<S>, HandshakeError>
@@ -180,7 +238,9 @@ where
             Message::Reject(reason) => return Err(HandshakeError::Rejected(reason)),
             other => return Err(unexpected(&other)),
         };
-        let proof = proof(cookie, b"dialer", &nonce_d, &nonce_a, &me.name, None);
+        let cookie = keyring.primary();
+        let mine = Transcript::identity_bytes(me);
+        let proof = Transcript::dialer(&nonce_d, &nonce_a, &mine).proof(cookie);
         send(
             &mut framed,
             &Message::Auth {
@@ -189,13 +249,19 @@ where
             },
         )
         .await?;
-        match recv(&mut framed).await? {
+        let answer = match recv(&mut framed).await {
+            Err(HandshakeError::Closed) => return Err(HandshakeError::ClosedAfterProof),
+            answer => answer?,
+        };
+        match answer {
             Message::Welcome { proof, identity } => {
-                let expected = self::proof(cookie, b"acceptor", &nonce_a, &nonce_d, &identity.name, Some(&me.name));
-                if !bool::from(expected.ct_eq(&proof)) {
+                let theirs = Transcript::identity_bytes(&identity);
+                let transcript = Transcript::acceptor(&nonce_a, &nonce_d, &theirs, &mine);
+                if !bool::from(transcript.proof(cookie).ct_eq(&proof)) {
                     return Err(HandshakeError::WrongCookie);
                 }
-                Ok(established(framed, identity))
+                let sealing = (me.seal || identity.seal).then(|| transcript.keys(cookie, Role::Dialer));
+                Ok(established(framed, identity, sealing))
             }
             Message::Reject(reason) => Err(HandshakeError::Rejected(reason)),
             other => Err(unexpected(&other)),
@@ -204,11 +270,12 @@ where
     .await
 }
 
-/// Runs the acceptor's side. `decide` sees the authenticated identity of the
-/// dialer and may refuse it (a duplicate name, for example).
+/// Runs the acceptor's side, accepting a proof under any cookie of the
+/// keyring. `decide` sees the authenticated identity of the dialer and may
+/// refuse it (a duplicate name, for example).
 pub(crate) async fn accept<S>(
     stream: S,
-    cookie: &Cookie,
+    keyring: &Keyring,
     me: &Identity,
     timeout: Duration,
     decide: impl FnOnce(&Identity) -> Result<(), RejectReason>,
@@ -233,14 +300,23 @@ where
         };
         let nonce_a: [u8; 16] = rand::random();
         send(&mut framed, &hello(nonce_a)).await?;
-        let peer = match recv(&mut framed).await? {
+        let (peer, theirs, cookie) = match recv(&mut framed).await? {
             Message::Auth { proof, identity } => {
-                let expected = self::proof(cookie, b"dialer", &nonce_d, &nonce_a, &identity.name, None);
-                if !bool::from(expected.ct_eq(&proof)) {
+                let theirs = Transcript::identity_bytes(&identity);
+                let transcript = Transcript::dialer(&nonce_d, &nonce_a, &theirs);
+                // Every accepted cookie is tried, so the time taken does not
+                // tell which one matched.
+                let mut matched = None;
+                for cookie in keyring.accepted() {
+                    if bool::from(transcript.proof(cookie).ct_eq(&proof)) && matched.is_none() {
+                        matched = Some(cookie);
+                    }
+                }
+                let Some(cookie) = matched else {
                     let _ = send(&mut framed, &Message::Reject(RejectReason::Unauthorized)).await;
                     return Err(HandshakeError::Refused(RejectReason::Unauthorized));
-                }
-                identity
+                };
+                (identity, theirs, cookie)
             }
             other => return Err(unexpected(&other)),
         };
@@ -248,16 +324,18 @@ where
             let _ = send(&mut framed, &Message::Reject(reason)).await;
             return Err(HandshakeError::Refused(reason));
         }
-        let proof = proof(cookie, b"acceptor", &nonce_a, &nonce_d, &me.name, Some(&peer.name));
+        let mine = Transcript::identity_bytes(me);
+        let transcript = Transcript::acceptor(&nonce_a, &nonce_d, &mine, &theirs);
         send(
             &mut framed,
             &Message::Welcome {
-                proof,
+                proof: transcript.proof(cookie),
                 identity: me.clone(),
             },
         )
         .await?;
-        Ok(established(framed, peer))
+        let sealing = (me.seal || peer.seal).then(|| transcript.keys(cookie, Role::Acceptor));
+        Ok(established(framed, peer, sealing))
     })
     .await
 }
@@ -280,26 +358,80 @@ fn check_hello(magic: [u8; 5], version: u16) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-/// HMAC-SHA256 keyed by the cookie over the role, both nonces (own first)
-/// and the names, each length-prefixed.
-fn proof(
-    cookie: &Cookie,
-    role: &[u8],
-    own_nonce: &[u8; 16],
-    their_nonce: &[u8; 16],
-    own_name: &NodeId,
-    their_name: Option<&NodeId>,
-) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&cookie.0).expect("HMAC takes keys of any size");
-    for part in [DOMAIN, role, own_nonce, their_nonce, own_name.as_str().as_bytes()] {
-        mac.update(&(part.len() as u32).to_be_bytes());
-        mac.update(part);
+/// Which side of the handshake a node took.
+#[derive(Clone, Copy)]
+enum Role {
+    Dialer,
+    Acceptor,
+}
+
+/// What a proof covers: the domain, the prover's role, both nonces (the
+/// prover's first) and the identities (the prover's, then, for the
+/// acceptor, the dialer's), each length-prefixed.
+struct Transcript<'a> {
+    role: &'static [u8],
+    parts: [&'a [u8]; 4],
+}
+
+impl<'a> Transcript<'a> {
+    fn identity_bytes(identity: &Identity) -> Vec<u8> {
+        postcard::to_allocvec(identity).expect("an identity is plain data")
     }
-    if let Some(name) = their_name {
-        mac.update(&(name.as_str().len() as u32).to_be_bytes());
-        mac.update(name.as_str().as_bytes());
+
+    fn dialer(nonce_d: &'a [u8; 16], nonce_a: &'a [u8; 16], identity_d: &'a [u8]) -> Self {
+        Transcript {
+            role: b"dialer",
+            parts: [nonce_d, nonce_a, identity_d, &[]],
+        }
     }
-    mac.finalize().into_bytes().into()
+
+    fn acceptor(nonce_a: &'a [u8; 16], nonce_d: &'a [u8; 16], identity_a: &'a [u8], identity_d: &'a [u8]) -> Self {
+        Transcript {
+            role: b"acceptor",
+            parts: [nonce_a, nonce_d, identity_a, identity_d],
+        }
+    }
+
+    fn feed(&self, mut update: impl FnMut(&[u8])) {
+        for part in [DOMAIN, self.role].into_iter().chain(self.parts) {
+            update(&(part.len() as u32).to_be_bytes());
+            update(part);
+        }
+    }
+
+    /// HMAC-SHA256 of the transcript, keyed by the cookie.
+    fn proof(&self, cookie: &Cookie) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(cookie.secret()).expect("HMAC takes keys of any size");
+        self.feed(|bytes| mac.update(bytes));
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The session keys: HKDF-SHA256 of the cookie, salted with the hash of
+    /// the acceptor's transcript (which holds everything both sides said).
+    fn keys(&self, cookie: &Cookie, role: Role) -> SessionKeys {
+        use sha2::Digest;
+        let mut hash = Sha256::new();
+        self.feed(|bytes| hash.update(bytes));
+        let salt = hash.finalize();
+        let hkdf = Hkdf::<Sha256>::new(Some(salt.as_slice()), cookie.secret());
+        let key = |info: &[u8]| {
+            let mut key = [0u8; 32];
+            hkdf.expand(info, &mut key)
+                .expect("32 bytes is a valid HKDF-SHA256 output length");
+            key
+        };
+        let (to_acceptor, to_dialer) = (key(b"malla-v2 dialer to acceptor"), key(b"malla-v2 acceptor to dialer"));
+        match role {
+            Role::Dialer => SessionKeys {
+                send: to_acceptor,
+                receive: to_dialer,
+            },
+            Role::Acceptor => SessionKeys {
+                send: to_dialer,
+                receive: to_acceptor,
+            },
+        }
+    }
 }
 
 async fn within<T>(
@@ -338,10 +470,11 @@ fn unexpected(message: &Message) -> HandshakeError {
     HandshakeError::NotMalla(format!("unexpected {what} message"))
 }
 
-fn established<S>(framed: Framed<S, FrameCodec>, peer: Identity) -> Established<S> {
+fn established<S>(framed: Framed<S, FrameCodec>, peer: Identity, sealing: Option<SessionKeys>) -> Established<S> {
     let FramedParts { io, read_buf, .. } = framed.into_parts();
     Established {
         peer,
+        sealing,
         stream: io,
         read_buf,
     }
@@ -360,7 +493,12 @@ mod tests {
             hidden: false,
             listen: None,
             max_frame: 1 << 20,
+            seal: true,
         }
+    }
+
+    fn ring(primary: &[u8], also: &[&[u8]]) -> Keyring {
+        Keyring::new(Cookie::new(primary), also.iter().map(|c| Cookie::new(c)).collect())
     }
 
     const T: Duration = Duration::from_secs(5);
@@ -368,17 +506,97 @@ mod tests {
     #[tokio::test]
     async fn matching_cookies_establish_and_exchange_identities() {
         let (a, b) = duplex(1 << 16);
-        let cookie = Cookie::new(b"secret");
+        let cookie = ring(b"secret", &[]);
         let (ia, ib) = (identity("a"), identity("b"));
         let (dialed, accepted) = tokio::join!(dial(a, &cookie, &ia, T), accept(b, &cookie, &ib, T, |_| Ok(())));
-        assert_eq!(dialed.unwrap().peer.name, "b");
-        assert_eq!(accepted.unwrap().peer.name, "a");
+        let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+        assert_eq!(dialed.peer, ib);
+        assert_eq!(accepted.peer, ia);
+        // One key per direction, the same on both sides.
+        let (d, a) = (dialed.sealing.unwrap(), accepted.sealing.unwrap());
+        assert_eq!((d.send, d.receive), (a.receive, a.send));
+        assert_ne!(d.send, d.receive);
+    }
+
+    #[tokio::test]
+    async fn keys_are_fresh_per_connection_and_sealing_is_off_only_if_both_say_so() {
+        let cookie = ring(b"secret", &[]);
+        let mut keys = Vec::new();
+        for seals in [(true, true), (true, false), (false, true), (false, false)] {
+            let (a, b) = duplex(1 << 16);
+            let (mut ia, mut ib) = (identity("a"), identity("b"));
+            (ia.seal, ib.seal) = seals;
+            let (dialed, accepted) = tokio::join!(dial(a, &cookie, &ia, T), accept(b, &cookie, &ib, T, |_| Ok(())));
+            let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+            assert_eq!(dialed.sealing.is_some(), seals != (false, false), "{seals:?}");
+            assert_eq!(accepted.sealing.is_some(), seals != (false, false), "{seals:?}");
+            keys.extend(dialed.sealing.map(|k| k.send));
+        }
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 3, "fresh nonces, fresh keys");
+    }
+
+    #[tokio::test]
+    async fn a_cookie_rolls_without_refusing_anyone() {
+        // The steps of a roll from `old` to `new`: (uses, also accepts).
+        let steps: [(&[u8], &[&[u8]]); 4] = [(b"old", &[]), (b"old", &[b"new"]), (b"new", &[b"old"]), (b"new", &[])];
+        for (i, (uses, _)) in steps.iter().enumerate() {
+            for (j, (acceptor_uses, acceptor_also)) in steps.iter().enumerate() {
+                let (a, b) = duplex(1 << 16);
+                let (ia, ib) = (identity("a"), identity("b"));
+                let (dialer, acceptor) = (ring(uses, &[]), ring(acceptor_uses, acceptor_also));
+                let (dialed, accepted) =
+                    tokio::join!(dial(a, &dialer, &ia, T), accept(b, &acceptor, &ib, T, |_| Ok(())));
+                let accepts = acceptor_uses == uses || acceptor_also.contains(uses);
+                assert_eq!(dialed.is_ok(), accepts, "step {i} dialing step {j}");
+                assert_eq!(accepted.is_ok(), accepts, "step {j} accepting step {i}");
+                // Nodes one step apart, as during a rolling restart, always connect.
+                if i.abs_diff(j) <= 1 {
+                    assert!(accepts, "steps {i} and {j}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_identity_changed_on_the_path_is_refused() {
+        let (a, b) = duplex(1 << 16);
+        let cookie = ring(b"secret", &[]);
+        let server = tokio::spawn(async move { accept(b, &cookie, &identity("b"), T, |_| Ok(())).await });
+        // A dialer whose Auth is rewritten in transit: the proof covers the
+        // identity it sent, not the one that arrives.
+        let mut framed = Framed::new(a, FrameCodec::new(HANDSHAKE_MAX_FRAME));
+        let nonce_d = [1; 16];
+        send(&mut framed, &hello(nonce_d)).await.unwrap();
+        let Message::Hello { nonce: nonce_a, .. } = recv(&mut framed).await.unwrap() else {
+            panic!("no hello")
+        };
+        let sent = identity("a");
+        let bytes = Transcript::identity_bytes(&sent);
+        let proof = Transcript::dialer(&nonce_d, &nonce_a, &bytes).proof(&Cookie::new(b"secret"));
+        let mut arrives = sent.clone();
+        arrives.max_frame = u32::MAX;
+        send(
+            &mut framed,
+            &Message::Auth {
+                proof,
+                identity: arrives,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            recv(&mut framed).await.unwrap(),
+            Message::Reject(RejectReason::Unauthorized)
+        ));
+        assert!(server.await.unwrap().is_err_and(|err| err.is_unauthorized()));
     }
 
     #[tokio::test]
     async fn a_wrong_cookie_is_refused_on_both_sides() {
         let (a, b) = duplex(1 << 16);
-        let (one, two) = (Cookie::new(b"one"), Cookie::new(b"two"));
+        let (one, two) = (ring(b"one", &[]), ring(b"two", &[]));
         let (ia, ib) = (identity("a"), identity("b"));
         let (dialed, accepted) = tokio::join!(dial(a, &one, &ia, T), accept(b, &two, &ib, T, |_| Ok(())));
         assert!(matches!(
@@ -394,7 +612,7 @@ mod tests {
     #[tokio::test]
     async fn the_acceptor_decides_on_the_authenticated_identity() {
         let (a, b) = duplex(1 << 16);
-        let cookie = Cookie::new(b"secret");
+        let cookie = ring(b"secret", &[]);
         let (ia, ib) = (identity("taken"), identity("b"));
         let (dialed, accepted) = tokio::join!(
             dial(a, &cookie, &ia, T),
@@ -417,13 +635,9 @@ mod tests {
     async fn a_stalled_peer_times_out() {
         let (_a, b) = duplex(1 << 16);
         let started = tokio::time::Instant::now();
-        let accepted = accept(
-            b,
-            &Cookie::new(b"s"),
-            &identity("b"),
-            Duration::from_millis(100),
-            |_| Ok(()),
-        )
+        let accepted = accept(b, &ring(b"s", &[]), &identity("b"), Duration::from_millis(100), |_| {
+            Ok(())
+        })
         .await;
         assert!(matches!(accepted, Err(HandshakeError::TimedOut(_))));
         assert!(started.elapsed() < Duration::from_secs(2));
@@ -434,7 +648,7 @@ mod tests {
         // A peer that says hello with a random nonce, then sends garbage.
         let (mut a, b) = duplex(1 << 16);
         let server =
-            tokio::spawn(async move { accept(b, &Cookie::new(b"s"), &identity("secret-name"), T, |_| Ok(())).await });
+            tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("secret-name"), T, |_| Ok(())).await });
         let hello = postcard::to_allocvec(&hello([7; 16])).unwrap();
         a.write_all(&(hello.len() as u32).to_be_bytes()).await.unwrap();
         a.write_all(&hello).await.unwrap();
@@ -448,12 +662,12 @@ mod tests {
     #[tokio::test]
     async fn other_protocols_and_versions_are_refused() {
         let (mut a, b) = duplex(1 << 16);
-        let server = tokio::spawn(async move { accept(b, &Cookie::new(b"s"), &identity("b"), T, |_| Ok(())).await });
+        let server = tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("b"), T, |_| Ok(())).await });
         a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(server.await.unwrap().is_err());
 
         let (a, b) = duplex(1 << 16);
-        let server = tokio::spawn(async move { accept(b, &Cookie::new(b"s"), &identity("b"), T, |_| Ok(())).await });
+        let server = tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("b"), T, |_| Ok(())).await });
         let mut framed = Framed::new(a, FrameCodec::new(HANDSHAKE_MAX_FRAME));
         let old = Message::Hello {
             magic: MAGIC,

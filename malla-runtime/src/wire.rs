@@ -4,7 +4,9 @@
 
 mod frame;
 mod message;
+mod record;
 
 pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME};
 pub use message::Format;
 pub(crate) use message::{Goodbye, Header, Status, decode, encode};
+pub(crate) use record::{RecordError, RecordOpener, RecordSealer, SessionKey};

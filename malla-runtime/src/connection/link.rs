@@ -20,7 +20,7 @@ use super::transport::WriteHalf;
 use crate::handshake::Identity;
 use crate::invoke::Invocation;
 use crate::sync::lock;
-use crate::wire::{self, Format, FrameError, Goodbye, Header, Status};
+use crate::wire::{self, Format, FrameError, Goodbye, Header, RecordSealer, Status};
 
 /// Outbox size above which callers wait for the writer before adding more.
 const HIGH_WATER: usize = 8 * 1024 * 1024;
@@ -133,12 +133,17 @@ pub(crate) struct Connection {
 pub(super) struct Shared {
     pub(super) outbox: Mutex<Outbox>,
     pub(super) write_half: Box<dyn WriteHalf>,
+    /// Seals what leaves, if the connection is sealed; only the party that
+    /// holds the outbox for writing uses it, so it is never contended.
+    sealer: Option<Mutex<RecordSealer>>,
     pub(super) wake_writer: Notify,
     pub(super) drained: Notify,
     pub(super) calls: Mutex<PendingCalls>,
     pub(super) running: Mutex<RunningHandlers>,
     next_id: AtomicU64,
-    pub(super) frames_in: AtomicU64,
+    /// Bytes received, for the liveness check: a large frame arriving
+    /// slowly is a live peer.
+    pub(super) bytes_in: AtomicU64,
     closed: AtomicBool,
     // Set when this connection takes no new calls, with why (a duplicate that
     // lost the tie-break, or a leave); it closes once idle and both sides
@@ -189,6 +194,7 @@ impl Connection {
     /// starts (see `connection::spawn`).
     pub(super) fn new(
         write: Box<dyn WriteHalf>,
+        sealer: Option<RecordSealer>,
         peer: Identity,
         initiator: Initiator,
         services: Arc<dyn Services>,
@@ -207,12 +213,13 @@ impl Connection {
                     closed: false,
                 }),
                 write_half: write,
+                sealer: sealer.map(Mutex::new),
                 wake_writer: Notify::new(),
                 drained: Notify::new(),
                 calls: Mutex::new(PendingCalls::default()),
                 running: Mutex::new(RunningHandlers::default()),
                 next_id: AtomicU64::new(1),
-                frames_in: AtomicU64::new(0),
+                bytes_in: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 retired: Mutex::new(None),
                 usable: AtomicBool::new(true),
@@ -310,6 +317,24 @@ impl Connection {
         }
     }
 
+    /// Waits while the outbox is over its high-water mark; false if the
+    /// connection closed meanwhile.
+    pub(super) async fn wait_for_reply_room(&self) -> bool {
+        loop {
+            let drained = self.shared.drained.notified();
+            {
+                let outbox = lock(&self.shared.outbox);
+                if outbox.closed {
+                    return false;
+                }
+                if outbox.buf.len() + outbox.front.len() < HIGH_WATER {
+                    return true;
+                }
+            }
+            drained.await;
+        }
+    }
+
     /// Queues a frame that should leave now (replies, cancels, pings).
     pub(super) fn send(&self, header: &Header<'_>, body: &[u8]) -> Result<(), CallError> {
         self.queue(header, body, Flush::Now)
@@ -371,7 +396,8 @@ impl Connection {
                 let spare = std::mem::take(&mut outbox.spare);
                 std::mem::replace(&mut outbox.buf, spare)
             };
-            match self.try_write_all(&mut batch) {
+            let written = self.seal(&mut batch).and_then(|()| self.try_write_all(&mut batch));
+            match written {
                 Ok(true) => {
                     batch.clear();
                     lock(&self.shared.outbox).spare = batch;
@@ -395,6 +421,16 @@ impl Connection {
         }
         lock(&self.shared.outbox).writer = Writer::Task;
         self.shared.wake_writer.notify_one();
+    }
+
+    /// Seals a batch of frames just taken from the outbox into records, if
+    /// the connection is sealed. Batches are sealed in the order they are
+    /// taken, by whoever holds the outbox for writing.
+    pub(super) fn seal(&self, batch: &mut BytesMut) -> io::Result<()> {
+        match &self.shared.sealer {
+            Some(sealer) => lock(sealer).seal(batch).map_err(io::Error::other),
+            None => Ok(()),
+        }
     }
 
     /// Writes as much of `batch` as the socket takes now; true if all of it.

@@ -15,7 +15,7 @@ use tokio_util::codec::Decoder;
 use super::link::{CallError, CloseReason, Connection, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::sync::lock;
-use crate::wire::{self, FrameCodec, Goodbye, Header, Status};
+use crate::wire::{self, FrameCodec, Goodbye, Header, RecordError, RecordOpener, Status};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
@@ -23,29 +23,74 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Longest deadline a peer may ask for; bounds the arithmetic on its value.
 const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-pub(super) async fn run<R: AsyncRead + Unpin>(conn: Arc<Connection>, mut io: R, mut buf: BytesMut) {
+/// Reads until the connection closes. `received` holds what the handshake
+/// read past its end; with `opener`, the bytes are sealed records.
+pub(super) async fn run<R: AsyncRead + Unpin>(
+    conn: Arc<Connection>,
+    mut io: R,
+    received: BytesMut,
+    opener: Option<RecordOpener>,
+) {
     let mut codec = FrameCodec::new(conn.shared.config.max_frame);
+    let mut input = Input {
+        received,
+        plain: BytesMut::new(),
+        opener,
+    };
     let reason = loop {
         // Hold the outbox while working through the batch: replies pile up
         // and leave in one write.
         let corked = conn.cork();
-        let handled = read_frames(&conn, &mut codec, &mut buf).await;
+        let handled = match input.frames() {
+            Ok(frames) => read_frames(&conn, &mut codec, frames).await,
+            Err(err) => Err(CloseReason::BadFrame(err.to_string())),
+        };
         if corked {
             conn.write_inline();
         }
         if let Err(reason) = handled {
             break reason;
         }
+        // A peer that sends requests but does not read the replies stops
+        // being read: its replies wait, not pile up. (If it never reads,
+        // nothing arrives any more and liveness closes the connection.)
+        if !conn.wait_for_reply_room().await {
+            break CloseReason::Local("closed while replies waited");
+        }
+        let buf = &mut input.received;
         if buf.capacity() - buf.len() < MIN_READ_SPACE {
             buf.reserve(READ_CHUNK);
         }
-        match io.read_buf(&mut buf).await {
+        match io.read_buf(buf).await {
             Ok(0) => break CloseReason::PeerClosed,
-            Ok(_) => {}
+            Ok(n) => {
+                conn.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(err) => break CloseReason::Io(err),
         }
     };
     conn.close(reason);
+}
+
+/// What the reader received: plain frames, or sealed records and the frames
+/// opened from them.
+struct Input {
+    received: BytesMut,
+    plain: BytesMut,
+    opener: Option<RecordOpener>,
+}
+
+impl Input {
+    /// The frames received so far, opening the complete records first.
+    fn frames(&mut self) -> Result<&mut BytesMut, RecordError> {
+        match &mut self.opener {
+            None => Ok(&mut self.received),
+            Some(opener) => {
+                opener.open(&mut self.received, &mut self.plain)?;
+                Ok(&mut self.plain)
+            }
+        }
+    }
 }
 
 /// Handles every complete frame in `buf`. Replies to requests that finish at
@@ -58,7 +103,6 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
             Ok(None) => return Ok(()),
             Err(err) => return Err(CloseReason::BadFrame(err.to_string())),
         };
-        conn.shared.frames_in.fetch_add(1, Ordering::Relaxed);
         let (header, body) =
             wire::decode(&frame).map_err(|e| CloseReason::BadFrame(format!("undecodable header: {e}")))?;
         match header {

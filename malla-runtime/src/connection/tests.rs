@@ -152,12 +152,22 @@ fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
         hidden: false,
         listen: None,
         max_frame: 1 << 20,
+        seal: false,
     };
     let config = ConnectionConfig {
         max_frame: 1 << 16,
         tick: Duration::from_secs(1),
     };
-    let conn = spawn(ours, BytesMut::new(), peer, Initiator::Us, registry(), weak, config);
+    let conn = spawn(
+        ours,
+        BytesMut::new(),
+        None,
+        peer,
+        Initiator::Us,
+        registry(),
+        weak,
+        config,
+    );
     let raw = RawPeer {
         stream: theirs,
         buf: BytesMut::new(),

@@ -29,7 +29,11 @@ pub(super) async fn run(conn: Arc<Connection>) {
 
     loop {
         match next_batch(&conn) {
-            Next::Write(mut batch) => {
+            Next::Write(mut batch, sealed) => {
+                if !sealed && let Err(err) = conn.seal(&mut batch) {
+                    conn.close(CloseReason::Io(err));
+                    return;
+                }
                 if write(&conn, &mut batch, &mut clock, timer.as_mut()).await.is_err() {
                     return;
                 }
@@ -52,18 +56,20 @@ pub(super) async fn run(conn: Arc<Connection>) {
                     () = &mut timer => clock.fire(&conn),
                 }
             }
-            Next::Finish(last) => return finish(&conn, last).await,
+            Next::Finish(rest, fresh) => return finish(&conn, rest, fresh).await,
         }
     }
 }
 
 enum Next {
-    /// The task holds the outbox: write this.
-    Write(BytesMut),
+    /// The task holds the outbox: write this; it is sealed already if it is
+    /// the rest of an earlier batch.
+    Write(BytesMut, bool),
     /// Nothing for the task to write now.
     Wait,
-    /// The connection is closed and nobody is writing: these are the last bytes.
-    Finish(BytesMut),
+    /// The connection is closed and nobody is writing: the rest of a batch
+    /// (sealed) and the frames queued since are the last bytes.
+    Finish(BytesMut, BytesMut),
 }
 
 fn next_batch(conn: &Connection) -> Next {
@@ -71,22 +77,21 @@ fn next_batch(conn: &Connection) -> Next {
     match outbox.writer {
         Writer::Inline => Next::Wait,
         Writer::Nobody if outbox.closed => {
-            let mut last = std::mem::take(&mut outbox.front);
-            last.extend_from_slice(&outbox.buf);
-            outbox.buf.clear();
+            let rest = std::mem::take(&mut outbox.front);
+            let fresh = std::mem::take(&mut outbox.buf);
             outbox.writer = Writer::Task;
-            Next::Finish(last)
+            Next::Finish(rest, fresh)
         }
         Writer::Nobody => Next::Wait,
-        Writer::Task if !outbox.front.is_empty() => Next::Write(std::mem::take(&mut outbox.front)),
+        Writer::Task if !outbox.front.is_empty() => Next::Write(std::mem::take(&mut outbox.front), true),
         Writer::Task if !outbox.buf.is_empty() => {
             let spare = std::mem::take(&mut outbox.spare);
-            Next::Write(std::mem::replace(&mut outbox.buf, spare))
+            Next::Write(std::mem::replace(&mut outbox.buf, spare), false)
         }
         Writer::Task => {
             outbox.writer = Writer::Nobody;
             if outbox.closed {
-                Next::Finish(BytesMut::new())
+                Next::Finish(BytesMut::new(), BytesMut::new())
             } else {
                 Next::Wait
             }
@@ -126,7 +131,10 @@ async fn write(
 
 /// Flushes the last bytes (replies, a goodbye) within a grace period, then
 /// shuts the stream down.
-async fn finish(conn: &Connection, mut last: BytesMut) {
+async fn finish(conn: &Connection, mut last: BytesMut, mut fresh: BytesMut) {
+    if conn.seal(&mut fresh).is_ok() {
+        last.extend_from_slice(&fresh);
+    }
     let half = &conn.shared.write_half;
     let _ = tokio::time::timeout(FLUSH_GRACE, async {
         while last.has_remaining() {
@@ -153,7 +161,7 @@ struct Clock {
     tick: Duration,
     next_tick: Instant,
     next_deadline: Option<Instant>,
-    frames_seen: u64,
+    bytes_seen: u64,
     silent_ticks: u32,
     wrote: bool,
 }
@@ -165,7 +173,7 @@ impl Clock {
             tick,
             next_tick: Instant::now() + tick,
             next_deadline: None,
-            frames_seen: 0,
+            bytes_seen: 0,
             silent_ticks: 0,
             wrote: false,
         }
@@ -195,15 +203,15 @@ impl Clock {
     }
 
     fn liveness(&mut self, conn: &Connection) {
-        let frames = conn.shared.frames_in.load(Ordering::Relaxed);
-        if frames == self.frames_seen {
+        let bytes = conn.shared.bytes_in.load(Ordering::Relaxed);
+        if bytes == self.bytes_seen {
             self.silent_ticks += 1;
             if self.silent_ticks >= DEAD_TICKS {
                 conn.close(CloseReason::Silent(self.tick * DEAD_TICKS));
                 return;
             }
         } else {
-            self.frames_seen = frames;
+            self.bytes_seen = bytes;
             self.silent_ticks = 0;
         }
         if !self.wrote {

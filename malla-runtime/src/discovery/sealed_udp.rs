@@ -27,7 +27,7 @@ use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use crate::handshake::Cookie;
+use crate::handshake::{Cookie, Keyring};
 use crate::sync::lock;
 
 const VERSION: u8 = 1;
@@ -64,27 +64,31 @@ impl GossipCounters {
     }
 }
 
-/// The cipher of a cluster's gossip.
+/// The ciphers of a cluster's gossip: datagrams are sealed under the
+/// keyring's primary cookie and opened under any accepted one.
 #[derive(Clone)]
 pub(crate) struct Sealer {
-    cipher: Arc<ChaCha20Poly1305>,
+    /// The primary cookie's cipher first.
+    ciphers: Arc<[ChaCha20Poly1305]>,
 }
 
 impl Sealer {
-    pub(crate) fn new(cookie: &Cookie) -> Self {
-        let mut key = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(b"malla-gossip-v1"), cookie.secret())
-            .expand(b"chacha20-poly1305 key", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+    pub(crate) fn new(keyring: &Keyring) -> Self {
+        let cipher = |cookie: &Cookie| {
+            let mut key = [0u8; 32];
+            Hkdf::<Sha256>::new(Some(b"malla-gossip-v1"), cookie.secret())
+                .expand(b"chacha20-poly1305 key", &mut key)
+                .expect("32 bytes is a valid HKDF-SHA256 output length");
+            ChaCha20Poly1305::new(&Key::from(key))
+        };
         Sealer {
-            cipher: Arc::new(ChaCha20Poly1305::new(&Key::from(key))),
+            ciphers: keyring.accepted().map(cipher).collect(),
         }
     }
 
     pub(crate) fn seal(&self, plain: &[u8]) -> Vec<u8> {
         let nonce: [u8; NONCE_LEN] = rand::random();
-        let sealed = self
-            .cipher
+        let sealed = self.ciphers[0]
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -105,15 +109,13 @@ impl Sealer {
             return None;
         }
         let nonce: [u8; NONCE_LEN] = datagram[1..1 + NONCE_LEN].try_into().ok()?;
-        self.cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &datagram[1 + NONCE_LEN..],
-                    aad: &[VERSION],
-                },
-            )
-            .ok()
+        let payload = || Payload {
+            msg: &datagram[1 + NONCE_LEN..],
+            aad: &[VERSION],
+        };
+        self.ciphers
+            .iter()
+            .find_map(|cipher| cipher.decrypt(&Nonce::from(nonce), payload()).ok())
     }
 }
 
@@ -204,9 +206,10 @@ mod tests {
 
     #[test]
     fn datagrams_open_only_under_the_same_cookie() {
-        let ours = Sealer::new(&Cookie::new(b"cookie"));
-        let same = Sealer::new(&Cookie::new(b"cookie"));
-        let theirs = Sealer::new(&Cookie::new(b"other"));
+        let ring = |cookie: &[u8]| Keyring::new(Cookie::new(cookie), Vec::new());
+        let ours = Sealer::new(&ring(b"cookie"));
+        let same = Sealer::new(&ring(b"cookie"));
+        let theirs = Sealer::new(&ring(b"other"));
         let sealed = ours.seal(b"hello");
         assert_eq!(same.open(&sealed).as_deref(), Some(&b"hello"[..]));
         assert_eq!(theirs.open(&sealed), None);

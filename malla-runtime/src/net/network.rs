@@ -14,7 +14,7 @@ use super::dial::{handshake_error, open_tcp};
 use super::links::LinkEvents;
 use super::peer::Peers;
 use crate::connection::{self, CloseReason, Connection, ConnectionConfig, Host, Initiator, Services, Transport};
-use crate::handshake::{self, Cookie, Identity, RejectReason};
+use crate::handshake::{self, Identity, Keyring, RejectReason, SessionKeys};
 use crate::wire::Goodbye;
 use crate::{Error, NodeId};
 
@@ -31,7 +31,7 @@ pub(crate) struct NetConfig {
 
 /// The connections of a node.
 pub(crate) struct Network {
-    cookie: Option<Cookie>,
+    keyring: Option<Keyring>,
     /// What this node says of itself in handshakes; `listen` is the
     /// advertised address.
     pub(crate) identity: Identity,
@@ -49,7 +49,7 @@ pub(crate) struct Network {
 
 impl Network {
     pub(crate) fn new(
-        cookie: Option<Cookie>,
+        keyring: Option<Keyring>,
         identity: Identity,
         bound: Option<SocketAddr>,
         config: NetConfig,
@@ -57,7 +57,7 @@ impl Network {
         links: Weak<dyn LinkEvents>,
     ) -> Self {
         Network {
-            cookie,
+            keyring,
             identity,
             bound,
             config,
@@ -124,7 +124,7 @@ impl Network {
 
     /// Dials `addr`, runs the handshake and adopts the connection.
     pub(crate) async fn dial(self: &Arc<Self>, addr: SocketAddr, deadline: Instant) -> Result<Arc<Connection>, Error> {
-        let cookie = self.cookie()?;
+        let keyring = self.keyring()?;
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
@@ -142,7 +142,7 @@ impl Network {
         let timeout = deadline
             .saturating_duration_since(Instant::now())
             .min(self.config.handshake_timeout);
-        let established = handshake::dial(stream, cookie, &self.identity, timeout)
+        let established = handshake::dial(stream, keyring, &self.identity, timeout)
             .await
             .map_err(|err| handshake_error(self.me(), &addr.to_string(), err))?;
         let mut peer = established.peer;
@@ -156,22 +156,34 @@ impl Network {
         if peer.listen.is_none_or(|l| l.ip().is_unspecified()) {
             peer.listen = Some(addr);
         }
-        Ok(self.adopt(established.stream, established.read_buf, peer, Initiator::Us))
+        Ok(self.adopt(
+            established.stream,
+            established.read_buf,
+            established.sealing,
+            peer,
+            Initiator::Us,
+        ))
     }
 
     /// Runs the acceptor's handshake on an incoming connection.
     async fn accept(self: Arc<Self>, stream: TcpStream, from: SocketAddr) {
-        let Ok(cookie) = self.cookie() else { return };
+        let Ok(keyring) = self.keyring() else { return };
         let _ = stream.set_nodelay(true);
         let decision = |peer: &Identity| self.decide(peer);
-        let result = handshake::accept(stream, cookie, &self.identity, self.config.handshake_timeout, decision).await;
+        let result = handshake::accept(stream, keyring, &self.identity, self.config.handshake_timeout, decision).await;
         match result {
             Ok(established) => {
                 let mut peer = established.peer;
                 if let Some(listen) = peer.listen.as_mut().filter(|l| l.ip().is_unspecified()) {
                     listen.set_ip(from.ip());
                 }
-                self.adopt(established.stream, established.read_buf, peer, Initiator::Peer);
+                self.adopt(
+                    established.stream,
+                    established.read_buf,
+                    established.sealing,
+                    peer,
+                    Initiator::Peer,
+                );
             }
             Err(err) if err.is_unauthorized() => {
                 tracing::warn!(node = %self.me(), peer = %from, "refused a connection: {err}");
@@ -205,6 +217,7 @@ impl Network {
         self: &Arc<Self>,
         stream: T,
         read_buf: bytes::BytesMut,
+        sealing: Option<SessionKeys>,
         peer: Identity,
         initiator: Initiator,
     ) -> Arc<Connection> {
@@ -214,6 +227,7 @@ impl Network {
         let conn = connection::spawn(
             stream,
             read_buf,
+            sealing,
             peer,
             initiator,
             Arc::clone(&self.services),
@@ -233,9 +247,9 @@ impl Network {
         installed.current
     }
 
-    /// The cluster's cookie; without one, a node can neither dial nor accept.
-    pub(crate) fn cookie(&self) -> Result<&Cookie, Error> {
-        self.cookie.as_ref().ok_or_else(|| {
+    /// The cluster's cookies; without one, a node can neither dial nor accept.
+    pub(crate) fn keyring(&self) -> Result<&Keyring, Error> {
+        self.keyring.as_ref().ok_or_else(|| {
             Error::Config(
                 "no cookie: set one with `.cookie(..)` or the MALLA_COOKIE environment variable; every node of a cluster must share it"
                     .into(),

@@ -1,0 +1,214 @@
+//! Sealed records: what a connection's bytes are after the handshake. The
+//! frames a node writes are cut into records of at most [`RECORD_MAX`]
+//! bytes, each encrypted and authenticated with ChaCha20-Poly1305 under the
+//! direction's session key, with the record's number as the nonce:
+//!
+//! ```text
+//! record = length (u32, big-endian; ciphertext + tag) | ciphertext | tag (16)
+//! nonce  = 0u32 | record number (u64, little-endian), counted per direction from 0
+//! aad    = the length bytes
+//! ```
+//!
+//! The numbers are implicit: a record that was altered, injected, replayed,
+//! reordered or dropped does not open under the number the receiver expects,
+//! and the connection closes. Truncating the stream is seen as its end. What
+//! a record costs: 20 bytes, and the cipher's pass over the bytes (about
+//! 1 µs for a small call's frames on this project's machines).
+
+use bytes::{Buf, BufMut, BytesMut};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+
+/// Largest plaintext of one record.
+pub(crate) const RECORD_MAX: usize = 64 * 1024;
+const LEN_BYTES: usize = 4;
+const TAG_LEN: usize = 16;
+
+/// A 256-bit key of one direction of a connection.
+pub(crate) type SessionKey = [u8; 32];
+
+/// Why received bytes cannot be opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum RecordError {
+    #[error("a sealed record announces {0} bytes, more than a record holds")]
+    TooLarge(usize),
+    #[error("a sealed record does not open: altered, injected, replayed, reordered or cut")]
+    Forged,
+    #[error("the record counter is exhausted")]
+    Exhausted,
+}
+
+/// Seals one direction's records.
+pub(crate) struct RecordSealer {
+    cipher: ChaCha20Poly1305,
+    next: u64,
+    /// The sealed output of the last batch's buffer, kept for reuse.
+    spare: BytesMut,
+}
+
+impl RecordSealer {
+    pub(crate) fn new(key: &SessionKey) -> Self {
+        RecordSealer {
+            cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+            next: 0,
+            spare: BytesMut::new(),
+        }
+    }
+
+    /// Replaces the plaintext in `batch` by its records. The buffers swap
+    /// roles, so both keep their capacity from batch to batch.
+    pub(crate) fn seal(&mut self, batch: &mut BytesMut) -> Result<(), RecordError> {
+        let records = batch.len().div_ceil(RECORD_MAX);
+        let mut out = std::mem::take(&mut self.spare);
+        out.clear();
+        out.reserve(batch.len() + records * (LEN_BYTES + TAG_LEN));
+        for chunk in batch.chunks(RECORD_MAX) {
+            let nonce = nonce(self.next);
+            self.next = self.next.checked_add(1).ok_or(RecordError::Exhausted)?;
+            let len = ((chunk.len() + TAG_LEN) as u32).to_be_bytes();
+            out.put_slice(&len);
+            let start = out.len();
+            out.put_slice(chunk);
+            let tag = self
+                .cipher
+                .encrypt_inout_detached(&nonce, &len, (&mut out[start..]).into())
+                .map_err(|_| RecordError::Exhausted)?;
+            out.put_slice(&tag);
+        }
+        batch.clear();
+        self.spare = std::mem::replace(batch, out);
+        Ok(())
+    }
+}
+
+/// Opens the other direction's records.
+pub(crate) struct RecordOpener {
+    cipher: ChaCha20Poly1305,
+    next: u64,
+}
+
+impl RecordOpener {
+    pub(crate) fn new(key: &SessionKey) -> Self {
+        RecordOpener {
+            cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+            next: 0,
+        }
+    }
+
+    /// Opens every complete record at the front of `sealed`, appending the
+    /// plaintext to `plain`. An incomplete record stays in `sealed`; its
+    /// announced length is checked before any of it is awaited.
+    pub(crate) fn open(&mut self, sealed: &mut BytesMut, plain: &mut BytesMut) -> Result<(), RecordError> {
+        while sealed.len() >= LEN_BYTES {
+            let len_bytes: [u8; LEN_BYTES] = sealed[..LEN_BYTES].try_into().expect("four bytes");
+            let len = u32::from_be_bytes(len_bytes) as usize;
+            if !(TAG_LEN..=RECORD_MAX + TAG_LEN).contains(&len) {
+                return Err(RecordError::TooLarge(len));
+            }
+            if sealed.len() < LEN_BYTES + len {
+                sealed.reserve(LEN_BYTES + len - sealed.len());
+                return Ok(());
+            }
+            let nonce = nonce(self.next);
+            self.next = self.next.checked_add(1).ok_or(RecordError::Exhausted)?;
+            let body_len = len - TAG_LEN;
+            let record = &mut sealed[LEN_BYTES..LEN_BYTES + len];
+            let (body, tag) = record.split_at_mut(body_len);
+            let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("sixteen bytes");
+            self.cipher
+                .decrypt_inout_detached(&nonce, &len_bytes, body.into(), &Tag::from(tag))
+                .map_err(|_| RecordError::Forged)?;
+            plain.extend_from_slice(body);
+            sealed.advance(LEN_BYTES + len);
+        }
+        Ok(())
+    }
+}
+
+fn nonce(counter: u64) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::from(nonce)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (RecordSealer, RecordOpener) {
+        (RecordSealer::new(&[7; 32]), RecordOpener::new(&[7; 32]))
+    }
+
+    fn sealed(sealer: &mut RecordSealer, plain: &[u8]) -> BytesMut {
+        let mut batch = BytesMut::from(plain);
+        sealer.seal(&mut batch).unwrap();
+        batch
+    }
+
+    #[test]
+    fn records_open_in_order_across_any_split() {
+        let (mut sealer, mut opener) = pair();
+        let big: Vec<u8> = (0..RECORD_MAX * 2 + 5).map(|i| i as u8).collect();
+        let mut wire = sealed(&mut sealer, b"hello");
+        wire.extend_from_slice(&sealed(&mut sealer, &big));
+        assert!(!wire.windows(5).any(|w| w == b"hello"), "the plaintext shows");
+        let mut plain = BytesMut::new();
+        let mut received = BytesMut::new();
+        for chunk in wire.chunks(1000) {
+            received.extend_from_slice(chunk);
+            opener.open(&mut received, &mut plain).unwrap();
+        }
+        assert!(received.is_empty());
+        assert_eq!(&plain[..5], b"hello");
+        assert_eq!(&plain[5..], &big[..]);
+    }
+
+    #[test]
+    fn altered_replayed_reordered_or_foreign_records_do_not_open() {
+        let (mut sealer, _) = pair();
+        let first = sealed(&mut sealer, b"first");
+        let second = sealed(&mut sealer, b"second");
+        // What the receiver gets out of these bytes: plaintext, or an error.
+        let open = |bytes: &[&BytesMut]| {
+            let mut opener = RecordOpener::new(&[7; 32]);
+            let mut wire = BytesMut::new();
+            for b in bytes {
+                wire.extend_from_slice(b);
+            }
+            let mut plain = BytesMut::new();
+            opener.open(&mut wire, &mut plain).map(|()| plain)
+        };
+        assert_eq!(open(&[&first, &second]).unwrap(), &b"firstsecond"[..]);
+        assert_eq!(open(&[&second]), Err(RecordError::Forged), "dropped");
+        assert_eq!(open(&[&first, &first]), Err(RecordError::Forged), "replayed");
+        assert_eq!(open(&[&second, &first]), Err(RecordError::Forged), "reordered");
+        for i in 0..first.len() {
+            let mut altered = first.clone();
+            altered[i] ^= 0x10;
+            // A longer announced length waits for bytes that never come
+            // (the stream's end or the liveness check closes it).
+            let opened = open(&[&altered]);
+            assert!(
+                opened.as_ref().is_ok_and(|p| p.is_empty()) || opened.is_err(),
+                "byte {i}: {opened:?}"
+            );
+        }
+        let mut other = RecordOpener::new(&[8; 32]);
+        assert_eq!(
+            other.open(&mut first.clone(), &mut BytesMut::new()),
+            Err(RecordError::Forged)
+        );
+    }
+
+    #[test]
+    fn an_announced_length_is_checked_before_waiting_for_it() {
+        let mut opener = RecordOpener::new(&[7; 32]);
+        let mut wire = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert_eq!(
+            opener.open(&mut wire, &mut BytesMut::new()),
+            Err(RecordError::TooLarge(u32::MAX as usize))
+        );
+        let mut short = BytesMut::from(&3u32.to_be_bytes()[..]);
+        assert!(opener.open(&mut short, &mut BytesMut::new()).is_err());
+    }
+}
