@@ -31,10 +31,10 @@
 #![deny(missing_docs)]
 
 pub use malla_runtime::{
-    AdminStatus, ArgManifest, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_RECONNECT_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, Error, Event, GossipStats, Instance, Member,
-    MemberStatus, MethodManifest, Node, NodeBuilder, NodeConfig, NodeId, RunningStatus, ServeOptions, Service,
-    ServiceManifest, declared_service, declared_services,
+    AdminStatus, ArgManifest, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, Error, Event,
+    GossipStats, Instance, Member, MemberStatus, MethodManifest, Node, NodeBuilder, NodeConfig, NodeId, RunningStatus,
+    ServeOptions, Service, ServiceManifest, declared_service, declared_services,
 };
 
 /// Turns a trait into a malla service.

@@ -37,6 +37,17 @@ pub enum Error {
         node: NodeId,
     },
 
+    /// Every node tried was running as many handlers for this node's
+    /// connection as it allows, and refused the call before running it. It
+    /// did not run; calling again later may succeed.
+    #[error("`{service}` is overloaded on node `{node}`: the call did not run")]
+    Overloaded {
+        /// Wire name of the service.
+        service: Cow<'static, str>,
+        /// The last node that refused.
+        node: NodeId,
+    },
+
     /// The call did not complete before its deadline. It may have run.
     #[error("`{service}.{method}` timed out after {timeout:?}")]
     Timeout {

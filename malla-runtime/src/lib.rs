@@ -82,7 +82,10 @@ pub use error::Error;
 pub use events::Event;
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
 pub use membership::{Instance, Member, MemberStatus};
-pub use node::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_RECONNECT_INTERVAL, Node, NodeBuilder, NodeConfig};
+pub use node::{
+    COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, Node,
+    NodeBuilder, NodeConfig,
+};
 pub use node_id::NodeId;
 pub use options::{CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, ServeOptions};
 pub use service::{AdminStatus, Service};

@@ -4,6 +4,7 @@
 //! [`Services`](crate::connection::Services) it is given, and reports links
 //! up and broken through [`LinkEvents`].
 
+mod admission;
 mod dial;
 mod links;
 mod network;

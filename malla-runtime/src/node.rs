@@ -14,7 +14,10 @@ mod config;
 mod parts;
 
 pub use api::Node;
-pub use builder::{COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_RECONNECT_INTERVAL, NodeBuilder};
+pub use builder::{
+    COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL,
+    NodeBuilder,
+};
 pub use config::NodeConfig;
 
 #[cfg(test)]

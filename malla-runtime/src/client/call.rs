@@ -170,6 +170,10 @@ impl<N: Remote> Call<'_, N> {
                 },
                 Status::UnknownMethod | Status::SignatureMismatch => self.signature_mismatch(node),
                 Status::Timeout => self.timeout_error(timeout),
+                Status::Overloaded => Error::Overloaded {
+                    service: self.service.clone(),
+                    node,
+                },
                 Status::BadRequest(message) => self.invoke_error(node, InvokeError::BadRequest(message)),
                 Status::Failed(message) => self.invoke_error(node, InvokeError::Failed(message)),
                 Status::Ok => self.remote_error(node, "empty reply".into()),

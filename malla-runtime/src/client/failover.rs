@@ -3,7 +3,7 @@
 //!
 //! A call moves on only when the request provably did not run where it was
 //! sent (not connected, not sent, or refused before running: the service
-//! is not available there, or has another signature). A request that may
+//! is not available there, has another signature, or is overloaded). A request that may
 //! have run (the connection died with it in flight) moves on only if the
 //! method is idempotent; one that timed out never does.
 
@@ -78,28 +78,34 @@ pub(super) fn may_try_next(failure: &RemoteError, idempotent: bool) -> bool {
         RemoteError::Call(CallError::Lost) => idempotent,
         RemoteError::Call(CallError::Remote(status)) => matches!(
             status,
-            Status::NotAvailable | Status::UnknownMethod | Status::SignatureMismatch
+            Status::NotAvailable | Status::UnknownMethod | Status::SignatureMismatch | Status::Overloaded
         ),
         RemoteError::Call(CallError::TimedOut | CallError::TooLarge(_)) => false,
     }
 }
 
 /// Keeps the most telling reason among the attempts that did not run: a
-/// signature mismatch says more than an unavailable service.
+/// signature mismatch says more than an overloaded node, which says more
+/// than an unavailable service.
 pub(super) fn pick_failure(previous: Option<Error>, next: Error) -> Error {
+    let rank = |err: &Error| match err {
+        Error::SignatureMismatch { .. } => 2,
+        Error::Overloaded { .. } => 1,
+        _ => 0,
+    };
     match previous {
-        Some(prev @ Error::SignatureMismatch { .. }) if !matches!(next, Error::SignatureMismatch { .. }) => prev,
+        Some(prev) if rank(&prev) > rank(&next) => prev,
         _ => next,
     }
 }
 
 /// The error of a call that no node ran: with discovered nodes, running out
-/// of them is "not available" (or a signature mismatch, which a redeploy
-/// will not fix); with an explicit list, the caller wants to know what
-/// happened.
+/// of them is "not available", unless a signature differed (a redeploy will
+/// not fix it) or a node was overloaded (later may); with an explicit list,
+/// the caller wants to know what happened.
 pub(super) fn no_node_ran(failure: Option<Error>, explicit: bool, not_available: impl FnOnce() -> Error) -> Error {
     match failure {
-        Some(err) if explicit || matches!(err, Error::SignatureMismatch { .. }) => err,
+        Some(err) if explicit || matches!(err, Error::SignatureMismatch { .. } | Error::Overloaded { .. }) => err,
         _ => not_available(),
     }
 }
@@ -121,6 +127,13 @@ mod tests {
         }
     }
 
+    fn overloaded() -> Error {
+        Error::Overloaded {
+            service: "S".into(),
+            node: "b".into(),
+        }
+    }
+
     fn sna() -> Error {
         Error::ServiceNotAvailable { service: "S".into() }
     }
@@ -135,6 +148,7 @@ mod tests {
             assert!(may_try_next(&status(Status::NotAvailable), idempotent));
             assert!(may_try_next(&status(Status::UnknownMethod), idempotent));
             assert!(may_try_next(&status(Status::SignatureMismatch), idempotent));
+            assert!(may_try_next(&status(Status::Overloaded), idempotent));
             // It ran, or may be running still: never twice.
             assert!(!may_try_next(&call(CallError::TimedOut), idempotent));
             assert!(!may_try_next(&status(Status::Timeout), idempotent));

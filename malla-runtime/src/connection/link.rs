@@ -116,6 +116,9 @@ pub(crate) struct ConnectionConfig {
     /// Interval of pings when idle; the peer is dead after `DEAD_TICKS`
     /// silent ticks.
     pub(crate) tick: Duration,
+    /// Handlers that may run at once for the peer's requests; past it the
+    /// answer is `Overloaded`.
+    pub(crate) max_handlers: usize,
 }
 
 /// Silent ticks after which a peer is considered gone (Erlang's rule).

@@ -36,15 +36,13 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         received,
         plain: BytesMut::new(),
         opener,
+        last_request: 0,
     };
     let reason = loop {
         // Hold the outbox while working through the batch: replies pile up
         // and leave in one write.
         let corked = conn.cork();
-        let handled = match input.frames() {
-            Ok(frames) => read_frames(&conn, &mut codec, frames).await,
-            Err(err) => Err(CloseReason::BadFrame(err.to_string())),
-        };
+        let handled = read_frames(&conn, &mut codec, &mut input).await;
         if corked {
             conn.write_inline();
         }
@@ -78,6 +76,9 @@ struct Input {
     received: BytesMut,
     plain: BytesMut,
     opener: Option<RecordOpener>,
+    /// The id of the last request: each must be greater, so that one id
+    /// never names two requests.
+    last_request: u64,
 }
 
 impl Input {
@@ -96,8 +97,9 @@ impl Input {
 /// Handles every complete frame in `buf`. Replies to requests that finish at
 /// once accumulate in the outbox and leave in one write when the reader next
 /// waits for input.
-async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut BytesMut) -> Result<(), CloseReason> {
+async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, input: &mut Input) -> Result<(), CloseReason> {
     loop {
+        let buf = input.frames().map_err(|err| CloseReason::BadFrame(err.to_string()))?;
         let frame = match codec.decode(buf) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
@@ -115,6 +117,11 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
                 deadline_us,
                 format,
             } => {
+                if id <= input.last_request {
+                    let why = format!("request id {id} after {}: ids must grow", input.last_request);
+                    return Err(CloseReason::BadFrame(why));
+                }
+                input.last_request = id;
                 let deadline = Duration::from_micros(deadline_us).min(MAX_DEADLINE);
                 let request = Request {
                     service,
@@ -135,6 +142,10 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, buf: &mut B
 /// Runs request `id`. The handler is polled once right here: most finish
 /// at once and need no task; the others get one, bounded by the deadline.
 async fn serve(conn: &Arc<Connection>, id: u64, request: Request<'_>, deadline: Duration) {
+    // Past the limit, refuse before running anything: the caller fails over.
+    if lock(&conn.shared.running).len() >= conn.shared.config.max_handlers {
+        return conn.respond(id, Status::Overloaded);
+    }
     let mut handler = match conn.shared.services.start(request) {
         Ok(handler) => handler,
         Err(status) => return conn.respond(id, status),

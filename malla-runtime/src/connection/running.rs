@@ -34,7 +34,6 @@ impl RunningHandlers {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.tasks.len()
     }

@@ -157,6 +157,7 @@ fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
     let config = ConnectionConfig {
         max_frame: 1 << 16,
         tick: Duration::from_secs(1),
+        max_handlers: 8,
     };
     let conn = spawn(
         ours,
@@ -297,6 +298,96 @@ async fn extreme_deadlines_do_not_panic() {
     let mut statuses = [raw.response().await, raw.response().await].map(|(id, status, _)| (id, status));
     statuses.sort_by_key(|(id, _)| *id);
     assert_eq!(statuses, [(1, Status::Ok), (2, Status::Timeout)]);
+}
+
+#[tokio::test]
+async fn past_the_handler_limit_requests_are_refused_before_they_run() {
+    let (conn, mut raw, _host) = pair();
+    let sleep = postcard::to_allocvec(&60_000u64).unwrap();
+    for id in 1..=8 {
+        raw.send(&request(id, "Echo", "sleep", 0), &sleep).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(lock(&conn.shared.running).len(), 8, "the limit of `pair`");
+    raw.send(&request(9, "Echo", "sleep", 0), &sleep).await;
+    let (id, status, _) = raw.response().await;
+    assert_eq!((id, status), (9, Status::Overloaded));
+    // One handler less, and a request runs again.
+    raw.send(&Header::Cancel { id: 1 }, &[]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let echo = postcard::to_allocvec(&vec![1u8]).unwrap();
+    raw.send(&request(10, "Echo", "echo", 0), &echo).await;
+    let (id, status, _) = raw.response().await;
+    assert_eq!((id, status), (10, Status::Ok));
+}
+
+#[tokio::test]
+async fn a_request_id_that_does_not_grow_closes_the_connection() {
+    for ids in [[5, 5], [5, 4]] {
+        let (conn, mut raw, _host) = pair();
+        let echo = postcard::to_allocvec(&vec![1u8]).unwrap();
+        raw.send(&request(ids[0], "Echo", "echo", 0), &echo).await;
+        assert_eq!(raw.response().await.1, Status::Ok);
+        raw.send(&request(ids[1], "Echo", "echo", 0), &echo).await;
+        assert!(raw.hung_up().await, "{ids:?}");
+        assert!(conn.is_closed());
+    }
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_cannot_grow_the_node_memory() {
+    let (conn, raw, _host) = pair();
+    let before = rss();
+    let (_read, mut write) = raw.stream.into_split();
+    // Requests whose replies (1 KiB each) are never read: 64 MiB of them if
+    // the node kept reading.
+    let body = postcard::to_allocvec(&vec![7u8; 1024]).unwrap();
+    let mut sent = 0u64;
+    for id in 1..=65_536u64 {
+        let mut frame = BytesMut::new();
+        wire::encode(&mut frame, usize::MAX, &request(id, "Echo", "echo", 0), &body).unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), write.write_all(&frame)).await {
+            Ok(Ok(())) => sent += 1,
+            // The node stopped reading, or hung up.
+            _ => break,
+        }
+    }
+    let grown = rss().saturating_sub(before);
+    println!(
+        "sent {sent} requests ({} MiB of replies) before the node stopped reading; RSS grew {:.1} MiB",
+        sent / 1024,
+        grown as f64 / (1 << 20) as f64
+    );
+    assert!(sent < 65_536, "the node never stopped reading");
+    // The outbox's high-water mark (8 MiB), one read buffer, and slack.
+    assert!(grown < 24 << 20, "RSS grew {grown} bytes");
+    // Nothing arrives any more: liveness closes the connection (4 ticks of 1 s).
+    assert!(
+        time_until(Duration::from_secs(8), || conn.is_closed()).await,
+        "a peer that reads nothing stayed connected"
+    );
+}
+
+async fn time_until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// A request to `Echo`'s method `method`, signature 1.

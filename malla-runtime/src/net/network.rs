@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::{Admission, Ticket};
 use super::dial::{handshake_error, open_tcp};
 use super::links::LinkEvents;
 use super::peer::Peers;
@@ -26,6 +27,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub(crate) struct NetConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// Incoming handshakes run at once, in all and per source address.
+    pub(crate) max_handshakes: usize,
+    pub(crate) max_handshakes_per_source: usize,
     pub(crate) connection: ConnectionConfig,
 }
 
@@ -39,6 +43,7 @@ pub(crate) struct Network {
     bound: Option<SocketAddr>,
     config: NetConfig,
     peers: Peers,
+    admission: Arc<Admission>,
     services: Arc<dyn Services>,
     links: Weak<dyn LinkEvents>,
     stop: CancellationToken,
@@ -62,6 +67,7 @@ impl Network {
             bound,
             config,
             peers: Peers::default(),
+            admission: Admission::new(config.max_handshakes, config.max_handshakes_per_source),
             services,
             links,
             stop: CancellationToken::new(),
@@ -165,12 +171,20 @@ impl Network {
         ))
     }
 
-    /// Runs the acceptor's handshake on an incoming connection.
-    async fn accept(self: Arc<Self>, stream: TcpStream, from: SocketAddr) {
+    /// Runs the acceptor's handshake on an incoming connection, unless a
+    /// newer one takes its slot first.
+    async fn accept(self: Arc<Self>, stream: TcpStream, from: SocketAddr, ticket: Ticket) {
         let Ok(keyring) = self.keyring() else { return };
         let _ = stream.set_nodelay(true);
         let decision = |peer: &Identity| self.decide(peer);
-        let result = handshake::accept(stream, keyring, &self.identity, self.config.handshake_timeout, decision).await;
+        let handshake = handshake::accept(stream, keyring, &self.identity, self.config.handshake_timeout, decision);
+        let result = tokio::select! {
+            result = handshake => result,
+            () = ticket.evicted.cancelled() => {
+                tracing::debug!(node = %self.me(), peer = %from, "dropped a pending handshake for a newer one");
+                return;
+            }
+        };
         match result {
             Ok(established) => {
                 let mut peer = established.peer;
@@ -375,6 +389,9 @@ impl Host for Network {
 
 /// Accepts connections until the node stops.
 pub(crate) async fn accept_loop(network: Weak<Network>, listener: TcpListener, stop: CancellationToken) {
+    // Evictions are said at most once a second, with how many.
+    let mut evictions = 0usize;
+    let mut said = Instant::now();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -383,7 +400,17 @@ pub(crate) async fn accept_loop(network: Weak<Network>, listener: TcpListener, s
         let Some(network) = network.upgrade() else { return };
         match accepted {
             Ok((stream, from)) => {
-                tokio::spawn(network.accept(stream, from));
+                let (ticket, evicted) = network.admission.admit(from.ip());
+                evictions += evicted;
+                if evictions > 0 && said.elapsed() >= Duration::from_secs(1) {
+                    tracing::warn!(
+                        node = %network.me(),
+                        evictions,
+                        "too many handshakes at once: dropped the oldest pending ones (idle or slow dialers)"
+                    );
+                    (evictions, said) = (0, Instant::now());
+                }
+                tokio::spawn(network.accept(stream, from, ticket));
             }
             Err(err) => {
                 // Out of file descriptors, usually: back off instead of spinning.

@@ -21,6 +21,11 @@ use crate::{Error, NodeId};
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 /// Smallest accepted `max_frame_size`: room for any header and error status.
 const MIN_MAX_FRAME_SIZE: usize = 1024;
+/// Handlers that run at once for one peer's requests unless told otherwise.
+pub const DEFAULT_MAX_HANDLERS: usize = 1024;
+/// Incoming handshakes run at once, in all and per source address, unless
+/// told otherwise.
+pub const DEFAULT_MAX_HANDSHAKES: (usize, usize) = (256, 32);
 /// Environment variable read for the cookie when the builder sets none.
 pub const COOKIE_ENV: &str = "MALLA_COOKIE";
 
@@ -42,6 +47,8 @@ pub struct NodeBuilder {
     cookie: Option<String>,
     also_accepted: Vec<String>,
     sealing: bool,
+    max_handlers: usize,
+    max_handshakes: (usize, usize),
     listen: Option<SocketAddr>,
     hidden: bool,
     max_frame_size: usize,
@@ -65,6 +72,8 @@ impl NodeBuilder {
             cookie: None,
             also_accepted: Vec::new(),
             sealing: true,
+            max_handlers: DEFAULT_MAX_HANDLERS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             listen: None,
             hidden: false,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
@@ -161,6 +170,24 @@ impl NodeBuilder {
     /// [`cookie`]: Self::cookie
     pub fn also_accept_cookie(mut self, cookie: impl Into<String>) -> Self {
         self.also_accepted.push(cookie.into());
+        self
+    }
+
+    /// Handlers that may run at once for the requests of one connected
+    /// node (default 1024; at least 1). Past it, a request is answered
+    /// `Overloaded` before it runs, and its caller fails over to another
+    /// node. Handlers that finish when first polled do not count.
+    pub fn max_handlers_per_connection(mut self, handlers: usize) -> Self {
+        self.max_handlers = handlers.max(1);
+        self
+    }
+
+    /// Incoming handshakes that may run at once, in all and per source IP
+    /// address (default 256 and 32). Past either, the oldest pending one
+    /// is dropped for the new one: sockets opened and left idle cannot keep
+    /// a real node out, and cost at most this many tasks.
+    pub fn max_handshakes(mut self, total: usize, per_source: usize) -> Self {
+        self.max_handshakes = (total.max(1), per_source.max(1));
         self
     }
 
@@ -316,9 +343,12 @@ impl NodeBuilder {
         let config = NetConfig {
             handshake_timeout: self.handshake_timeout,
             connect_timeout: self.connect_timeout,
+            max_handshakes: self.max_handshakes.0,
+            max_handshakes_per_source: self.max_handshakes.1,
             connection: ConnectionConfig {
                 max_frame: self.max_frame_size,
                 tick: self.tick_interval,
+                max_handlers: self.max_handlers,
             },
         };
         NodeParts::new(id, self.dns_servers.clone(), |registry, links| {

@@ -76,6 +76,9 @@ pub(crate) enum Status {
     Failed(String),
     /// The deadline passed on the serving node.
     Timeout,
+    /// The serving node runs as many handlers for this connection as it
+    /// allows: the request was refused before it ran.
+    Overloaded,
 }
 
 /// Writes postcard output straight into the connection's buffer.
