@@ -175,6 +175,13 @@ mod tests {
             "the latest otherwise: {kept}"
         );
         assert!(matches!(pick_failure(None, down("a")), Error::NodeDown { .. }));
+        let kept = pick_failure(Some(overloaded()), sna());
+        assert!(matches!(kept, Error::Overloaded { .. }), "{kept}");
+        let kept = pick_failure(Some(overloaded()), mismatch());
+        assert!(matches!(kept, Error::SignatureMismatch { .. }), "{kept}");
+        // Every node overloaded: the caller learns so, not "not available".
+        let last = no_node_ran(Some(overloaded()), false, sna);
+        assert!(matches!(last, Error::Overloaded { .. }), "{last}");
     }
 
     #[test]
