@@ -2,11 +2,17 @@
 //! that calls but is never listed and advertises nothing).
 //!
 //! ```text
-//! malla --connect 127.0.0.1:7000 --cookie secret nodes
+//! export MALLA_COOKIE_FILE=/run/secrets/malla-cookie   # or MALLA_COOKIE
+//! malla --connect 127.0.0.1:7000 nodes
 //! malla services
 //! malla manifest Calculator > malla.toml        # for malla_build::precompile
 //! malla call Calculator add '[40, 2]'
+//! malla cookie > cookie                           # a new random cookie
 //! ```
+//!
+//! The cookie is never a flag: a command line is visible to every user of
+//! the machine (`ps`). It comes from `--cookie-file`, `MALLA_COOKIE_FILE`,
+//! `MALLA_COOKIE` or the `MALLA_CONFIG` file.
 //!
 //! Settings come from flags, else from `MALLA_CONNECT`, `MALLA_COOKIE`, … and
 //! the `MALLA_CONFIG` file, as for any node. Output is for people; `--json`
@@ -32,10 +38,10 @@ struct Cli {
     /// (repeat for several). Default: MALLA_CONNECT.
     #[arg(short, long = "connect", value_name = "TARGET")]
     connect: Vec<String>,
-    /// The cluster's cookie. Default: MALLA_COOKIE, MALLA_COOKIE_FILE, or the
-    /// MALLA_CONFIG file.
-    #[arg(long)]
-    cookie: Option<String>,
+    /// A file holding the cluster's cookie (trailing whitespace ignored).
+    /// Default: MALLA_COOKIE_FILE, MALLA_COOKIE, or the MALLA_CONFIG file.
+    #[arg(long = "cookie-file", value_name = "PATH")]
+    cookie_file: Option<std::path::PathBuf>,
     /// DNS server for names (`ip:port`). Default: the system's.
     #[arg(long = "dns-server", value_name = "ADDR")]
     dns_servers: Vec<SocketAddr>,
@@ -55,6 +61,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Prints a new random cookie (256 bits, hex) for a new cluster.
+    Cookie,
     /// The nodes of the cluster: address, status, services.
     Nodes,
     /// Every service instance: node, version, status.
@@ -96,6 +104,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Cookie = cli.command {
+        println!("{}", new_cookie());
+        return Ok(());
+    }
     let node = join(&cli).await?;
     let result = match &cli.command {
         Command::Nodes => {
@@ -107,6 +119,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(output::services(&node, cli.json))
         }
         Command::Manifest { service } => manifest(&node, service).await,
+        Command::Cookie => unreachable!("answered without joining"),
         Command::Call {
             service,
             method,
@@ -128,8 +141,9 @@ async fn join(cli: &Cli) -> Result<Node, String> {
     if config.connect.is_empty() {
         return Err("no cluster to look at: pass --connect TARGET or set MALLA_CONNECT".into());
     }
-    if let Some(cookie) = &cli.cookie {
-        config.cookie = Some(cookie.clone());
+    if let Some(file) = &cli.cookie_file {
+        config.cookie = None;
+        config.cookie_file = Some(file.clone());
     }
     if !cli.dns_servers.is_empty() {
         config.dns_servers = cli.dns_servers.clone();
@@ -137,17 +151,44 @@ async fn join(cli: &Cli) -> Result<Node, String> {
     config.name = Some(format!("malla-cli-{}", std::process::id()));
     config.listen = None;
     config.hidden = Some(true);
-    config
+    let targets = config.connect.clone();
+    let node = config
         .builder()
         .map_err(|e| e.to_string())?
         .start()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // A handshake with each target says at once if the cookie is wrong,
+    // where gossip under another cookie would only stay silent.
+    let mut refused = None;
+    for target in &targets {
+        match node.cluster_connect(target).await {
+            Ok(_) => return Ok(node),
+            Err(err @ malla::Error::Unauthorized { .. }) => refused = Some(err),
+            Err(_) => {}
+        }
+    }
+    match refused {
+        Some(err) => Err(format!("{err} (wrong cookie?)")),
+        // Not reachable yet: gossip and the reconnect loop keep trying.
+        None => Ok(node),
+    }
 }
 
+/// 256 random bits, as hex: a cookie no one guesses.
+fn new_cookie() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How long a member gossip lists as down may delay the answer: a node that
+/// joins is down until the failure detector has heard it a few times.
+const DOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Waits until a node answers and the view of the cluster (members, their
-/// status and services, instances) has not changed for `--settle-ms`: gossip
-/// brings a cluster in over a few rounds.
+/// status and services, instances) has not changed for `--settle-ms`, with
+/// every member up or `DOWN_GRACE` passed: gossip brings a cluster in over a
+/// few rounds.
 async fn settle(node: &Node, cli: &Cli) -> Result<(), String> {
     let patience = Duration::from_millis(cli.patience_ms);
     let quiet = Duration::from_millis(cli.settle_ms);
@@ -167,9 +208,10 @@ async fn settle(node: &Node, cli: &Cli) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = view();
         let someone_up = now.0.iter().any(|m| m.status == malla::MemberStatus::Up);
+        let all_up = now.0.iter().all(|m| m.status == malla::MemberStatus::Up);
         if now != last {
             (last, since) = (now, tokio::time::Instant::now());
-        } else if someone_up && since.elapsed() >= quiet {
+        } else if someone_up && since.elapsed() >= quiet && (all_up || started.elapsed() >= DOWN_GRACE) {
             return Ok(());
         }
         if started.elapsed() > patience {
@@ -192,7 +234,13 @@ async fn manifest(node: &Node, service: &str) -> Result<String, String> {
         .service_manifest(service)
         .await
         .ok_or_else(|| format!("the nodes running `{service}` publish no manifest for it"))?;
-    Ok(output::manifest(&manifest, &node.get_nodes(service)[0]))
+    // The service may have left since the manifest was read.
+    let from = node
+        .get_nodes(service)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("`{service}` left the cluster while its manifest was read"))?;
+    Ok(output::manifest(&manifest, &from))
 }
 
 async fn call(

@@ -101,12 +101,14 @@ fn cluster(prefix: &str) -> Cluster {
     }
 }
 
+/// Runs `malla` with the cluster's cookie in `MALLA_COOKIE`.
 fn malla(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_malla"))
         .args(args)
         .env_remove("MALLA_CONFIG")
         .env_remove("MALLA_CONNECT")
-        .env_remove("MALLA_COOKIE")
+        .env_remove("MALLA_COOKIE_FILE")
+        .env("MALLA_COOKIE", COOKIE)
         .output()
         .expect("the command runs")
 }
@@ -124,7 +126,7 @@ fn ok(output: &Output) -> String {
 fn nodes_and_services_are_listed_for_people_and_scripts() {
     let cluster = cluster("list");
     let seed = cluster.seed.to_string();
-    let nodes = ok(&malla(&["--connect", &seed, "--cookie", COOKIE, "nodes"]));
+    let nodes = ok(&malla(&["--connect", &seed, "nodes"]));
     let lines: Vec<&str> = nodes.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
@@ -141,13 +143,12 @@ fn nodes_and_services_are_listed_for_people_and_scripts() {
         "the command's own hidden node is listed:\n{nodes}"
     );
 
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&malla(&["-c", &seed, "--cookie", COOKIE, "nodes", "--json"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&malla(&["-c", &seed, "nodes", "--json"]))).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
     assert_eq!(json[2]["node"], "list3");
     assert_eq!(json[2]["status"], "up");
 
-    let services = ok(&malla(&["-c", &seed, "--cookie", COOKIE, "services"]));
+    let services = ok(&malla(&["-c", &seed, "services"]));
     assert!(services.lines().next().unwrap().starts_with("SERVICE"), "{services}");
     let row = |node: &str| {
         services
@@ -165,7 +166,7 @@ fn nodes_and_services_are_listed_for_people_and_scripts() {
 fn a_manifest_from_a_running_service_precompiles_to_its_identities() {
     let cluster = cluster("manifest");
     let seed = cluster.seed.to_string();
-    let manifest = ok(&malla(&["-c", &seed, "--cookie", COOKIE, "manifest", "Calculator"]));
+    let manifest = ok(&malla(&["-c", &seed, "manifest", "Calculator"]));
     assert!(manifest.contains("name = \"Calculator\""), "{manifest}");
     assert!(manifest.contains("args = [\"values: Vec<f64>\"]"), "{manifest}");
     let with_types = format!("use = [\"crate::Stats\"]\n{manifest}");
@@ -180,22 +181,11 @@ fn a_manifest_from_a_running_service_precompiles_to_its_identities() {
 fn calls_take_and_give_json() {
     let cluster = cluster("call");
     let seed = cluster.seed.to_string();
-    let sum = ok(&malla(&[
-        "-c",
-        &seed,
-        "--cookie",
-        COOKIE,
-        "call",
-        "Calculator",
-        "add",
-        "[40, 2]",
-    ]));
+    let sum = ok(&malla(&["-c", &seed, "call", "Calculator", "add", "[40, 2]"]));
     assert_eq!(sum.trim(), "42");
     let stats = ok(&malla(&[
         "-c",
         &seed,
-        "--cookie",
-        COOKIE,
         "--json",
         "call",
         "Calculator",
@@ -210,61 +200,42 @@ fn calls_take_and_give_json() {
 fn mistakes_get_a_clear_message_and_a_failure_status() {
     let cluster = cluster("bad");
     let seed = cluster.seed.to_string();
+    let wrong = std::env::temp_dir().join(format!("malla-cli-wrong-cookie-{}", std::process::id()));
+    std::fs::write(&wrong, "wrong-cookie\n").unwrap();
+    let wrong = wrong.to_str().unwrap();
     let cases: [(&[&str], &str); 6] = [
+        (&["nodes"], "pass --connect TARGET or set MALLA_CONNECT"),
         (
-            &["--cookie", COOKIE, "nodes"],
-            "pass --connect TARGET or set MALLA_CONNECT",
-        ),
-        (
-            &["-c", &seed, "--cookie", COOKIE, "call", "Calculator", "add", "[40,"],
+            &["-c", &seed, "call", "Calculator", "add", "[40,"],
             "the arguments are not JSON",
         ),
+        (&["-c", &seed, "call", "Calculator", "add", "[\"x\", 2]"], "bad request"),
+        (&["-c", &seed, "call", "Nope", "add", "[]"], "`Nope` is not available"),
         (
-            &[
-                "-c",
-                &seed,
-                "--cookie",
-                COOKIE,
-                "call",
-                "Calculator",
-                "add",
-                "[\"x\", 2]",
-            ],
-            "bad request",
-        ),
-        (
-            &["-c", &seed, "--cookie", COOKIE, "call", "Nope", "add", "[]"],
-            "`Nope` is not available",
-        ),
-        (
-            &[
-                "-c",
-                "no-such-host.invalid:7000",
-                "--cookie",
-                COOKIE,
-                "--patience-ms",
-                "1500",
-                "nodes",
-            ],
+            &["-c", "no-such-host.invalid:7000", "--patience-ms", "1500", "nodes"],
             "no node answered at no-such-host.invalid:7000",
         ),
-        (
-            &[
-                "-c",
-                &seed,
-                "--cookie",
-                "wrong-cookie",
-                "--patience-ms",
-                "1500",
-                "nodes",
-            ],
-            "wrong address or cookie",
-        ),
+        // Said at once, not after the 10 s of patience.
+        (&["-c", &seed, "--cookie-file", wrong, "nodes"], "wrong cookie?"),
     ];
     for (args, expected) in cases {
+        let started = std::time::Instant::now();
         let output = malla(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        if expected.contains("cookie") {
+            let took = started.elapsed();
+            assert!(took < std::time::Duration::from_secs(5), "{args:?} took {took:?}");
+        }
     }
+}
+
+#[test]
+fn a_new_cookie_is_random_and_strong() {
+    let first = ok(&malla(&["cookie"]));
+    let second = ok(&malla(&["cookie"]));
+    assert_eq!(first.trim().len(), 64, "256 bits in hex: {first}");
+    assert!(first.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(first, second);
 }
