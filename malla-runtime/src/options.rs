@@ -22,6 +22,15 @@ pub struct CallOptions {
     pub(crate) nodes: Option<Vec<NodeId>>,
 }
 
+/// The longest duration any setting takes (a year): longer ones are cut to
+/// it, so no deadline computed from them overflows.
+pub const LONGEST_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `duration`, at most [`LONGEST_DURATION`].
+pub(crate) fn bounded(duration: Duration) -> Duration {
+    duration.min(LONGEST_DURATION)
+}
+
 /// Deadline of a call when neither the options nor `#[malla(timeout_ms)]` set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause between two rounds over the nodes when the service was not available.
@@ -29,9 +38,9 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl CallOptions {
     /// Deadline of the whole call, every attempt included (default: the
-    /// method's `timeout_ms`, else 15 s).
+    /// method's `timeout_ms`, else 15 s; at most [`LONGEST_DURATION`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout = Some(bounded(timeout));
         self
     }
 
@@ -45,7 +54,7 @@ impl CallOptions {
 
     /// Pause between those rounds (default 1 s).
     pub fn retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = Some(interval);
+        self.retry_interval = Some(bounded(interval));
         self
     }
 
@@ -60,9 +69,11 @@ impl CallOptions {
     }
 
     pub(crate) fn effective_timeout(&self, method_default_ms: Option<u64>) -> Duration {
-        self.timeout
+        let timeout = self
+            .timeout
             .or(method_default_ms.map(Duration::from_millis))
-            .unwrap_or(DEFAULT_TIMEOUT)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        bounded(timeout)
     }
 
     pub(crate) fn effective_retry_interval(&self) -> Duration {

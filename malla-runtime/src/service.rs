@@ -74,7 +74,8 @@ impl fmt::Display for DispatchError {
 /// [`ArgsDecoder::arg`] once per argument, spanned on the argument's type, so a
 /// type that cannot be deserialized is reported there. In postcard the
 /// arguments are the concatenation of their encodings (a tuple); in JSON, an
-/// array.
+/// array, read element by element straight into each argument's type (no
+/// tree of values in between: a large body costs what its arguments cost).
 #[doc(hidden)]
 pub struct ArgsDecoder<'a> {
     inner: ArgsSource<'a>,
@@ -82,7 +83,62 @@ pub struct ArgsDecoder<'a> {
 
 enum ArgsSource<'a> {
     Postcard(&'a [u8]),
-    Json(std::vec::IntoIter<serde_json::Value>),
+    Json(JsonArgs<'a>),
+}
+
+/// The rest of a JSON array of arguments, after its `[`.
+struct JsonArgs<'a> {
+    rest: &'a [u8],
+    /// No argument read yet: the next one has no `,` before it.
+    first: bool,
+}
+
+impl<'a> JsonArgs<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, DispatchError> {
+        match skip_json_space(bytes).split_first() {
+            Some((b'[', rest)) => Ok(JsonArgs { rest, first: true }),
+            _ => Err(bad_arguments("JSON arguments are an array: `[1, 2]`".into())),
+        }
+    }
+
+    fn next<T: DeserializeOwned>(&mut self) -> Result<T, DispatchError> {
+        let mut rest = skip_json_space(self.rest);
+        if rest.first() == Some(&b']') {
+            return Err(bad_arguments("missing argument".into()));
+        }
+        if !self.first {
+            match rest.split_first() {
+                Some((b',', after)) => rest = after,
+                _ => return Err(bad_arguments("expected `,` between the arguments".into())),
+            }
+        }
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+        match values.next() {
+            Some(Ok(value)) => {
+                self.rest = &rest[values.byte_offset()..];
+                self.first = false;
+                Ok(value)
+            }
+            Some(Err(err)) => Err(bad_arguments(err.to_string())),
+            None => Err(bad_arguments("missing argument".into())),
+        }
+    }
+
+    /// Whether the array ends here, with nothing after it.
+    fn finish(&self) -> Result<(), DispatchError> {
+        match skip_json_space(self.rest).split_first() {
+            Some((b']', after)) if skip_json_space(after).is_empty() => Ok(()),
+            _ => Err(bad_arguments("unexpected trailing items".into())),
+        }
+    }
+}
+
+fn skip_json_space(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
+        .unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 impl<'a> ArgsDecoder<'a> {
@@ -90,11 +146,7 @@ impl<'a> ArgsDecoder<'a> {
     pub fn new(format: Format, bytes: &'a [u8]) -> Result<Self, DispatchError> {
         let inner = match format {
             Format::Postcard => ArgsSource::Postcard(bytes),
-            Format::Json => {
-                let values: Vec<serde_json::Value> =
-                    serde_json::from_slice(bytes).map_err(|e| bad_arguments(e.to_string()))?;
-                ArgsSource::Json(values.into_iter())
-            }
+            Format::Json => ArgsSource::Json(JsonArgs::new(bytes)?),
         };
         Ok(ArgsDecoder { inner })
     }
@@ -108,10 +160,7 @@ impl<'a> ArgsDecoder<'a> {
                 *rest = tail;
                 Ok(value)
             }
-            ArgsSource::Json(values) => {
-                let value = values.next().ok_or_else(|| bad_arguments("missing argument".into()))?;
-                serde_json::from_value(value).map_err(|e| bad_arguments(e.to_string()))
-            }
+            ArgsSource::Json(args) => args.next(),
         }
     }
 
@@ -119,14 +168,10 @@ impl<'a> ArgsDecoder<'a> {
     /// the service disagree about the arguments.
     #[doc(hidden)]
     pub fn finish(self) -> Result<(), DispatchError> {
-        let left = match self.inner {
-            ArgsSource::Postcard(rest) => rest.len(),
-            ArgsSource::Json(values) => values.len(),
-        };
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(bad_arguments(format!("{left} unexpected trailing items")))
+        match self.inner {
+            ArgsSource::Postcard([]) => Ok(()),
+            ArgsSource::Postcard(rest) => Err(bad_arguments(format!("{} unexpected trailing bytes", rest.len()))),
+            ArgsSource::Json(args) => args.finish(),
         }
     }
 }
@@ -236,6 +281,40 @@ impl AdminStatus {
             0 => AdminStatus::Active,
             1 => AdminStatus::Paused,
             _ => AdminStatus::Inactive,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json<T: DeserializeOwned>(body: &str, count: usize) -> Result<Vec<T>, String> {
+        let mut decoder = ArgsDecoder::new(Format::Json, body.as_bytes()).map_err(|e| e.to_string())?;
+        let values = (0..count).map(|_| decoder.arg::<T>()).collect::<Result<Vec<_>, _>>();
+        let values = values.map_err(|e| e.to_string())?;
+        decoder.finish().map_err(|e| e.to_string())?;
+        Ok(values)
+    }
+
+    #[test]
+    fn json_arguments_are_read_one_by_one_into_their_types() {
+        assert_eq!(json::<i64>(" [ 40 ,\n2 ] ", 2).unwrap(), [40, 2]);
+        assert_eq!(json::<String>(r#"["a,]", "b"]"#, 2).unwrap(), ["a,]", "b"]);
+        assert_eq!(json::<Vec<u8>>("[[1,2],[]]", 2).unwrap(), [vec![1, 2], vec![]]);
+        assert_eq!(json::<i64>("[]", 0).unwrap(), Vec::<i64>::new());
+        for (body, count, error) in [
+            ("[1]", 2, "missing argument"),
+            ("[1, 2]", 1, "trailing"),
+            ("[1 2]", 2, "expected `,`"),
+            ("[1, 2] x", 2, "trailing"),
+            ("{\"a\": 1}", 1, "an array"),
+            ("[\"x\"]", 1, "invalid type"),
+            ("[1,", 1, "trailing"),
+            ("", 0, "an array"),
+        ] {
+            let err = json::<i64>(body, count).unwrap_err();
+            assert!(err.contains(error), "{body:?}: {err}");
         }
     }
 }

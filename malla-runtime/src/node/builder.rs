@@ -15,6 +15,7 @@ use crate::connection::{ConnectionConfig, Services};
 use crate::discovery::{Discovery, GossipConfig, ViewSink, Whoami};
 use crate::handshake::{Cookie, Identity, Keyring};
 use crate::net::{NetConfig, Network, accept_loop};
+use crate::options::bounded;
 use crate::{Error, NodeId};
 
 /// Largest frame a node accepts unless told otherwise.
@@ -105,7 +106,7 @@ impl NodeBuilder {
 
     /// Period of looking the connect targets up again (default 5 s).
     pub fn reconnect_interval(mut self, interval: Duration) -> Self {
-        self.reconnect_interval = interval.max(Duration::from_millis(10));
+        self.reconnect_interval = bounded(interval).max(Duration::from_millis(10));
         self
     }
 
@@ -134,7 +135,7 @@ impl NodeBuilder {
     /// Interval between gossip rounds (default 500 ms); also the failure
     /// detector's initial heartbeat interval.
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
-        self.gossip.interval = interval.max(Duration::from_millis(10));
+        self.gossip.interval = bounded(interval).max(Duration::from_millis(10));
         self
     }
 
@@ -142,14 +143,15 @@ impl NodeBuilder {
     /// node dead (default 8; a node silent for about that many mean heartbeat
     /// intervals).
     pub fn phi_threshold(mut self, phi: f64) -> Self {
-        self.gossip.phi_threshold = phi;
+        // NaN or below zero would declare every node dead at once.
+        self.gossip.phi_threshold = if phi.is_nan() { 8.0 } else { phi.clamp(0.1, 1e6) };
         self
     }
 
     /// How long a dead node's state is kept before it is forgotten (default
     /// 15 minutes).
     pub fn dead_node_grace(mut self, grace: Duration) -> Self {
-        self.gossip.dead_node_grace = grace;
+        self.gossip.dead_node_grace = bounded(grace);
         self
     }
 
@@ -228,13 +230,13 @@ impl NodeBuilder {
 
     /// How long a connection handshake may take (default 5 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.handshake_timeout = bounded(timeout);
         self
     }
 
     /// How long opening a TCP connection may take (default 3 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = bounded(timeout);
         self
     }
 
@@ -244,7 +246,7 @@ impl NodeBuilder {
     /// is out within about 2 s, before gossip's failure detector (phi 8 at
     /// 500 ms rounds) gets there in 3 to 4 s.
     pub fn tick_interval(mut self, interval: Duration) -> Self {
-        self.tick_interval = interval.max(Duration::from_millis(10));
+        self.tick_interval = bounded(interval).max(Duration::from_millis(10));
         self
     }
 

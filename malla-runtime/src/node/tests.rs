@@ -103,3 +103,48 @@ async fn eventually(condition: impl Fn() -> bool) -> bool {
     }
     true
 }
+
+/// Durations near `Duration::MAX` are cut to a year, not added to an
+/// `Instant` until it overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_durations_are_bounded_not_overflowed() {
+    // A task that overflowed an `Instant` would panic where tokio catches it.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        previous(info);
+    }));
+    let huge = Duration::MAX;
+    let node = |name: &str| {
+        Node::builder(name)
+            .cookie("sim")
+            .listen("127.0.0.1:0".parse().unwrap())
+            .tick_interval(huge)
+            .gossip_interval(huge)
+            .dead_node_grace(huge)
+            .handshake_timeout(huge)
+            .connect_timeout(huge)
+            .reconnect_interval(huge)
+            .phi_threshold(f64::NAN)
+            .connect_targets(["127.0.0.1:9"])
+            .start()
+    };
+    let (a, b) = (node("huge-a").await.unwrap(), node("huge-b").await.unwrap());
+    assert_eq!(a.connect(b.local_addr().unwrap()).await.unwrap(), *b.id());
+    let options = crate::CallOptions::default()
+        .timeout(huge)
+        .retry_interval(huge)
+        .sna_retries(1)
+        .nodes([b.id().clone()]);
+    // Not served there: answered at once, after no year-long wait.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        a.remote::<_, i64>("Nope", "add", &(1i64, 2i64), options.sna_retries(0)),
+    )
+    .await
+    .expect("no year-long wait");
+    assert!(answer.is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
