@@ -296,3 +296,42 @@ async fn call_all_reaches_every_instance() {
     assert_eq!((results[0].0.as_str(), results[1].0.as_str()), ("all0", "all1"));
     assert!(results.iter().all(|(_, r)| r.as_ref().unwrap() == &1));
 }
+
+/// A gossip datagram captured on the path and sent again, from a forged
+/// source, changes nothing the second time and draws no reply to that
+/// source: replies go to the address its sender sealed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_gossip_datagram_is_refused_and_draws_no_reply() {
+    // The spy stands where A believes a seed is, and records what A sends.
+    let spy = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a = NodeRuntime::start(listening("replay-a", COOKIE).seeds([spy.local_addr().unwrap()]));
+    let mut buf = vec![0u8; 65_536];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(5), spy.recv_from(&mut buf))
+        .await
+        .expect("A gossips with its seed")
+        .unwrap();
+    let captured = buf[..len].to_vec();
+
+    let b = NodeRuntime::start(listening("replay-b", COOKIE));
+    let b_addr = b.addr();
+    for _ in 0..3 {
+        spy.send_to(&captured, b_addr).await.unwrap();
+    }
+    let replayed = time_until(Duration::from_secs(3), || b.node.gossip_stats().unwrap().replayed >= 2).await;
+    let stats = b.node.gossip_stats().unwrap();
+    println!("B after 3 copies of one datagram: {stats:?}");
+    assert!(replayed.is_some(), "the copies were not refused: {stats:?}");
+    // The first copy was new; the two others were refused. (B's reply went
+    // to A, whose answer B accepts too.)
+    assert_eq!(stats.replayed, 2, "{stats:?}");
+
+    // Nothing came back to the forged source.
+    let reply = tokio::time::timeout(Duration::from_millis(1500), spy.recv_from(&mut buf)).await;
+    match reply {
+        Err(_) => {}
+        // A may still gossip with its seed; B must not.
+        Ok(Ok((len, from))) => assert_ne!(from, b_addr, "B replied {len} bytes to the forged source"),
+        Ok(Err(err)) => panic!("{err}"),
+    }
+    drop(a);
+}

@@ -3,6 +3,7 @@
 //! that turns what the others publish into the membership table.
 
 pub(crate) mod advert;
+mod envelope;
 pub(crate) mod sealed_udp;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,7 @@ impl Discovery {
         let transport = SealedUdp {
             sealer: Sealer::new(keyring),
             counters: Arc::clone(&counters),
+            reply_to: me.advertise,
             bound: std::sync::Mutex::new(Some(socket)),
         };
         let chitchat_config = ChitchatConfig {

@@ -5,11 +5,15 @@
 //! joins and never learns anything.
 //!
 //! ```text
-//! datagram = version (1) | nonce (12, random) | ciphertext | tag (16)
+//! datagram = version (1) | nonce (12, random) | sealed envelope | tag (16)
 //! ```
 //!
-//! Chitchat sizes its messages for a 65 507-byte UDP payload; sealing adds 29
-//! bytes, so a state whose single delta approaches 64 KiB would not fit.
+//! The envelope (see `envelope.rs`) makes replays refused, sends replies
+//! only to the address the sender sealed in, and splits a message too large
+//! for one datagram once sealed. What an attacker can do: without the
+//! cookie, nothing but make us spend one decryption per datagram it sends;
+//! on the path, drop or delay datagrams (gossip repeats itself), not replay
+//! them nor aim our replies at a third party.
 //!
 //! Pinned to chitchat 0.11: from 0.12 on, messages only reach a `Transport`
 //! as envelopes whose encoding is private to chitchat, so no transport of
@@ -18,6 +22,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -27,13 +32,20 @@ use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
+use super::envelope::{HEADER_LEN, Header, Reassembly, ReplayGuard, now_ms};
 use crate::handshake::{Cookie, Keyring};
 use crate::sync::lock;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const MAX_DATAGRAM: usize = 65_535;
+/// The largest UDP payload over IPv4, which every datagram must fit.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+/// The most of a message one datagram carries once sealed.
+const MAX_BODY: usize = MAX_UDP_PAYLOAD - 1 - NONCE_LEN - TAG_LEN - HEADER_LEN;
+/// How often failures to send are said.
+const SEND_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Counters of the gossip socket.
 #[derive(Debug, Default)]
@@ -41,10 +53,13 @@ pub(crate) struct GossipCounters {
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) malformed: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) send_failed: AtomicU64,
 }
 
 /// Gossip traffic seen by a node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GossipStats {
     /// Datagrams that opened under our cookie and decoded.
     pub accepted: u64,
@@ -52,6 +67,11 @@ pub struct GossipStats {
     pub rejected: u64,
     /// Datagrams that opened but held no valid gossip message.
     pub malformed: u64,
+    /// Datagrams that opened but were seen before (replays) or sent too long
+    /// ago.
+    pub replayed: u64,
+    /// Datagrams that could not be sent.
+    pub send_failed: u64,
 }
 
 impl GossipCounters {
@@ -60,6 +80,8 @@ impl GossipCounters {
             accepted: self.accepted.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            send_failed: self.send_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -123,6 +145,9 @@ impl Sealer {
 pub(crate) struct SealedUdp {
     pub(crate) sealer: Sealer,
     pub(crate) counters: Arc<GossipCounters>,
+    /// Where this node gossips: sealed into every datagram as the address
+    /// to reply to.
+    pub(crate) reply_to: SocketAddr,
     /// A socket bound beforehand (on the node's listen port), used by the
     /// first `open`.
     pub(crate) bound: std::sync::Mutex<Option<tokio::net::UdpSocket>>,
@@ -141,6 +166,12 @@ impl Transport for SealedUdp {
             sealer: self.sealer.clone(),
             counters: Arc::clone(&self.counters),
             buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            sender: rand::random(),
+            counter: 0,
+            reply_to: self.reply_to,
+            guard: ReplayGuard::default(),
+            parts: Reassembly::default(),
+            failures: SendFailures::default(),
         }))
     }
 }
@@ -150,6 +181,90 @@ struct SealedSocket {
     sealer: Sealer,
     counters: Arc<GossipCounters>,
     buf: Box<[u8]>,
+    /// This socket's name in the envelope, random per start.
+    sender: u64,
+    /// The counter of the next datagram.
+    counter: u64,
+    reply_to: SocketAddr,
+    guard: ReplayGuard,
+    parts: Reassembly,
+    failures: SendFailures,
+}
+
+/// Failures to send since they were last said.
+#[derive(Default)]
+struct SendFailures {
+    unsaid: u64,
+    said: Option<Instant>,
+}
+
+impl SealedSocket {
+    /// The datagrams that carry `plain`: one, or a few parts if it does not
+    /// fit one once sealed.
+    fn datagrams(&mut self, plain: &[u8]) -> Vec<Vec<u8>> {
+        let count = plain.len().div_ceil(MAX_BODY).max(1);
+        let sent_at_ms = now_ms();
+        (0..count)
+            .map(|index| {
+                let body = &plain[(index * MAX_BODY).min(plain.len())..((index + 1) * MAX_BODY).min(plain.len())];
+                let header = Header {
+                    sender: self.sender,
+                    counter: self.counter,
+                    sent_at_ms,
+                    reply_to: self.reply_to,
+                    part: (index as u8, count as u8),
+                };
+                self.counter += 1;
+                let mut envelope = Vec::with_capacity(HEADER_LEN + body.len());
+                header.write(&mut envelope);
+                envelope.extend_from_slice(body);
+                self.sealer.seal(&envelope)
+            })
+            .collect()
+    }
+
+    fn send_failed(&mut self, to: SocketAddr, err: &std::io::Error) {
+        self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
+        self.failures.unsaid += 1;
+        if self.failures.said.is_none_or(|at| at.elapsed() >= SEND_WARN_EVERY) {
+            let failures = std::mem::take(&mut self.failures.unsaid);
+            tracing::warn!(%to, failures, "gossip send failed: {err}");
+            self.failures.said = Some(Instant::now());
+        }
+    }
+
+    /// The message a datagram completes, and where to reply: `None` if it
+    /// does not open, was seen before, or waits for its other parts.
+    fn take_in(&mut self, datagram: &[u8], from: SocketAddr) -> Option<(SocketAddr, ChitchatMessage)> {
+        let Some(envelope) = self.sealer.open(datagram) else {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, "dropped a gossip datagram that does not open under our cookie");
+            return None;
+        };
+        let Some((header, body)) = Header::read(&envelope) else {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%from, "dropped a gossip datagram with a malformed envelope");
+            return None;
+        };
+        let now = Instant::now();
+        if let Err(why) = self.guard.admit(&header, now_ms(), now) {
+            self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, ?why, "dropped a gossip datagram seen before or too old");
+            return None;
+        }
+        let message = self.parts.add(&header, body, now)?;
+        match ChitchatMessage::deserialize(&mut message.as_slice()) {
+            Ok(message) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                Some((header.reply_to, message))
+            }
+            Err(err) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%from, "dropped a malformed gossip message: {err}");
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -157,17 +272,20 @@ impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
         let mut plain = Vec::with_capacity(message.serialized_len());
         message.serialize(&mut plain);
-        let datagram = self.sealer.seal(&plain);
-        if let Err(err) = self.socket.send_to(&datagram, to).await {
+        for datagram in self.datagrams(&plain) {
             // A peer gone away or a full buffer: gossip is best effort.
-            tracing::debug!(%to, "gossip send failed: {err}");
+            if let Err(err) = self.socket.send_to(&datagram, to).await {
+                self.send_failed(to, &err);
+            }
         }
         Ok(())
     }
 
+    /// Returns each message with the address its sender sealed in, so that
+    /// chitchat's reply goes there and not to a spoofed source.
     async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
         loop {
-            let (len, from_addr) = match self.socket.recv_from(&mut self.buf).await {
+            let (len, from) = match self.socket.recv_from(&mut self.buf).await {
                 Ok(received) => received,
                 // ICMP errors surface on the next receive (a peer that went
                 // away): not fatal for the socket.
@@ -181,20 +299,11 @@ impl Socket for SealedSocket {
                 }
                 Err(err) => return Err(err.into()),
             };
-            let Some(plain) = self.sealer.open(&self.buf[..len]) else {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(from = %from_addr, "dropped a gossip datagram that does not open under our cookie");
-                continue;
-            };
-            match ChitchatMessage::deserialize(&mut plain.as_slice()) {
-                Ok(message) => {
-                    self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    return Ok((from_addr, message));
-                }
-                Err(err) => {
-                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(from = %from_addr, "dropped a malformed gossip message: {err}");
-                }
+            let buf = std::mem::take(&mut self.buf);
+            let received = self.take_in(&buf[..len], from);
+            self.buf = buf;
+            if let Some(received) = received {
+                return Ok(received);
             }
         }
     }
@@ -203,6 +312,45 @@ impl Socket for SealedSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_message_too_large_once_sealed_travels_in_parts_that_fit() {
+        let keyring = Keyring::new(Cookie::new(b"cookie"), Vec::new());
+        let udp = SealedUdp {
+            sealer: Sealer::new(&keyring),
+            counters: Arc::default(),
+            reply_to: "127.0.0.1:7000".parse().unwrap(),
+            bound: std::sync::Mutex::new(None),
+        };
+        let mut socket = SealedSocket {
+            socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sealer: udp.sealer.clone(),
+            counters: Arc::default(),
+            buf: Box::new([]),
+            sender: 1,
+            counter: 0,
+            reply_to: udp.reply_to,
+            guard: ReplayGuard::default(),
+            parts: Reassembly::default(),
+            failures: SendFailures::default(),
+        };
+        // The largest message chitchat writes.
+        let plain: Vec<u8> = (0..MAX_UDP_PAYLOAD).map(|i| i as u8).collect();
+        let datagrams = socket.datagrams(&plain);
+        assert_eq!(datagrams.len(), 2);
+        assert!(datagrams.iter().all(|d| d.len() <= MAX_UDP_PAYLOAD));
+        let mut parts = Reassembly::default();
+        let now = Instant::now();
+        let mut whole = None;
+        for datagram in datagrams.iter().rev() {
+            let envelope = udp.sealer.open(datagram).unwrap();
+            let (header, body) = Header::read(&envelope).unwrap();
+            assert_eq!(header.reply_to, udp.reply_to);
+            whole = parts.add(&header, body, now);
+        }
+        assert_eq!(whole.as_deref(), Some(&plain[..]));
+        assert_eq!(socket.datagrams(b"small").len(), 1);
+    }
 
     #[test]
     fn datagrams_open_only_under_the_same_cookie() {
