@@ -4,7 +4,9 @@
 //! - [`Contender::Raw`]: tokio TCP ping-pong of the same byte counts as
 //!   malla's frames (measured through a counting proxy at start-up): the floor;
 //! - [`Contender::Tarpc`]: tarpc 0.38 over TCP (bincode) serving the same `add`;
-//! - [`Contender::Malla`]: a malla node calling another.
+//! - [`Contender::Malla`]: a malla node calling another, sealed (the default);
+//! - [`Contender::MallaUnsealed`]: the same with sealing off on both nodes,
+//!   to show what sealing costs.
 //!
 //! All client work runs inside a spawned task, so no contender pays for
 //! hopping to the `block_on` thread.
@@ -62,16 +64,23 @@ pub enum Contender {
     Raw,
     Tarpc,
     Malla,
+    MallaUnsealed,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 3] = [Contender::Raw, Contender::Tarpc, Contender::Malla];
+    pub const ALL: [Contender; 4] = [
+        Contender::Raw,
+        Contender::Tarpc,
+        Contender::Malla,
+        Contender::MallaUnsealed,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Contender::Raw => "raw tcp",
             Contender::Tarpc => "tarpc",
             Contender::Malla => "malla",
+            Contender::MallaUnsealed => "malla unsealed",
         }
     }
 }
@@ -86,7 +95,8 @@ pub struct Contenders {
     raw: Arc<tokio::sync::Mutex<TcpStream>>,
     tarpc: TarpcBenchClient,
     malla: BenchClient,
-    _malla_node: malla::Node,
+    malla_unsealed: BenchClient,
+    _malla_nodes: [malla::Node; 2],
 }
 
 impl Contenders {
@@ -96,13 +106,8 @@ impl Contenders {
 
         let raw_addr = server_rt.block_on(raw_server(request, reply));
         let tarpc_addr = server_rt.block_on(tarpc_server());
-        let malla_addr = server_rt.block_on(malla_server("server"));
-        let (malla_node, malla) = client_rt.block_on(async {
-            let client = malla::Node::builder("client").cookie("bench").start().await.unwrap();
-            client.connect(malla_addr).await.unwrap();
-            let calc = BenchClient::new(&client).on_node("server");
-            (client, calc)
-        });
+        let (malla_node, malla) = malla_pair(&server_rt, &client_rt, true);
+        let (unsealed_node, malla_unsealed) = malla_pair(&server_rt, &client_rt, false);
         let tarpc = client_rt.block_on(tarpc_client(tarpc_addr));
         let raw = client_rt.block_on(async {
             let stream = TcpStream::connect(raw_addr).await.unwrap();
@@ -117,7 +122,8 @@ impl Contenders {
             raw,
             tarpc,
             malla,
-            _malla_node: malla_node,
+            malla_unsealed,
+            _malla_nodes: [malla_node, unsealed_node],
         }
     }
 
@@ -153,8 +159,8 @@ impl Contenders {
                     start.elapsed()
                 })
             }
-            Contender::Malla => {
-                let malla = self.malla.clone();
+            Contender::Malla | Contender::MallaUnsealed => {
+                let malla = self.malla(who);
                 self.in_task(async move {
                     let start = Instant::now();
                     for i in 0..calls {
@@ -205,8 +211,8 @@ impl Contenders {
                     }
                 }))
             }
-            Contender::Malla => {
-                let malla = self.malla.clone();
+            Contender::Malla | Contender::MallaUnsealed => {
+                let malla = self.malla(who);
                 self.in_task(callers(move || {
                     let malla = malla.clone();
                     async move {
@@ -216,6 +222,13 @@ impl Contenders {
                     }
                 }))
             }
+        }
+    }
+
+    fn malla(&self, who: Contender) -> BenchClient {
+        match who {
+            Contender::MallaUnsealed => self.malla_unsealed.clone(),
+            _ => self.malla.clone(),
         }
     }
 
@@ -251,11 +264,30 @@ fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// Starts a node serving `Bench` on loopback (cookie `bench`) that lives as
-/// long as the runtime; returns its address.
-pub async fn malla_server(name: &str) -> SocketAddr {
+/// A client node connected to a new server node, and a client of `Bench`
+/// on it; `sealed` or not on both nodes.
+fn malla_pair(server_rt: &Runtime, client_rt: &Runtime, sealed: bool) -> (malla::Node, BenchClient) {
+    let name = if sealed { "server" } else { "server-unsealed" };
+    let addr = server_rt.block_on(malla_server(name, sealed));
+    client_rt.block_on(async {
+        let client = malla::Node::builder(format!("client-of-{name}"))
+            .cookie("bench")
+            .sealing(sealed)
+            .start()
+            .await
+            .unwrap();
+        client.connect(addr).await.unwrap();
+        let calc = BenchClient::new(&client).on_node(name);
+        (client, calc)
+    })
+}
+
+/// Starts a node serving `Bench` on loopback (cookie `bench`), sealing or
+/// not, that lives as long as the runtime; returns its address.
+pub async fn malla_server(name: &str, sealed: bool) -> SocketAddr {
     let server = malla::Node::builder(name)
         .cookie("bench")
+        .sealing(sealed)
         .listen(localhost())
         .start()
         .await
@@ -300,7 +332,7 @@ async fn raw_server(request: usize, reply: usize) -> SocketAddr {
 /// Counts the bytes of a thousand malla calls through a proxy: the sizes the
 /// raw contender must move.
 fn measure_frame_sizes(server_rt: &Runtime, client_rt: &Runtime) -> (usize, usize) {
-    let server_addr = server_rt.block_on(malla_server("sizer"));
+    let server_addr = server_rt.block_on(malla_server("sizer", true));
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
     let proxy_addr = server_rt.block_on(counting_proxy(server_addr, up.clone(), down.clone()));

@@ -48,17 +48,19 @@ fn per_call(elapsed: Duration, calls: u64) -> f64 {
     elapsed.as_secs_f64() / calls as f64
 }
 
+const N: usize = Contender::ALL.len();
+
 /// One sample per contender and round, after a warm-up round; the order of
 /// the contenders rotates from round to round.
-fn measure(rounds: usize, mut sample: impl FnMut(Contender) -> f64) -> Vec<[f64; 3]> {
+fn measure(rounds: usize, mut sample: impl FnMut(Contender) -> f64) -> Vec<[f64; N]> {
     for who in Contender::ALL {
         sample(who);
     }
     (0..rounds)
         .map(|round| {
-            let mut row = [0.0; 3];
-            for k in 0..3 {
-                let i = (round + k) % 3;
+            let mut row = [0.0; N];
+            for k in 0..N {
+                let i = (round + k) % N;
                 row[i] = sample(Contender::ALL[i]);
             }
             row
@@ -66,15 +68,31 @@ fn measure(rounds: usize, mut sample: impl FnMut(Contender) -> f64) -> Vec<[f64;
         .collect()
 }
 
-fn report(title: &str, rows: &[[f64; 3]], scale: impl Fn(f64) -> f64) {
-    let [raw, tarpc, malla] = [0, 1, 2].map(|i| median(rows.iter().map(|row| row[i])));
-    let vs_raw = median(rows.iter().map(|row| row[2] / row[0]));
-    let vs_tarpc = median(rows.iter().map(|row| row[2] / row[1]));
+fn report(title: &str, rows: &[[f64; N]], scale: impl Fn(f64) -> f64) {
+    let index = |who: Contender| Contender::ALL.iter().position(|c| *c == who).expect("a contender");
+    let ratio = |a: Contender, b: Contender| median(rows.iter().map(|row| row[index(a)] / row[index(b)]));
     println!("\n{title}");
-    println!("  {:<8} {:>12.2}", "raw tcp", scale(raw));
-    println!("  {:<8} {:>12.2}", "tarpc", scale(tarpc));
-    println!("  {:<8} {:>12.2}", "malla", scale(malla));
-    println!("  malla / raw tcp: {vs_raw:.3}   malla / tarpc: {vs_tarpc:.3}   (medians of per-round ratios)");
+    for (i, who) in Contender::ALL.iter().enumerate() {
+        println!(
+            "  {:<15} {:>12.2}",
+            who.name(),
+            scale(median(rows.iter().map(|row| row[i])))
+        );
+    }
+    let (raw, tarpc, sealed, unsealed) = (
+        Contender::Raw,
+        Contender::Tarpc,
+        Contender::Malla,
+        Contender::MallaUnsealed,
+    );
+    println!(
+        "  malla / raw tcp: {:.3}   malla unsealed / raw tcp: {:.3}   malla / malla unsealed: {:.3}   malla / tarpc: {:.3}",
+        ratio(sealed, raw),
+        ratio(unsealed, raw),
+        ratio(sealed, unsealed),
+        ratio(sealed, tarpc),
+    );
+    println!("  (medians of per-round ratios)");
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {

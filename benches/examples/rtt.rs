@@ -1,5 +1,8 @@
-//! Sequential round trips, raw, raw with a reader-task hop (`hop`) or malla, for profiling one side at a time:
-//! `cargo run --release -p malla-benches --example rtt -- malla 200000`.
+//! Sequential round trips, raw, raw with a reader-task hop (`hop`), malla or
+//! malla with sealing off (`unsealed`), for profiling one side at a time:
+//! `cargo run --release -p malla-benches --example rtt -- malla 200000`
+//! (`RT=shared`: both sides on one two-worker runtime; `RT=current`: a
+//! current-thread runtime per side; default: a one-worker runtime per side).
 
 use std::time::Instant;
 
@@ -7,7 +10,13 @@ use malla_benches::{BenchClient, malla_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rt() -> tokio::runtime::Runtime {
-    if std::env::var("RT").as_deref() == Ok("current") {
+    if std::env::var("RT").as_deref() == Ok("shared") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else if std::env::var("RT").as_deref() == Ok("current") {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -40,14 +49,18 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "malla".into());
     let n: u64 = args.next().map(|s| s.parse().unwrap()).unwrap_or(100_000);
-    let server_rt = rt();
+    let server_rt = std::sync::Arc::new(rt());
     // A current-thread runtime runs only inside `block_on`: give the server its own thread.
-    let server_rt = std::sync::Arc::new(server_rt);
     {
         let rt = server_rt.clone();
         std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
     }
-    let client_rt = rt();
+    // `RT=shared`: one two-worker runtime for both sides, as `#[tokio::main]`.
+    let client_rt = if std::env::var("RT").as_deref() == Ok("shared") {
+        server_rt.clone()
+    } else {
+        std::sync::Arc::new(rt())
+    };
     let elapsed = match which.as_str() {
         "raw" => {
             let addr = server_rt.block_on(raw_server());
@@ -101,10 +114,16 @@ fn main() {
             })
         }
         _ => {
-            let addr = server_rt.block_on(malla_server("server"));
+            let sealed = which != "unsealed";
+            let addr = server_rt.block_on(malla_server("server", sealed));
             client_rt.block_on(async move {
                 tokio::spawn(async move {
-                    let client = malla::Node::builder("client").cookie("bench").start().await.unwrap();
+                    let client = malla::Node::builder("client")
+                        .cookie("bench")
+                        .sealing(sealed)
+                        .start()
+                        .await
+                        .unwrap();
                     client.connect(addr).await.unwrap();
                     let calc = BenchClient::new(&client).on_node("server");
                     let start = Instant::now();

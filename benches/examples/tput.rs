@@ -8,6 +8,7 @@ fn main() {
     let who = match args.next().as_deref() {
         Some("raw") => Contender::Raw,
         Some("tarpc") => Contender::Tarpc,
+        Some("unsealed") => Contender::MallaUnsealed,
         _ => Contender::Malla,
     };
     let rounds: u32 = args.next().and_then(|r| r.parse().ok()).unwrap_or(100);

@@ -264,26 +264,35 @@ impl Connection {
             return Err(CallError::NotSent);
         }
         self.wait_for_room(deadline).await?;
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, reply) = reply_slot();
-        let inserted = lock(&self.shared.calls).insert(id, waiter, deadline);
-        if inserted.rearm {
+        let mut queued = None;
+        self.queue_with(|out, max| {
+            // Under the outbox's lock, so that ids leave in the order they
+            // are given (the peer refuses one that does not grow).
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let inserted = lock(&self.shared.calls).insert(id, waiter, deadline);
+            let header = Header::Request {
+                id,
+                service: request.service,
+                method: request.method,
+                signature: request.signature,
+                deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
+                format: request.format,
+            };
+            if let Err(err) = wire::encode(out, max, &header, request.body) {
+                lock(&self.shared.calls).cancel(id);
+                return Err(CallError::TooLarge(err));
+            }
+            queued = Some((id, inserted.rearm));
+            // A lone call leaves at once; concurrent ones are batched.
+            Ok(if inserted.alone { Flush::Now } else { Flush::Batched })
+        })?;
+        let Some((id, rearm)) = queued else {
+            return Err(CallError::NotSent);
+        };
+        if rearm {
             // The writer task sleeps past this deadline: wake it to re-arm.
             self.shared.wake_writer.notify_one();
-        }
-        let header = Header::Request {
-            id,
-            service: request.service,
-            method: request.method,
-            signature: request.signature,
-            deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
-            format: request.format,
-        };
-        // A lone call leaves at once; concurrent ones are batched.
-        let flush = if inserted.alone { Flush::Now } else { Flush::Batched };
-        if let Err(err) = self.queue(&header, request.body, flush) {
-            lock(&self.shared.calls).cancel(id);
-            return Err(err);
         }
         let mut in_flight = InFlight {
             conn: self,
@@ -344,12 +353,25 @@ impl Connection {
     }
 
     fn queue(&self, header: &Header<'_>, body: &[u8], flush: Flush) -> Result<(), CallError> {
+        self.queue_with(|out, max| {
+            wire::encode(out, max, header, body).map_err(CallError::TooLarge)?;
+            Ok(flush)
+        })
+    }
+
+    /// Appends a frame to the outbox with `encode` (given the buffer and the
+    /// largest frame the peer takes), under the outbox's lock, and sees that
+    /// it leaves as `encode` says.
+    fn queue_with(
+        &self,
+        encode: impl FnOnce(&mut BytesMut, usize) -> Result<Flush, CallError>,
+    ) -> Result<(), CallError> {
         let max = self.peer.max_frame as usize;
         let mut outbox = lock(&self.shared.outbox);
         if outbox.closed {
             return Err(CallError::NotSent);
         }
-        wire::encode(&mut outbox.buf, max, header, body).map_err(CallError::TooLarge)?;
+        let flush = encode(&mut outbox.buf, max)?;
         if outbox.writer != Writer::Nobody {
             // Whoever is writing picks the frame up before letting go.
             return Ok(());

@@ -479,3 +479,83 @@ proptest! {
         });
     }
 }
+
+/// Two connections over a socket pair, sealed with matching keys: `a`
+/// calls `b`, which serves `Echo`.
+fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
+    use crate::handshake::SessionKeys;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let host = Arc::new(Recorder::default());
+    let weak: Weak<dyn Host> = Arc::downgrade(&host) as _;
+    let identity = |name: &str| Identity {
+        name: NodeId::from(name),
+        incarnation: 1,
+        hidden: false,
+        listen: None,
+        max_frame: 1 << 20,
+        seal: true,
+    };
+    let config = ConnectionConfig {
+        max_frame: 1 << 20,
+        tick: Duration::from_secs(1),
+        max_handlers: 1024,
+    };
+    let keys = |send: u8, receive: u8| SessionKeys {
+        send: [send; 32],
+        receive: [receive; 32],
+    };
+    let a = spawn(
+        ours,
+        BytesMut::new(),
+        Some(keys(1, 2)),
+        identity("b"),
+        Initiator::Us,
+        registry(),
+        weak.clone(),
+        config,
+    );
+    let b = spawn(
+        theirs,
+        BytesMut::new(),
+        Some(keys(2, 1)),
+        identity("a"),
+        Initiator::Peer,
+        registry(),
+        weak,
+        config,
+    );
+    (a, b, host)
+}
+
+/// Regression: ids were taken before the outbox's lock, so two callers
+/// could queue them out of order and the peer closed the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_callers_on_a_sealed_connection_all_get_their_answer() {
+    let (a, _b, host) = sealed_pair();
+    let callers: Vec<_> = (0..64u8)
+        .map(|caller| {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                for i in 0..200u8 {
+                    let body = postcard::to_allocvec(&vec![caller, i]).unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let request = Request {
+                        signature: ECHO_SIGNATURE,
+                        ..echo_request(method_id("echo"), &body)
+                    };
+                    let reply = a.call(request, deadline).await;
+                    let reply = reply.unwrap_or_else(|err| panic!("caller {caller}, call {i}: {err:?}"));
+                    assert_eq!(postcard::from_bytes::<Vec<u8>>(&reply).unwrap(), [caller, i]);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert!(
+        host.closed.lock().unwrap().is_empty(),
+        "{:?}",
+        host.closed.lock().unwrap()
+    );
+}

@@ -1,6 +1,6 @@
 //! Sealed records: what a connection's bytes are after the handshake. The
 //! frames a node writes are cut into records of at most [`RECORD_MAX`]
-//! bytes, each encrypted and authenticated with ChaCha20-Poly1305 under the
+//! bytes, each encrypted and authenticated with AES-256-GCM under the
 //! direction's session key, with the record's number as the nonce:
 //!
 //! ```text
@@ -12,12 +12,16 @@
 //! The numbers are implicit: a record that was altered, injected, replayed,
 //! reordered or dropped does not open under the number the receiver expects,
 //! and the connection closes. Truncating the stream is seen as its end. What
-//! a record costs: 20 bytes, and the cipher's pass over the bytes (about
-//! 1 µs for a small call's frames on this project's machines).
+//! a record costs: 20 bytes, and the cipher's pass over the bytes, about
+//! 0.1 µs for a small call's frames on this project's machines.
+//!
+//! The cipher is `ring`'s, which picks the processor's AES and carry-less
+//! multiply instructions at run time; RustCrypto's ChaCha20-Poly1305, used
+//! for gossip, takes its vector code only when the binary is built for the
+//! processor, and sealed a small record in 1.5 µs here (ring: 0.12 µs).
 
 use bytes::{Buf, BufMut, BytesMut};
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 /// Largest plaintext of one record.
 pub(crate) const RECORD_MAX: usize = 64 * 1024;
@@ -40,7 +44,7 @@ pub(crate) enum RecordError {
 
 /// Seals one direction's records.
 pub(crate) struct RecordSealer {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     next: u64,
     /// The sealed output of the last batch's buffer, kept for reuse.
     spare: BytesMut,
@@ -49,7 +53,7 @@ pub(crate) struct RecordSealer {
 impl RecordSealer {
     pub(crate) fn new(key: &SessionKey) -> Self {
         RecordSealer {
-            cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+            cipher: cipher(key),
             next: 0,
             spare: BytesMut::new(),
         }
@@ -71,9 +75,9 @@ impl RecordSealer {
             out.put_slice(chunk);
             let tag = self
                 .cipher
-                .encrypt_inout_detached(&nonce, &len, (&mut out[start..]).into())
+                .seal_in_place_separate_tag(nonce, Aad::from(len), &mut out[start..])
                 .map_err(|_| RecordError::Exhausted)?;
-            out.put_slice(&tag);
+            out.put_slice(tag.as_ref());
         }
         batch.clear();
         self.spare = std::mem::replace(batch, out);
@@ -83,14 +87,14 @@ impl RecordSealer {
 
 /// Opens the other direction's records.
 pub(crate) struct RecordOpener {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     next: u64,
 }
 
 impl RecordOpener {
     pub(crate) fn new(key: &SessionKey) -> Self {
         RecordOpener {
-            cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+            cipher: cipher(key),
             next: 0,
         }
     }
@@ -111,12 +115,10 @@ impl RecordOpener {
             }
             let nonce = nonce(self.next);
             self.next = self.next.checked_add(1).ok_or(RecordError::Exhausted)?;
-            let body_len = len - TAG_LEN;
             let record = &mut sealed[LEN_BYTES..LEN_BYTES + len];
-            let (body, tag) = record.split_at_mut(body_len);
-            let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("sixteen bytes");
-            self.cipher
-                .decrypt_inout_detached(&nonce, &len_bytes, body.into(), &Tag::from(tag))
+            let body = self
+                .cipher
+                .open_in_place(nonce, Aad::from(len_bytes), record)
                 .map_err(|_| RecordError::Forged)?;
             plain.extend_from_slice(body);
             sealed.advance(LEN_BYTES + len);
@@ -125,10 +127,16 @@ impl RecordOpener {
     }
 }
 
+fn cipher(key: &SessionKey) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 256-bit key"))
+}
+
+/// The nonce of record number `counter`: each is used once per key, as the
+/// counters of a direction never repeat.
 fn nonce(counter: u64) -> Nonce {
     let mut nonce = [0u8; 12];
     nonce[4..].copy_from_slice(&counter.to_le_bytes());
-    Nonce::from(nonce)
+    Nonce::assume_unique_for_key(nonce)
 }
 
 #[cfg(test)]
@@ -210,5 +218,27 @@ mod tests {
         );
         let mut short = BytesMut::from(&3u32.to_be_bytes()[..]);
         assert!(opener.open(&mut short, &mut BytesMut::new()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release -p malla-runtime record_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn record_speed() {
+        let (mut sealer, mut opener) = (RecordSealer::new(&[1; 32]), RecordOpener::new(&[1; 32]));
+        let n = 200_000;
+        let start = std::time::Instant::now();
+        let mut plain = BytesMut::new();
+        for _ in 0..n {
+            let mut batch = BytesMut::from(&[7u8; 38][..]);
+            sealer.seal(&mut batch).unwrap();
+            opener.open(&mut batch, &mut plain).unwrap();
+            plain.clear();
+        }
+        println!("seal + open of a 38-byte record: {:?}", start.elapsed() / n);
     }
 }
