@@ -269,17 +269,21 @@ fn localhost() -> SocketAddr {
 fn malla_pair(server_rt: &Runtime, client_rt: &Runtime, sealed: bool) -> (malla::Node, BenchClient) {
     let name = if sealed { "server" } else { "server-unsealed" };
     let addr = server_rt.block_on(malla_server(name, sealed));
-    client_rt.block_on(async {
-        let client = malla::Node::builder(format!("client-of-{name}"))
-            .cookie("bench")
-            .sealing(sealed)
-            .start()
-            .await
-            .unwrap();
-        client.connect(addr).await.unwrap();
-        let calc = BenchClient::new(&client).on_node(name);
-        (client, calc)
-    })
+    client_rt.block_on(malla_client(&format!("client-of-{name}"), addr, name, sealed))
+}
+
+/// A node called `name` (cookie `bench`, sealing or not) connected to the
+/// server `server` at `addr`, and a client of its `Bench`.
+pub async fn malla_client(name: &str, addr: SocketAddr, server: &str, sealed: bool) -> (malla::Node, BenchClient) {
+    let client = malla::Node::builder(name)
+        .cookie("bench")
+        .sealing(sealed)
+        .start()
+        .await
+        .unwrap();
+    client.connect(addr).await.unwrap();
+    let calc = BenchClient::new(&client).on_node(server);
+    (client, calc)
 }
 
 /// Starts a node serving `Bench` on loopback (cookie `bench`), sealing or

@@ -3,7 +3,7 @@
 
 mod contenders;
 
-pub use contenders::{CALLERS, Contender, Contenders, Layout, malla_server};
+pub use contenders::{CALLERS, Contender, Contenders, Layout, malla_client, malla_server};
 
 /// Adds two numbers: the smallest call that still carries arguments and a reply.
 #[malla::service(global)]

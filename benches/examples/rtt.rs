@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use malla_benches::{BenchClient, malla_server};
+use malla_benches::{malla_client, malla_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -118,14 +118,7 @@ fn main() {
             let addr = server_rt.block_on(malla_server("server", sealed));
             client_rt.block_on(async move {
                 tokio::spawn(async move {
-                    let client = malla::Node::builder("client")
-                        .cookie("bench")
-                        .sealing(sealed)
-                        .start()
-                        .await
-                        .unwrap();
-                    client.connect(addr).await.unwrap();
-                    let calc = BenchClient::new(&client).on_node("server");
+                    let (_client, calc) = malla_client("client", addr, "server", sealed).await;
                     let start = Instant::now();
                     for i in 0..n {
                         calc.add(i as i64, 2).await.unwrap();
