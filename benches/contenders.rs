@@ -1,8 +1,12 @@
-//! The three contenders of the network benchmarks, set up once over
-//! loopback and driven the same way:
+//! The contenders of the network benchmarks, set up once over loopback and
+//! driven the same way:
 //!
 //! - [`Contender::Raw`]: tokio TCP ping-pong of the same byte counts as
-//!   malla's frames (measured through a counting proxy at start-up): the floor;
+//!   malla's frames (measured through a counting proxy at start-up); with
+//!   many callers, pipelined from one writer and one reader: the floor;
+//! - [`Contender::RawMux`]: the same bytes through a plain multiplexed
+//!   client (caller tasks, a writer task, a reader task, a map of oneshots):
+//!   the naive way to share a connection, without malla's protocol;
 //! - [`Contender::Tarpc`]: tarpc 0.38 over TCP (bincode) serving the same `add`;
 //! - [`Contender::Malla`]: a malla node calling another, sealed (the default);
 //! - [`Contender::MallaUnsealed`]: the same with sealing off on both nodes,
@@ -22,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
+use crate::raw_mux::RawMux;
 use crate::{Adder, BenchClient, BenchServer};
 
 /// Concurrent callers of the throughput measurement, all on one connection.
@@ -62,14 +67,16 @@ impl Layout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
     Raw,
+    RawMux,
     Tarpc,
     Malla,
     MallaUnsealed,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 4] = [
+    pub const ALL: [Contender; 5] = [
         Contender::Raw,
+        Contender::RawMux,
         Contender::Tarpc,
         Contender::Malla,
         Contender::MallaUnsealed,
@@ -78,6 +85,7 @@ impl Contender {
     pub fn name(self) -> &'static str {
         match self {
             Contender::Raw => "raw tcp",
+            Contender::RawMux => "raw mux",
             Contender::Tarpc => "tarpc",
             Contender::Malla => "malla",
             Contender::MallaUnsealed => "malla unsealed",
@@ -93,6 +101,7 @@ pub struct Contenders {
     request: usize,
     reply: usize,
     raw: Arc<tokio::sync::Mutex<TcpStream>>,
+    raw_mux: RawMux,
     tarpc: TarpcBenchClient,
     malla: BenchClient,
     malla_unsealed: BenchClient,
@@ -105,6 +114,7 @@ impl Contenders {
         let (request, reply) = measure_frame_sizes(&server_rt, &client_rt);
 
         let raw_addr = server_rt.block_on(raw_server(request, reply));
+        let raw_mux = client_rt.block_on(RawMux::connect(raw_addr, request, reply));
         let tarpc_addr = server_rt.block_on(tarpc_server());
         let (malla_node, malla) = malla_pair(&server_rt, &client_rt, true);
         let (unsealed_node, malla_unsealed) = malla_pair(&server_rt, &client_rt, false);
@@ -120,6 +130,7 @@ impl Contenders {
             request,
             reply,
             raw,
+            raw_mux,
             tarpc,
             malla,
             malla_unsealed,
@@ -134,6 +145,11 @@ impl Contenders {
 
     /// Time for `calls` sequential calls by one caller.
     pub fn round_trips(&self, who: Contender, calls: u64) -> Duration {
+        self.latencies(who, calls).into_iter().sum()
+    }
+
+    /// The time of each of `calls` sequential calls by one caller.
+    pub fn latencies(&self, who: Contender, calls: u64) -> Vec<Duration> {
         match who {
             Contender::Raw => {
                 let (raw, request, reply) = (self.raw.clone(), self.request, self.reply);
@@ -141,33 +157,40 @@ impl Contenders {
                     let mut stream = raw.lock().await;
                     let req = vec![0u8; request];
                     let mut resp = vec![0u8; reply];
-                    let start = Instant::now();
+                    let mut times = Vec::with_capacity(calls as usize);
                     for _ in 0..calls {
+                        let start = Instant::now();
                         stream.write_all(&req).await.unwrap();
                         stream.read_exact(&mut resp).await.unwrap();
+                        times.push(start.elapsed());
                     }
-                    start.elapsed()
+                    times
                 })
+            }
+            Contender::RawMux => {
+                let mux = self.raw_mux.clone();
+                self.in_task(timed(calls, move |_| {
+                    let mux = mux.clone();
+                    async move { mux.call().await }
+                }))
             }
             Contender::Tarpc => {
                 let tarpc = self.tarpc.clone();
-                self.in_task(async move {
-                    let start = Instant::now();
-                    for i in 0..calls {
+                self.in_task(timed(calls, move |i| {
+                    let tarpc = tarpc.clone();
+                    async move {
                         tarpc.add(tarpc::context::current(), i as i64, 2).await.unwrap();
                     }
-                    start.elapsed()
-                })
+                }))
             }
             Contender::Malla | Contender::MallaUnsealed => {
                 let malla = self.malla(who);
-                self.in_task(async move {
-                    let start = Instant::now();
-                    for i in 0..calls {
+                self.in_task(timed(calls, move |i| {
+                    let malla = malla.clone();
+                    async move {
                         malla.add(i as i64, 2).await.unwrap();
                     }
-                    start.elapsed()
-                })
+                }))
             }
         }
     }
@@ -199,6 +222,17 @@ impl Contenders {
                     tokio::join!(writer, reader);
                     start.elapsed()
                 })
+            }
+            Contender::RawMux => {
+                let mux = self.raw_mux.clone();
+                self.in_task(callers(move || {
+                    let mux = mux.clone();
+                    async move {
+                        for _ in 0..calls_each {
+                            mux.call().await;
+                        }
+                    }
+                }))
             }
             Contender::Tarpc => {
                 let tarpc = self.tarpc.clone();
@@ -232,9 +266,25 @@ impl Contenders {
         }
     }
 
-    fn in_task(&self, body: impl Future<Output = Duration> + Send + 'static) -> Duration {
+    fn in_task<T: Send + 'static>(&self, body: impl Future<Output = T> + Send + 'static) -> T {
         self.client_rt.block_on(async { tokio::spawn(body).await.unwrap() })
     }
+}
+
+/// Makes `calls` sequential calls with `call` (given the call's number);
+/// returns the time of each.
+async fn timed<F, Fut>(calls: u64, call: F) -> Vec<Duration>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(calls as usize);
+    for i in 0..calls {
+        let start = Instant::now();
+        call(i).await;
+        times.push(start.elapsed());
+    }
+    times
 }
 
 /// Runs [`CALLERS`] tasks made by `caller` at once; returns the time until
@@ -313,15 +363,22 @@ async fn raw_server(request: usize, reply: usize) -> SocketAddr {
             tokio::spawn(async move {
                 let (mut read, mut write) = stream.split();
                 let mut req = vec![0u8; request];
-                let resp = vec![1u8; reply];
                 let mut inbox = tokio::io::BufReader::new(&mut read);
+                // Each reply starts with the request's first 8 bytes: the id
+                // of the multiplexed client's requests.
+                let answer = |req: &[u8], answers: &mut Vec<u8>| {
+                    answers.extend_from_slice(&req[..8]);
+                    answers.resize(answers.len() + reply - 8, 1);
+                };
+                let mut answers = Vec::new();
                 while inbox.read_exact(&mut req).await.is_ok() {
                     // Answer everything already received in one write, as a
                     // pipelined server would.
-                    let mut answers = resp.clone();
+                    answers.clear();
+                    answer(&req, &mut answers);
                     while inbox.buffer().len() >= request {
                         inbox.read_exact(&mut req).await.unwrap();
-                        answers.extend_from_slice(&resp);
+                        answer(&req, &mut answers);
                     }
                     if write.write_all(&answers).await.is_err() {
                         return;

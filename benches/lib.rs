@@ -2,6 +2,7 @@
 //! the contenders it is compared with over the network.
 
 mod contenders;
+mod raw_mux;
 
 pub use contenders::{CALLERS, Contender, Contenders, Layout, malla_client, malla_server};
 
