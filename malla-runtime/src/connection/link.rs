@@ -183,6 +183,15 @@ pub(super) enum Writer {
     Task,
 }
 
+/// Whether a frame waits for room below the outbox's high-water mark:
+/// requests do, so that a slow peer slows its callers; replies, cancels and
+/// pings do not (the reader stops reading instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Required,
+    Any,
+}
+
 /// How a frame should leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flush {
@@ -263,30 +272,45 @@ impl Connection {
         if !self.is_usable() {
             return Err(CallError::NotSent);
         }
-        self.wait_for_room(deadline).await?;
         let (waiter, reply) = reply_slot();
+        let mut waiter = Some(waiter);
         let mut queued = None;
-        self.queue_with(|out, max| {
-            // Under the outbox's lock, so that ids leave in the order they
-            // are given (the peer refuses one that does not grow).
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let inserted = lock(&self.shared.calls).insert(id, waiter, deadline);
-            let header = Header::Request {
-                id,
-                service: request.service,
-                method: request.method,
-                signature: request.signature,
-                deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
-                format: request.format,
-            };
-            if let Err(err) = wire::encode(out, max, &header, request.body) {
-                lock(&self.shared.calls).cancel(id);
-                return Err(CallError::TooLarge(err));
+        loop {
+            // Made before looking, so that a drain in between is not missed.
+            let drained = self.shared.drained.notified();
+            let sent = self.queue_with(Room::Required, |out, max| {
+                // Under the outbox's lock, so that ids leave in the order
+                // they are given (the peer refuses one that does not grow).
+                let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+                let waiter = waiter.take().expect("queued once");
+                let inserted = lock(&self.shared.calls).insert(id, waiter, deadline);
+                let header = Header::Request {
+                    id,
+                    service: request.service,
+                    method: request.method,
+                    signature: request.signature,
+                    deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
+                    format: request.format,
+                };
+                if let Err(err) = wire::encode(out, max, &header, request.body) {
+                    lock(&self.shared.calls).cancel(id);
+                    return Err(CallError::TooLarge(err));
+                }
+                queued = Some((id, inserted.rearm));
+                // A lone call leaves at once; concurrent ones are batched.
+                Ok(if inserted.alone { Flush::Now } else { Flush::Batched })
+            })?;
+            if sent {
+                break;
             }
-            queued = Some((id, inserted.rearm));
-            // A lone call leaves at once; concurrent ones are batched.
-            Ok(if inserted.alone { Flush::Now } else { Flush::Batched })
-        })?;
+            // The outbox is over its high-water mark (a slow peer): wait.
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return Err(CallError::TimedOut);
+            }
+            if !self.is_usable() {
+                return Err(CallError::NotSent);
+            }
+        }
         let Some((id, rearm)) = queued else {
             return Err(CallError::NotSent);
         };
@@ -307,25 +331,6 @@ impl Connection {
             Ok(Reply::Expired) => Err(CallError::TimedOut),
             // The sender was dropped: the connection closed.
             Err(_) => Err(CallError::Lost),
-        }
-    }
-
-    /// Waits while the outbox is over its high-water mark (a slow peer).
-    async fn wait_for_room(&self, deadline: Instant) -> Result<(), CallError> {
-        loop {
-            let drained = self.shared.drained.notified();
-            {
-                let outbox = lock(&self.shared.outbox);
-                if outbox.buf.len() + outbox.front.len() < HIGH_WATER {
-                    return Ok(());
-                }
-            }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                return Err(CallError::TimedOut);
-            }
-            if !self.is_usable() {
-                return Err(CallError::NotSent);
-            }
         }
     }
 
@@ -353,28 +358,34 @@ impl Connection {
     }
 
     fn queue(&self, header: &Header<'_>, body: &[u8], flush: Flush) -> Result<(), CallError> {
-        self.queue_with(|out, max| {
+        self.queue_with(Room::Any, |out, max| {
             wire::encode(out, max, header, body).map_err(CallError::TooLarge)?;
             Ok(flush)
         })
+        .map(|_| ())
     }
 
     /// Appends a frame to the outbox with `encode` (given the buffer and the
     /// largest frame the peer takes), under the outbox's lock, and sees that
-    /// it leaves as `encode` says.
+    /// it leaves as `encode` says. With `Room::Required`, queues nothing and
+    /// returns false while the outbox is over its high-water mark.
     fn queue_with(
         &self,
+        room: Room,
         encode: impl FnOnce(&mut BytesMut, usize) -> Result<Flush, CallError>,
-    ) -> Result<(), CallError> {
+    ) -> Result<bool, CallError> {
         let max = self.peer.max_frame as usize;
         let mut outbox = lock(&self.shared.outbox);
         if outbox.closed {
             return Err(CallError::NotSent);
         }
+        if room == Room::Required && outbox.buf.len() + outbox.front.len() >= HIGH_WATER {
+            return Ok(false);
+        }
         let flush = encode(&mut outbox.buf, max)?;
         if outbox.writer != Writer::Nobody {
             // Whoever is writing picks the frame up before letting go.
-            return Ok(());
+            return Ok(true);
         }
         match flush {
             Flush::Now => {
@@ -388,7 +399,7 @@ impl Connection {
                 self.shared.wake_writer.notify_one();
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Takes the outbox for writing on this task if nobody is writing it:

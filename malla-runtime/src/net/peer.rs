@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -166,40 +166,50 @@ fn opened_by<'a>(conn: &'a Connection, me: &'a NodeId) -> &'a NodeId {
     }
 }
 
-/// Every peer a node has heard of.
+/// Every peer a node has heard of. Every remote call looks its peer up, and
+/// peers come and go rarely: reads are lock-free snapshots, and a change
+/// copies the map.
 #[derive(Default)]
 pub(crate) struct Peers {
-    map: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
+    map: ArcSwap<FxHashMap<NodeId, Arc<Peer>>>,
+    /// Serializes changes; readers never take it.
+    write: Mutex<()>,
 }
 
 impl Peers {
     pub(crate) fn get(&self, id: &NodeId) -> Option<Arc<Peer>> {
-        self.lock().get(id).cloned()
+        self.map.load().get(id).cloned()
     }
 
     pub(crate) fn get_or_insert(&self, id: &NodeId) -> Arc<Peer> {
-        Arc::clone(
-            self.lock()
-                .entry(id.clone())
-                .or_insert_with(|| Arc::new(Peer::new(id.clone()))),
-        )
+        if let Some(peer) = self.get(id) {
+            return peer;
+        }
+        self.change(|map| Arc::clone(map.entry(id.clone()).or_insert_with(|| Arc::new(Peer::new(id.clone())))))
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Peer>> {
-        self.lock().values().cloned().collect()
+        self.map.load().values().cloned().collect()
     }
 
     /// Forgets `id` unless a connection to it is up: a node that left for
     /// good must not be kept (and dialed) forever.
     pub(crate) fn forget(&self, id: &NodeId) {
-        let mut map = self.lock();
-        if map.get(id).is_some_and(|peer| peer.connection().is_none()) {
-            map.remove(id);
+        if self.get(id).is_some_and(|peer| peer.connection().is_none()) {
+            self.change(|map| {
+                if map.get(id).is_some_and(|peer| peer.connection().is_none()) {
+                    map.remove(id);
+                }
+            });
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, FxHashMap<NodeId, Arc<Peer>>> {
-        lock(&self.map)
+    fn change<T>(&self, change: impl FnOnce(&mut FxHashMap<NodeId, Arc<Peer>>) -> T) -> T {
+        let _write = lock(&self.write);
+        let mut map = FxHashMap::clone(&self.map.load());
+        let out = change(&mut map);
+        self.map.store(Arc::new(map));
+        out
     }
 }
 
