@@ -451,8 +451,9 @@ async fn pump(
     }
 }
 
+/// `Bench` for tarpc.
 #[tarpc::service]
-trait TarpcBench {
+pub trait TarpcBench {
     async fn add(a: i64, b: i64) -> i64;
 }
 
@@ -465,7 +466,8 @@ impl TarpcBench for TarpcAdder {
     }
 }
 
-async fn tarpc_server() -> SocketAddr {
+/// Starts a tarpc server of `add` on loopback; returns its address.
+pub async fn tarpc_server() -> SocketAddr {
     use tarpc::server::{BaseChannel, Channel};
     let mut incoming = tarpc::serde_transport::tcp::listen(localhost(), Bincode::default)
         .await
@@ -484,7 +486,8 @@ async fn tarpc_server() -> SocketAddr {
     addr
 }
 
-async fn tarpc_client(addr: SocketAddr) -> TarpcBenchClient {
+/// A tarpc client on its own connection to `addr`.
+pub async fn tarpc_client(addr: SocketAddr) -> TarpcBenchClient {
     let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default)
         .await
         .unwrap();

@@ -4,7 +4,9 @@
 mod contenders;
 mod raw_mux;
 
-pub use contenders::{CALLERS, Contender, Contenders, Layout, malla_client, malla_server};
+pub use contenders::{
+    CALLERS, Contender, Contenders, Layout, TarpcBenchClient, malla_client, malla_server, tarpc_client, tarpc_server,
+};
 
 /// Adds two numbers: the smallest call that still carries arguments and a reply.
 #[malla::service(global)]
