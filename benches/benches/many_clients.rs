@@ -71,7 +71,9 @@ fn main() {
         }
         (nodes, [("malla", malla), ("tarpc", tarpc)])
     });
-    println!("{CLIENTS} clients x {CALLERS_EACH} callers against one server; {rounds} rounds; offered load {load} calls/s");
+    println!(
+        "{CLIENTS} clients x {CALLERS_EACH} callers against one server; {rounds} rounds; offered load {load} calls/s"
+    );
 
     let mut rates = vec![Vec::new(); 2];
     let mut latencies = vec![Vec::new(); 2];
@@ -102,8 +104,15 @@ fn main() {
         };
         println!("  {name:<6} {:>9.1} {:>9.1}", quantile(&all, 0.5), quantile(&all, 0.99));
     }
-    let ratio: Vec<f64> = per_round_p99[0].iter().zip(&per_round_p99[1]).map(|(m, t)| m / t).collect();
-    println!("  malla p99 / tarpc p99: {:.3} (median of per-round ratios)", median(&ratio));
+    let ratio: Vec<f64> = per_round_p99[0]
+        .iter()
+        .zip(&per_round_p99[1])
+        .map(|(m, t)| m / t)
+        .collect();
+    println!(
+        "  malla p99 / tarpc p99: {:.3} (median of per-round ratios)",
+        median(&ratio)
+    );
     drop(malla_nodes);
 }
 
