@@ -335,3 +335,43 @@ async fn a_replayed_gossip_datagram_is_refused_and_draws_no_reply() {
     }
     drop(a);
 }
+
+/// Nodes at neighbouring steps of a cookie roll (old cookie accepting the
+/// new; new cookie accepting the old; new only) form one cluster: gossip
+/// opens, services are discovered and called across the steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_mid_way_through_a_cookie_roll_form_one_cluster() {
+    let step = |name: &str, uses: &str, accepts: Option<&str>| {
+        let mut builder = Node::builder(name).cookie(uses).listen("127.0.0.1:0".parse().unwrap());
+        if let Some(old) = accepts {
+            builder = builder.also_accept_cookie(old);
+        }
+        builder
+    };
+    let first = NodeRuntime::start(step("roll-1", "old-cookie", Some("new-cookie")));
+    let second = NodeRuntime::start(step("roll-2", "new-cookie", Some("old-cookie")).seeds([first.addr()]));
+    let third = NodeRuntime::start(step("roll-3", "new-cookie", None).seeds([second.addr()]));
+    first
+        .run(first.node.serve(GeometryServer::new(Geo::default())))
+        .unwrap();
+    third
+        .run(third.node.serve(GeometryServer::new(Geo::default())))
+        .unwrap();
+
+    // Step 2 shares a cookie with both neighbours: it sees and calls both.
+    let both = time_until(Duration::from_secs(5), || {
+        let mut nodes = second.node.get_nodes("Geometry");
+        nodes.sort();
+        nodes == ids(&["roll-1", "roll-3"])
+    })
+    .await;
+    assert!(both.is_some(), "step 2 sees {:?}", second.node.get_nodes("Geometry"));
+    for node in ["roll-1", "roll-3"] {
+        let client = GeometryClient::new(&second.node).on_node(node);
+        assert_eq!(client.add(40, 2).await.unwrap(), 42, "calling {node}");
+    }
+    // Step 1 dialing step 3 (which no longer accepts the old cookie) is
+    // refused, and says why.
+    let refused = first.run(first.node.connect(third.addr()));
+    assert!(matches!(refused, Err(Error::Unauthorized { .. })), "{refused:?}");
+}

@@ -12,6 +12,11 @@
 //! reconnect_interval_ms = 5000
 //! hidden = false
 //! dns_servers = ["10.0.0.2:53"]
+//! also_accept_cookie_files = ["/run/secrets/malla-cookie-old"]   # during a cookie roll
+//! sealing = true
+//! max_handlers_per_connection = 1024
+//! max_handshakes = 256
+//! max_handshakes_per_source = 32
 //! ```
 //!
 //! | variable | setting |
@@ -23,6 +28,9 @@
 //! | `MALLA_GOSSIP_INTERVAL_MS`, `MALLA_RECONNECT_INTERVAL_MS` | intervals |
 //! | `MALLA_HIDDEN` | `true` or `false` |
 //! | `MALLA_DNS_SERVERS` | `ip:port`, comma-separated |
+//! | `MALLA_ALSO_ACCEPT_COOKIE_FILES` | files of cookies also accepted, comma-separated |
+//! | `MALLA_SEALING` | `true` or `false` |
+//! | `MALLA_MAX_HANDLERS_PER_CONNECTION`, `MALLA_MAX_HANDSHAKES`, `MALLA_MAX_HANDSHAKES_PER_SOURCE` | limits |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +69,18 @@ pub struct NodeConfig {
     /// DNS servers for connect targets.
     #[serde(default)]
     pub dns_servers: Vec<SocketAddr>,
+    /// Files holding cookies accepted besides the node's own, during a
+    /// cookie roll (see [`NodeBuilder::also_accept_cookie`]).
+    #[serde(default)]
+    pub also_accept_cookie_files: Vec<PathBuf>,
+    /// Whether the node seals its connections (see [`NodeBuilder::sealing`]).
+    pub sealing: Option<bool>,
+    /// Handlers at once per connected node.
+    pub max_handlers_per_connection: Option<usize>,
+    /// Incoming handshakes at once, in all.
+    pub max_handshakes: Option<usize>,
+    /// Incoming handshakes at once, per source address.
+    pub max_handshakes_per_source: Option<usize>,
 }
 
 impl NodeConfig {
@@ -129,12 +149,31 @@ impl NodeConfig {
         if let Some(v) = var("MALLA_RECONNECT_INTERVAL_MS") {
             self.reconnect_interval_ms = Some(parse("MALLA_RECONNECT_INTERVAL_MS", &v, "a number of milliseconds")?);
         }
+        let flag = |name: &str, v: &str| match v.trim() {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" | "" => Ok(false),
+            _ => Err(Error::Config(format!("{name}=`{v}` is not true or false"))),
+        };
         if let Some(v) = var("MALLA_HIDDEN") {
-            self.hidden = Some(match v.trim() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" | "" => false,
-                _ => return Err(Error::Config(format!("MALLA_HIDDEN=`{v}` is not true or false"))),
-            });
+            self.hidden = Some(flag("MALLA_HIDDEN", &v)?);
+        }
+        if let Some(v) = var("MALLA_SEALING") {
+            self.sealing = Some(flag("MALLA_SEALING", &v)?);
+        }
+        if let Some(v) = var("MALLA_ALSO_ACCEPT_COOKIE_FILES") {
+            self.also_accept_cookie_files = list(&v).into_iter().map(PathBuf::from).collect();
+        }
+        for (name, setting) in [
+            (
+                "MALLA_MAX_HANDLERS_PER_CONNECTION",
+                &mut self.max_handlers_per_connection,
+            ),
+            ("MALLA_MAX_HANDSHAKES", &mut self.max_handshakes),
+            ("MALLA_MAX_HANDSHAKES_PER_SOURCE", &mut self.max_handshakes_per_source),
+        ] {
+            if let Some(v) = var(name) {
+                *setting = Some(parse(name, &v, "a number")?);
+            }
         }
         if let Some(v) = var("MALLA_DNS_SERVERS") {
             self.dns_servers = list(&v)
@@ -153,16 +192,27 @@ impl NodeConfig {
         let mut builder = NodeBuilder::new(name);
         let cookie = match (self.cookie, self.cookie_file) {
             (Some(cookie), _) => Some(cookie),
-            (None, Some(file)) => Some(
-                std::fs::read_to_string(&file)
-                    .map_err(|e| Error::Config(format!("cannot read the cookie file {}: {e}", file.display())))?
-                    .trim_end()
-                    .to_owned(),
-            ),
+            (None, Some(file)) => Some(read_cookie(&file)?),
             (None, None) => None,
         };
         if let Some(cookie) = cookie {
             builder = builder.cookie(cookie);
+        }
+        for file in &self.also_accept_cookie_files {
+            builder = builder.also_accept_cookie(read_cookie(file)?);
+        }
+        if let Some(seal) = self.sealing {
+            builder = builder.sealing(seal);
+        }
+        if let Some(handlers) = self.max_handlers_per_connection {
+            builder = builder.max_handlers_per_connection(handlers);
+        }
+        if self.max_handshakes.is_some() || self.max_handshakes_per_source.is_some() {
+            let (total, per_source) = super::builder::DEFAULT_MAX_HANDSHAKES;
+            builder = builder.max_handshakes(
+                self.max_handshakes.unwrap_or(total),
+                self.max_handshakes_per_source.unwrap_or(per_source),
+            );
         }
         if let Some(listen) = self.listen {
             builder = builder.listen(listen);
@@ -198,6 +248,13 @@ impl NodeBuilder {
     pub fn from_env() -> Result<NodeBuilder, Error> {
         NodeConfig::from_env()?.builder()
     }
+}
+
+/// A cookie from a file, trailing whitespace (a final newline) ignored.
+fn read_cookie(file: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::Config(format!("cannot read the cookie file {}: {e}", file.display())))?;
+    Ok(text.trim_end().to_owned())
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -247,6 +304,48 @@ gossip_interval_ms = 250
         assert_eq!(config.hidden, Some(true));
         assert_eq!(config.gossip_interval_ms, Some(250));
         assert_eq!(config.listen, Some("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn rotation_sealing_and_limits_come_from_the_file_and_the_environment() {
+        let config = file(
+            r#"
+name = "api-2"
+also_accept_cookie_files = ["/run/old-cookie"]
+sealing = false
+max_handshakes = 64
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.also_accept_cookie_files, [PathBuf::from("/run/old-cookie")]);
+        assert_eq!((config.sealing, config.max_handshakes), (Some(false), Some(64)));
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("MALLA_SEALING", "true"),
+            ("MALLA_MAX_HANDLERS_PER_CONNECTION", "16"),
+            ("MALLA_ALSO_ACCEPT_COOKIE_FILES", "/a, /b"),
+        ]);
+        let config = config
+            .with_env_vars(|name| env.get(name).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(config.sealing, Some(true));
+        assert_eq!(config.max_handlers_per_connection, Some(16));
+        assert_eq!(
+            config.also_accept_cookie_files,
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        let err = NodeConfig::default()
+            .with_env_vars(|name| (name == "MALLA_MAX_HANDSHAKES").then(|| "many".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MALLA_MAX_HANDSHAKES=`many` is not a number"), "{err}");
+        // A missing accepted-cookie file is named when the builder is made.
+        let missing = NodeConfig {
+            name: Some("n".into()),
+            also_accept_cookie_files: vec!["/nonexistent/cookie".into()],
+            ..NodeConfig::default()
+        };
+        let err = missing.builder().unwrap_err().to_string();
+        assert!(err.contains("cannot read the cookie file /nonexistent/cookie"), "{err}");
     }
 
     #[test]
