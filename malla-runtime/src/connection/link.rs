@@ -147,6 +147,8 @@ pub(super) struct Shared {
     /// Bytes received, for the liveness check: a large frame arriving
     /// slowly is a live peer.
     pub(super) bytes_in: AtomicU64,
+    /// The reader waits for the outbox to drain (see `wait_for_reply_room`).
+    reader_paused: AtomicBool,
     closed: AtomicBool,
     // Set when this connection takes no new calls, with why (a duplicate that
     // lost the tie-break, or a leave); it closes once idle and both sides
@@ -232,6 +234,7 @@ impl Connection {
                 running: Mutex::new(RunningHandlers::default()),
                 next_id: AtomicU64::new(1),
                 bytes_in: AtomicU64::new(0),
+                reader_paused: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 retired: Mutex::new(None),
                 usable: AtomicBool::new(true),
@@ -296,7 +299,7 @@ impl Connection {
                     lock(&self.shared.calls).cancel(id);
                     return Err(CallError::TooLarge(err));
                 }
-                queued = Some((id, inserted.rearm));
+                queued = Some((id, inserted.rearm, inserted.alone));
                 // A lone call leaves at once; concurrent ones are batched.
                 Ok(if inserted.alone { Flush::Now } else { Flush::Batched })
             })?;
@@ -311,9 +314,14 @@ impl Connection {
                 return Err(CallError::NotSent);
             }
         }
-        let Some((id, rearm)) = queued else {
+        let Some((id, rearm, alone)) = queued else {
             return Err(CallError::NotSent);
         };
+        if alone && self.shared.reader_paused.load(Ordering::SeqCst) {
+            // The reader stopped reading for want of room, when no call was
+            // waiting: it must read this one's reply.
+            self.shared.drained.notify_waiters();
+        }
         if rearm {
             // The writer task sleeps past this deadline: wake it to re-arm.
             self.shared.wake_writer.notify_one();
@@ -336,9 +344,15 @@ impl Connection {
 
     /// Waits while the outbox is over its high-water mark; false if the
     /// connection closed meanwhile.
+    ///
+    /// It never waits while this node waits for replies from the peer: those
+    /// replies are what the peer is busy sending, and two nodes each waiting
+    /// for the other to read would both stall. A peer that only sends
+    /// requests and reads nothing gets no call from us to answer, so it is
+    /// still cut off.
     pub(super) async fn wait_for_reply_room(&self) -> bool {
         loop {
-            let drained = self.shared.drained.notified();
+            let woken = self.shared.drained.notified();
             {
                 let outbox = lock(&self.shared.outbox);
                 if outbox.closed {
@@ -348,7 +362,16 @@ impl Connection {
                     return true;
                 }
             }
-            drained.await;
+            // Said before looking at the calls, so that a call inserted
+            // after the look sees it (both sides go through the calls' lock).
+            self.shared.reader_paused.store(true, Ordering::SeqCst);
+            if !lock(&self.shared.calls).is_empty() {
+                self.shared.reader_paused.store(false, Ordering::SeqCst);
+                return true;
+            }
+            // Woken when the outbox drains, or a call starts (see `call`).
+            woken.await;
+            self.shared.reader_paused.store(false, Ordering::SeqCst);
         }
     }
 

@@ -559,3 +559,39 @@ async fn many_concurrent_callers_on_a_sealed_connection_all_get_their_answer() {
         host.closed.lock().unwrap()
     );
 }
+
+/// Both nodes call each other with large payloads, so that both outboxes
+/// pass their high-water mark: neither reader may stop reading while its
+/// node waits for the other's replies, or both stall until liveness closes
+/// the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_calls_both_ways_do_not_stall_the_connection() {
+    let (a, b, host) = sealed_pair();
+    let body = postcard::to_allocvec(&vec![5u8; 512 * 1024]).unwrap();
+    let body = Arc::new(body);
+    let mut calls = Vec::new();
+    for (from, n) in [(Arc::clone(&a), 24), (Arc::clone(&b), 24)] {
+        for _ in 0..n {
+            let (conn, body) = (Arc::clone(&from), Arc::clone(&body));
+            calls.push(tokio::spawn(async move {
+                let request = Request {
+                    signature: ECHO_SIGNATURE,
+                    ..echo_request(method_id("echo"), &body)
+                };
+                let deadline = Instant::now() + Duration::from_secs(20);
+                conn.call(request, deadline).await.map(|reply| reply.len())
+            }));
+        }
+    }
+    let started = Instant::now();
+    for call in calls {
+        let replied = call.await.unwrap();
+        assert_eq!(replied.unwrap(), body.len());
+    }
+    println!("48 calls of 512 KiB, 24 each way: {:?}", started.elapsed());
+    assert!(
+        host.closed.lock().unwrap().is_empty(),
+        "{:?}",
+        host.closed.lock().unwrap()
+    );
+}
