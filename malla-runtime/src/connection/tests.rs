@@ -334,6 +334,10 @@ async fn a_request_id_that_does_not_grow_closes_the_connection() {
     }
 }
 
+/// Held by the tests that move a lot of memory, so that the one measuring
+/// the process's resident memory does not count another's buffers.
+static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Resident memory of this process, in bytes.
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -347,6 +351,7 @@ fn rss() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_cannot_grow_the_node_memory() {
+    let _alone = MEMORY_HEAVY.lock().await;
     let (conn, raw, _host) = pair();
     let before = rss();
     let (_read, mut write) = raw.stream.into_split();
@@ -566,6 +571,7 @@ async fn many_concurrent_callers_on_a_sealed_connection_all_get_their_answer() {
 /// the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_calls_both_ways_do_not_stall_the_connection() {
+    let _alone = MEMORY_HEAVY.lock().await;
     let (a, b, host) = sealed_pair();
     let body = postcard::to_allocvec(&vec![5u8; 512 * 1024]).unwrap();
     let body = Arc::new(body);
