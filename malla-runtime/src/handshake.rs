@@ -487,14 +487,7 @@ mod tests {
     use super::*;
 
     fn identity(name: &str) -> Identity {
-        Identity {
-            name: NodeId::from(name),
-            incarnation: 1,
-            hidden: false,
-            listen: None,
-            max_frame: 1 << 20,
-            seal: true,
-        }
+        crate::test_support::identity(name, true)
     }
 
     fn ring(primary: &[u8], also: &[&[u8]]) -> Keyring {

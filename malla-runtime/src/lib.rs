@@ -74,6 +74,8 @@ mod cluster;
 mod client;
 // the node, on top
 mod node;
+#[cfg(test)]
+mod test_support;
 
 pub use cluster::ConnectTarget;
 pub use discovery::advert::RunningStatus;

@@ -253,12 +253,13 @@ impl Membership {
 
     /// Gossip-live visible nodes that run and publish an address: the ones
     /// to stay connected to.
-    pub(crate) fn connect_targets(&self) -> Vec<(NodeId, SocketAddr)> {
+    pub(crate) fn connect_targets(&self) -> Vec<NodeId> {
         self.lock()
             .gossip
             .iter()
             .filter(|(_, g)| g.live && !g.advertised.hidden && g.advertised.status == NodeStatus::Running)
-            .filter_map(|(id, g)| g.advertised.rpc.map(|addr| (id.clone(), addr)))
+            .filter(|(_, g)| g.advertised.rpc.is_some())
+            .map(|(id, _)| id.clone())
             .collect()
     }
 

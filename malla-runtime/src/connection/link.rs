@@ -277,11 +277,10 @@ impl Connection {
         }
         let (waiter, reply) = reply_slot();
         let mut waiter = Some(waiter);
-        let mut queued = None;
-        loop {
+        let (id, rearm, alone) = loop {
             // Made before looking, so that a drain in between is not missed.
             let drained = self.shared.drained.notified();
-            let sent = self.queue_with(Room::Required, |out, max| {
+            let queued = self.queue_with(Room::Required, |out, max| {
                 // Under the outbox's lock, so that ids leave in the order
                 // they are given (the peer refuses one that does not grow).
                 let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -299,12 +298,12 @@ impl Connection {
                     lock(&self.shared.calls).cancel(id);
                     return Err(CallError::TooLarge(err));
                 }
-                queued = Some((id, inserted.rearm, inserted.alone));
                 // A lone call leaves at once; concurrent ones are batched.
-                Ok(if inserted.alone { Flush::Now } else { Flush::Batched })
+                let flush = if inserted.alone { Flush::Now } else { Flush::Batched };
+                Ok((flush, (id, inserted.rearm, inserted.alone)))
             })?;
-            if sent {
-                break;
+            if let Some(queued) = queued {
+                break queued;
             }
             // The outbox is over its high-water mark (a slow peer): wait.
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
@@ -313,9 +312,6 @@ impl Connection {
             if !self.is_usable() {
                 return Err(CallError::NotSent);
             }
-        }
-        let Some((id, rearm, alone)) = queued else {
-            return Err(CallError::NotSent);
         };
         if alone && self.shared.reader_paused.load(Ordering::SeqCst) {
             // The reader stopped reading for want of room, when no call was
@@ -377,38 +373,35 @@ impl Connection {
 
     /// Queues a frame that should leave now (replies, cancels, pings).
     pub(super) fn send(&self, header: &Header<'_>, body: &[u8]) -> Result<(), CallError> {
-        self.queue(header, body, Flush::Now)
-    }
-
-    fn queue(&self, header: &Header<'_>, body: &[u8], flush: Flush) -> Result<(), CallError> {
         self.queue_with(Room::Any, |out, max| {
             wire::encode(out, max, header, body).map_err(CallError::TooLarge)?;
-            Ok(flush)
+            Ok((Flush::Now, ()))
         })
         .map(|_| ())
     }
 
     /// Appends a frame to the outbox with `encode` (given the buffer and the
     /// largest frame the peer takes), under the outbox's lock, and sees that
-    /// it leaves as `encode` says. With `Room::Required`, queues nothing and
-    /// returns false while the outbox is over its high-water mark.
-    fn queue_with(
+    /// it leaves as `encode` says; returns what `encode` returned with it.
+    /// With `Room::Required`, queues nothing and returns `None` while the
+    /// outbox is over its high-water mark.
+    fn queue_with<T>(
         &self,
         room: Room,
-        encode: impl FnOnce(&mut BytesMut, usize) -> Result<Flush, CallError>,
-    ) -> Result<bool, CallError> {
+        encode: impl FnOnce(&mut BytesMut, usize) -> Result<(Flush, T), CallError>,
+    ) -> Result<Option<T>, CallError> {
         let max = self.peer.max_frame as usize;
         let mut outbox = lock(&self.shared.outbox);
         if outbox.closed {
             return Err(CallError::NotSent);
         }
         if room == Room::Required && outbox.buf.len() + outbox.front.len() >= HIGH_WATER {
-            return Ok(false);
+            return Ok(None);
         }
-        let flush = encode(&mut outbox.buf, max)?;
+        let (flush, queued) = encode(&mut outbox.buf, max)?;
         if outbox.writer != Writer::Nobody {
             // Whoever is writing picks the frame up before letting go.
-            return Ok(true);
+            return Ok(Some(queued));
         }
         match flush {
             Flush::Now => {
@@ -422,7 +415,7 @@ impl Connection {
                 self.shared.wake_writer.notify_one();
             }
         }
-        Ok(true)
+        Ok(Some(queued))
     }
 
     /// Takes the outbox for writing on this task if nobody is writing it:

@@ -14,14 +14,13 @@ use tokio_util::codec::Decoder;
 
 use super::link::{CallError, CloseReason, Connection, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
+use crate::options::bounded;
 use crate::sync::lock;
 use crate::wire::{self, FrameCodec, Goodbye, Header, RecordError, RecordOpener, Status};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
-/// Longest deadline a peer may ask for; bounds the arithmetic on its value.
-const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Reads until the connection closes. `received` holds what the handshake
 /// read past its end; with `opener`, the bytes are sealed records.
@@ -36,13 +35,18 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         received,
         plain: BytesMut::new(),
         opener,
-        last_request: 0,
     };
+    // The id of the last request: each must be greater, so that one id
+    // never names two requests.
+    let mut last_request = 0;
     let reason = loop {
         // Hold the outbox while working through the batch: replies pile up
         // and leave in one write.
         let corked = conn.cork();
-        let handled = read_frames(&conn, &mut codec, &mut input).await;
+        let handled = match input.frames() {
+            Ok(frames) => read_frames(&conn, &mut codec, frames, &mut last_request).await,
+            Err(err) => Err(CloseReason::BadFrame(err.to_string())),
+        };
         if corked {
             conn.write_inline();
         }
@@ -50,8 +54,9 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             break reason;
         }
         // A peer that sends requests but does not read the replies stops
-        // being read: its replies wait, not pile up. (If it never reads,
-        // nothing arrives any more and liveness closes the connection.)
+        // being read (unless this node waits for its replies): its replies
+        // wait, not pile up. If it never reads, nothing arrives any more and
+        // liveness closes the connection.
         if !conn.wait_for_reply_room().await {
             break CloseReason::Local("closed while replies waited");
         }
@@ -76,9 +81,6 @@ struct Input {
     received: BytesMut,
     plain: BytesMut,
     opener: Option<RecordOpener>,
-    /// The id of the last request: each must be greater, so that one id
-    /// never names two requests.
-    last_request: u64,
 }
 
 impl Input {
@@ -97,9 +99,13 @@ impl Input {
 /// Handles every complete frame in `buf`. Replies to requests that finish at
 /// once accumulate in the outbox and leave in one write when the reader next
 /// waits for input.
-async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, input: &mut Input) -> Result<(), CloseReason> {
+async fn read_frames(
+    conn: &Arc<Connection>,
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+    last_request: &mut u64,
+) -> Result<(), CloseReason> {
     loop {
-        let buf = input.frames().map_err(|err| CloseReason::BadFrame(err.to_string()))?;
         let frame = match codec.decode(buf) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
@@ -117,12 +123,12 @@ async fn read_frames(conn: &Arc<Connection>, codec: &mut FrameCodec, input: &mut
                 deadline_us,
                 format,
             } => {
-                if id <= input.last_request {
-                    let why = format!("request id {id} after {}: ids must grow", input.last_request);
+                if id <= *last_request {
+                    let why = format!("request id {id} after {last_request}: ids must grow");
                     return Err(CloseReason::BadFrame(why));
                 }
-                input.last_request = id;
-                let deadline = Duration::from_micros(deadline_us).min(MAX_DEADLINE);
+                *last_request = id;
+                let deadline = bounded(Duration::from_micros(deadline_us));
                 let request = Request {
                     service,
                     method,

@@ -17,8 +17,9 @@ use crate::manifest::method_id;
 use crate::registry::{LocalService, Registry, Route};
 use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, encode_reply};
 use crate::sync::lock;
+use crate::test_support::{eventually, identity};
 use crate::wire::{self, Format, FrameCodec, Header, Status};
-use crate::{AdminStatus, MethodManifest, NodeId, Service, ServiceManifest};
+use crate::{AdminStatus, MethodManifest, Service, ServiceManifest};
 use tokio::time::Instant;
 
 /// `Echo.echo(Vec<u8>) -> Vec<u8>` and `Echo.sleep(u64) -> u64`, by hand.
@@ -146,14 +147,7 @@ fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let host = Arc::new(Recorder::default());
     let weak: Weak<dyn Host> = Arc::downgrade(&host) as _;
-    let peer = Identity {
-        name: NodeId::from("raw"),
-        incarnation: 1,
-        hidden: false,
-        listen: None,
-        max_frame: 1 << 20,
-        seal: false,
-    };
+    let peer = identity("raw", false);
     let config = ConnectionConfig {
         max_frame: 1 << 16,
         tick: Duration::from_secs(1),
@@ -379,20 +373,9 @@ async fn a_peer_that_never_reads_cannot_grow_the_node_memory() {
     assert!(grown < 24 << 20, "RSS grew {grown} bytes");
     // Nothing arrives any more: liveness closes the connection (4 ticks of 1 s).
     assert!(
-        time_until(Duration::from_secs(8), || conn.is_closed()).await,
+        eventually(Duration::from_secs(8), || conn.is_closed()).await,
         "a peer that reads nothing stayed connected"
     );
-}
-
-async fn time_until(limit: Duration, done: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 /// A request to `Echo`'s method `method`, signature 1.
@@ -492,14 +475,7 @@ fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let host = Arc::new(Recorder::default());
     let weak: Weak<dyn Host> = Arc::downgrade(&host) as _;
-    let identity = |name: &str| Identity {
-        name: NodeId::from(name),
-        incarnation: 1,
-        hidden: false,
-        listen: None,
-        max_frame: 1 << 20,
-        seal: true,
-    };
+    let identity = |name: &str| identity(name, true);
     let config = ConnectionConfig {
         max_frame: 1 << 20,
         tick: Duration::from_secs(1),

@@ -202,17 +202,21 @@ impl SealedSocket {
     /// The datagrams that carry `plain`: one, or a few parts if it does not
     /// fit one once sealed.
     fn datagrams(&mut self, plain: &[u8]) -> Vec<Vec<u8>> {
-        let count = plain.len().div_ceil(MAX_BODY).max(1);
-        let sent_at_ms = now_ms();
-        (0..count)
-            .map(|index| {
-                let body = &plain[(index * MAX_BODY).min(plain.len())..((index + 1) * MAX_BODY).min(plain.len())];
+        let parts: Vec<&[u8]> = match plain.len() {
+            0 => vec![plain],
+            _ => plain.chunks(MAX_BODY).collect(),
+        };
+        let (count, sent_at_ms) = (parts.len() as u8, now_ms());
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, body)| {
                 let header = Header {
                     sender: self.sender,
                     counter: self.counter,
                     sent_at_ms,
                     reply_to: self.reply_to,
-                    part: (index as u8, count as u8),
+                    part: (index as u8, count),
                 };
                 self.counter += 1;
                 let mut envelope = Vec::with_capacity(HEADER_LEN + body.len());

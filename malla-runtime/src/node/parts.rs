@@ -158,8 +158,7 @@ impl ViewSink for NodeParts {
         for id in &change.forgotten {
             self.network.forget(id);
         }
-        self.network
-            .keep_connected(self.membership.connect_targets().into_iter().map(|(id, _)| id));
+        self.network.keep_connected(self.membership.connect_targets());
     }
 }
 

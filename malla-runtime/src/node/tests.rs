@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::NodeId;
 use crate::connection::Initiator;
+use crate::test_support::eventually;
 
 async fn node(name: &str) -> Node {
     Node::builder(name)
@@ -86,22 +87,16 @@ async fn a_hidden_node_is_forgotten_once_it_disconnects() {
     let cli_id = cli.id().clone();
     let known = || server.parts.network.peer(&cli_id).is_some();
     // The acceptor adopts its side just after the dialer returns.
-    assert!(eventually(known).await, "the server never adopted the connection");
+    assert!(
+        eventually(Duration::from_secs(3), known).await,
+        "the server never adopted the connection"
+    );
     drop(cli);
-    assert!(eventually(|| !known()).await, "the tool's peer entry stayed");
+    assert!(
+        eventually(Duration::from_secs(3), || !known()).await,
+        "the tool's peer entry stayed"
+    );
     assert!(server.members().is_empty());
-}
-
-/// Whether `condition` holds within 3 s.
-async fn eventually(condition: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !condition() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
 }
 
 /// Durations near `Duration::MAX` are cut to a year, not added to an
