@@ -1,5 +1,5 @@
 //! What travels on a connection once the handshake is done: length-delimited
-//! frames, each a postcard header followed by a body (encoded arguments or
+//! frames, each a fixed-layout header followed by a body (encoded arguments or
 //! reply). Decoding never trusts a length it has not received.
 
 mod frame;

@@ -27,6 +27,9 @@ const HIGH_WATER: usize = 8 * 1024 * 1024;
 /// Rounds an inline writer makes before leaving the rest to the writer task,
 /// so a caller does not end up writing for everybody else.
 const MAX_INLINE_ROUNDS: usize = 4;
+/// Batched frames past which a sender writes them itself rather than wait
+/// for the writer task.
+const BATCH_BYTES: usize = 1024;
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +152,10 @@ pub(super) struct Shared {
     pub(super) bytes_in: AtomicU64,
     /// The reader waits for the outbox to drain (see `wait_for_reply_room`).
     reader_paused: AtomicBool,
+    /// The reader's last batch of input answered more than one call: the
+    /// callers it woke are about to call again, so even the first of them
+    /// leaves its request to the writer task, to go out with the others'.
+    pub(super) answered_many: AtomicBool,
     closed: AtomicBool,
     // Set when this connection takes no new calls, with why (a duplicate that
     // lost the tie-break, or a leave); it closes once idle and both sides
@@ -181,8 +188,11 @@ pub(super) enum Writer {
     Nobody,
     /// A caller or the reader is writing on its own task.
     Inline,
-    /// The writer task is (the socket was full, or calls are batched).
+    /// The writer task is (the socket was full, or it has taken a batch).
     Task,
+    /// The writer task was woken to write batched frames and has taken none
+    /// yet: a sender that finds enough queued may write them itself.
+    Soon,
 }
 
 /// Whether a frame waits for room below the outbox's high-water mark:
@@ -235,6 +245,7 @@ impl Connection {
                 next_id: AtomicU64::new(1),
                 bytes_in: AtomicU64::new(0),
                 reader_paused: AtomicBool::new(false),
+                answered_many: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 retired: Mutex::new(None),
                 usable: AtomicBool::new(true),
@@ -299,7 +310,8 @@ impl Connection {
                     return Err(CallError::TooLarge(err));
                 }
                 // A lone call leaves at once; concurrent ones are batched.
-                let flush = if inserted.alone { Flush::Now } else { Flush::Batched };
+                let lone = inserted.alone && !self.shared.answered_many.load(Ordering::Relaxed);
+                let flush = if lone { Flush::Now } else { Flush::Batched };
                 Ok((flush, (id, inserted.rearm, inserted.alone)))
             })?;
             if let Some(queued) = queued {
@@ -399,21 +411,27 @@ impl Connection {
             return Ok(None);
         }
         let (flush, queued) = encode(&mut outbox.buf, max)?;
-        if outbox.writer != Writer::Nobody {
-            // Whoever is writing picks the frame up before letting go.
-            return Ok(Some(queued));
-        }
-        match flush {
-            Flush::Now => {
+        match (outbox.writer, flush) {
+            (Writer::Nobody, Flush::Now) => {
                 outbox.writer = Writer::Inline;
                 drop(outbox);
                 self.write_inline();
             }
-            Flush::Batched => {
-                outbox.writer = Writer::Task;
+            (Writer::Nobody, Flush::Batched) => {
+                outbox.writer = Writer::Soon;
                 drop(outbox);
                 self.shared.wake_writer.notify_one();
             }
+            (Writer::Soon, _) if outbox.buf.len() >= BATCH_BYTES => {
+                // Enough for one write: send it now, so that the peer works
+                // on these while the rest queue, rather than both sides
+                // taking turns with one large batch.
+                outbox.writer = Writer::Inline;
+                drop(outbox);
+                self.write_inline();
+            }
+            // Whoever is writing picks the frame up before letting go.
+            _ => {}
         }
         Ok(Some(queued))
     }
@@ -471,7 +489,7 @@ impl Connection {
                 }
             }
         }
-        lock(&self.shared.outbox).writer = Writer::Task;
+        lock(&self.shared.outbox).writer = Writer::Soon;
         self.shared.wake_writer.notify_one();
     }
 

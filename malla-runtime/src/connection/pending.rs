@@ -2,7 +2,7 @@
 //! order, so that the writer task expires them all with one timer per
 //! connection instead of one per call.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -56,10 +56,19 @@ pub(super) struct Inserted {
     pub(super) rearm: bool,
 }
 
+/// Entries of answered calls the deadline queue may hold, beyond twice the
+/// waiting calls, before it is swept.
+const STALE_SLACK: usize = 64;
+
 #[derive(Default)]
 pub(super) struct PendingCalls {
-    waiting: FxHashMap<u64, (Waiter, Instant)>,
-    deadlines: BTreeSet<(Instant, u64)>,
+    waiting: FxHashMap<u64, Waiter>,
+    /// Deadlines in order, earliest first. Answering a call leaves its entry
+    /// here (an id is never reused, so an entry whose id is not waiting is
+    /// stale): calls mostly share one timeout and so arrive in order, which
+    /// makes inserting a push at the back and answering no work at all,
+    /// where an ordered set cost a tree insert and a tree removal per call.
+    deadlines: VecDeque<(Instant, u64)>,
     /// When the writer task will next wake on its own.
     armed: Option<Instant>,
 }
@@ -68,8 +77,17 @@ impl PendingCalls {
     /// Registers call `id`, answered through `waiter` by `deadline` at the
     /// latest.
     pub(super) fn insert(&mut self, id: u64, waiter: Waiter, deadline: Instant) -> Inserted {
-        self.waiting.insert(id, (waiter, deadline));
-        self.deadlines.insert((deadline, id));
+        self.waiting.insert(id, waiter);
+        if self.deadlines.back().is_none_or(|&(last, _)| last <= deadline) {
+            self.deadlines.push_back((deadline, id));
+        } else {
+            let at = self.deadlines.partition_point(|&(other, _)| other <= deadline);
+            self.deadlines.insert(at, (deadline, id));
+        }
+        if self.deadlines.len() > 2 * self.waiting.len() + STALE_SLACK {
+            let waiting = &self.waiting;
+            self.deadlines.retain(|(_, id)| waiting.contains_key(id));
+        }
         Inserted {
             alone: self.waiting.len() == 1,
             rearm: self.armed.is_none_or(|armed| deadline < armed),
@@ -79,9 +97,7 @@ impl PendingCalls {
     /// Takes the waiter of call `id` to answer it; `None` if the caller gave
     /// up meanwhile (or the id is not ours).
     pub(super) fn complete(&mut self, id: u64) -> Option<Waiter> {
-        let (waiter, deadline) = self.waiting.remove(&id)?;
-        self.deadlines.remove(&(deadline, id));
-        Some(waiter)
+        self.waiting.remove(&id)
     }
 
     /// Forgets call `id`, whose caller gave up; true if it was still waiting
@@ -94,10 +110,11 @@ impl PendingCalls {
     /// the next deadline.
     pub(super) fn expire(&mut self, now: Instant) -> (Vec<(u64, Waiter)>, Option<Instant>) {
         let mut expired = Vec::new();
-        while let Some(&(deadline, id)) = self.deadlines.first() {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
             if deadline > now {
                 break;
             }
+            self.deadlines.pop_front();
             if let Some(waiter) = self.complete(id) {
                 expired.push((id, waiter));
             }
@@ -106,8 +123,14 @@ impl PendingCalls {
     }
 
     /// The earliest deadline of a waiting call.
-    pub(super) fn earliest(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(deadline, _)| *deadline)
+    pub(super) fn earliest(&mut self) -> Option<Instant> {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if self.waiting.contains_key(&id) {
+                return Some(deadline);
+            }
+            self.deadlines.pop_front();
+        }
+        None
     }
 
     /// Records when the writer task will next wake.
@@ -152,5 +175,34 @@ mod tests {
         assert_eq!(next, Some(now + Duration::from_secs(1)));
         calls.complete(1).unwrap().answer(Status::Ok, Bytes::from_static(b"x"));
         assert!(calls.is_empty() && calls.earliest().is_none());
+    }
+
+    #[test]
+    fn deadlines_out_of_order_expire_in_order() {
+        let now = Instant::now();
+        let mut calls = PendingCalls::default();
+        for (id, ms) in [(1, 30), (2, 10), (3, 50), (4, 20), (5, 40)] {
+            calls.insert(id, reply_slot().0, now + Duration::from_millis(ms));
+        }
+        calls.complete(4);
+        assert_eq!(calls.earliest(), Some(now + Duration::from_millis(10)));
+        let (expired, next) = calls.expire(now + Duration::from_millis(35));
+        assert_eq!(expired.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(next, Some(now + Duration::from_millis(40)));
+    }
+
+    /// One slow call at the front does not let the entries of the many
+    /// answered behind it pile up.
+    #[test]
+    fn answered_calls_do_not_accumulate() {
+        let now = Instant::now();
+        let mut calls = PendingCalls::default();
+        calls.insert(0, reply_slot().0, now + Duration::from_secs(1));
+        for id in 1..100_000 {
+            calls.insert(id, reply_slot().0, now + Duration::from_secs(2));
+            calls.complete(id);
+            assert!(calls.deadlines.len() <= 2 * (calls.len() + 1) + STALE_SLACK);
+        }
+        assert_eq!(calls.earliest(), Some(now + Duration::from_secs(1)));
     }
 }

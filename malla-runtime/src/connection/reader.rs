@@ -47,6 +47,9 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             Ok(frames) => read_frames(&conn, &mut codec, frames, &mut last_request).await,
             Err(err) => Err(CloseReason::BadFrame(err.to_string())),
         };
+        if let Ok(1) = handled {
+            conn.shared.answered_many.store(false, Ordering::Relaxed);
+        }
         if corked {
             conn.write_inline();
         }
@@ -96,25 +99,33 @@ impl Input {
     }
 }
 
-/// Handles every complete frame in `buf`. Replies to requests that finish at
-/// once accumulate in the outbox and leave in one write when the reader next
-/// waits for input.
+/// Handles every complete frame in `buf`; returns how many of our calls it
+/// answered. Replies to requests that finish at once accumulate in the
+/// outbox and leave in one write when the reader next waits for input.
 async fn read_frames(
     conn: &Arc<Connection>,
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
     last_request: &mut u64,
-) -> Result<(), CloseReason> {
+) -> Result<usize, CloseReason> {
+    let mut answered = 0;
     loop {
         let frame = match codec.decode(buf) {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(answered),
             Err(err) => return Err(CloseReason::BadFrame(err.to_string())),
         };
         let (header, body) =
             wire::decode(&frame).map_err(|e| CloseReason::BadFrame(format!("undecodable header: {e}")))?;
         match header {
-            Header::Response { id, status } => conn.complete(id, status, body),
+            Header::Response { id, status } => {
+                answered += 1;
+                if answered == 2 {
+                    // Before the second caller wakes, so that it sees it.
+                    conn.shared.answered_many.store(true, Ordering::Relaxed);
+                }
+                conn.complete(id, status, body);
+            }
             Header::Request {
                 id,
                 service,

@@ -74,6 +74,9 @@ enum Next {
 
 fn next_batch(conn: &Connection) -> Next {
     let mut outbox = lock(&conn.shared.outbox);
+    if outbox.writer == Writer::Soon {
+        outbox.writer = Writer::Task;
+    }
     match outbox.writer {
         Writer::Inline => Next::Wait,
         Writer::Nobody if outbox.closed => {
@@ -88,7 +91,7 @@ fn next_batch(conn: &Connection) -> Next {
             let spare = std::mem::take(&mut outbox.spare);
             Next::Write(std::mem::replace(&mut outbox.buf, spare), false)
         }
-        Writer::Task => {
+        Writer::Task | Writer::Soon => {
             outbox.writer = Writer::Nobody;
             if outbox.closed {
                 Next::Finish(BytesMut::new(), BytesMut::new())

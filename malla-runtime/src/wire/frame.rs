@@ -35,28 +35,6 @@ impl FrameCodec {
     pub(crate) fn new(max: usize) -> Self {
         FrameCodec { max }
     }
-
-    /// Appends one frame to `out`, written in place by `write`. If the frame
-    /// would exceed `max`, `out` is left as it was.
-    pub(crate) fn write_in_place<E>(
-        out: &mut BytesMut,
-        max: usize,
-        write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-    ) -> Result<Result<(), FrameError>, E> {
-        let start = out.len();
-        out.put_u32(0);
-        if let Err(err) = write(out) {
-            out.truncate(start);
-            return Err(err);
-        }
-        let len = out.len() - start - LEN_PREFIX;
-        if len > max {
-            out.truncate(start);
-            return Ok(Err(FrameError::TooLarge { len, max }));
-        }
-        out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(Ok(()))
-    }
 }
 
 impl Decoder for FrameCodec {
@@ -141,12 +119,5 @@ mod tests {
             Err(FrameError::TooLarge { len: 9, max: 8 })
         ));
         assert!(codec.encode(&[0u8; 9][..], &mut BytesMut::new()).is_err());
-        let mut out = BytesMut::from(&b"kept"[..]);
-        let result = FrameCodec::write_in_place::<()>(&mut out, 8, |o| {
-            o.extend_from_slice(&[0; 9]);
-            Ok(())
-        });
-        assert!(matches!(result, Ok(Err(FrameError::TooLarge { .. }))));
-        assert_eq!(&out[..], b"kept");
     }
 }
