@@ -191,29 +191,52 @@ pub fn encode_reply<T: Serialize>(format: Format, reply: &T) -> Result<Vec<u8>, 
     result.map_err(|why| DispatchError(DispatchErrorKind::BadReply(why)))
 }
 
+/// Encoded arguments: most calls' fit inline, without an allocation.
+pub(crate) type EncodedArgs = smallvec::SmallVec<[u8; 64]>;
+
 /// Encodes a call's arguments one by one, the mirror of [`ArgsDecoder`].
 #[doc(hidden)]
 pub struct ArgsEncoder {
-    bytes: Vec<u8>,
+    bytes: EncodedArgs,
 }
 
 impl ArgsEncoder {
     pub(crate) fn new() -> Self {
         ArgsEncoder {
-            bytes: Vec::with_capacity(32),
+            bytes: EncodedArgs::new(),
         }
     }
 
     /// Appends one argument.
     #[doc(hidden)]
     pub fn arg<T: Serialize>(&mut self, value: &T) -> Result<(), postcard::Error> {
-        let bytes = std::mem::take(&mut self.bytes);
-        self.bytes = postcard::to_extend(value, bytes)?;
+        postcard::serialize_with_flavor(value, ArgsFlavor(&mut self.bytes))
+    }
+
+    pub(crate) fn into_bytes(self) -> EncodedArgs {
+        self.bytes
+    }
+}
+
+/// Where postcard writes the arguments (its `to_extend` pushes them a byte
+/// at a time).
+struct ArgsFlavor<'a>(&'a mut EncodedArgs);
+
+impl postcard::ser_flavors::Flavor for ArgsFlavor<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
         Ok(())
     }
 
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

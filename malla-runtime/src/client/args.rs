@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use crate::service::{ArgsEncoder, LocalFuture, LocalHandle};
+use crate::service::{ArgsEncoder, EncodedArgs, LocalFuture, LocalHandle};
 
 /// What the call path may do with a call's arguments: hand them by value to
 /// a direct call, or encode them (once) for the wire; and decode the reply.
@@ -26,7 +26,7 @@ pub(crate) struct TypedArgs<A, L, F, E, D> {
     pub(crate) direct: Option<F>,
     pub(crate) encode: Option<E>,
     pub(crate) decode: Option<D>,
-    pub(crate) encoded: Option<Vec<u8>>,
+    pub(crate) encoded: Option<EncodedArgs>,
     pub(crate) handle: PhantomData<fn(&L)>,
 }
 

@@ -202,29 +202,29 @@ impl Fixed {
 }
 
 /// Splits a frame into its header and body; the body shares the frame's memory.
+#[inline]
 pub(crate) fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> {
     let mut input = Input(frame);
     let header = match input.u8()? {
         kind::REQUEST => {
-            let id = input.u64()?;
-            let method = input.u32()?;
-            let signature = input.u64()?;
-            let deadline_us = input.u64()?;
-            let format = Format::from_code(input.u8()?)?;
-            let name_len = input.u16()? as usize;
-            let service = input.text(name_len)?;
+            // One length check for the fixed fields, then reads at fixed
+            // offsets.
+            let fixed: [u8; 31] = input.take()?;
+            let format = Format::from_code(fixed[28])?;
+            let service = input.text(u16::from_le_bytes([fixed[29], fixed[30]]) as usize)?;
             Header::Request {
-                id,
+                id: u64::from_le_bytes(array(&fixed[0..8])),
                 service,
-                method,
-                signature,
-                deadline_us,
+                method: u32::from_le_bytes(array(&fixed[8..12])),
+                signature: u64::from_le_bytes(array(&fixed[12..20])),
+                deadline_us: u64::from_le_bytes(array(&fixed[20..28])),
                 format,
             }
         }
         kind::RESPONSE => {
-            let id = input.u64()?;
-            let status = match input.u8()? {
+            let fixed: [u8; 9] = input.take()?;
+            let id = u64::from_le_bytes(array(&fixed[0..8]));
+            let status = match fixed[8] {
                 status::BAD_REQUEST => Status::BadRequest(input.message()?),
                 status::FAILED => Status::Failed(input.message()?),
                 code => Status::plain(code)?,
@@ -245,6 +245,13 @@ pub(crate) fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> 
     Ok((header, body))
 }
 
+/// `N` bytes taken at a constant offset of a fixed-size array: the length
+/// is known when compiling, so nothing is checked at run time.
+#[inline(always)]
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    bytes.try_into().unwrap_or([0; N])
+}
+
 /// The unread rest of a frame.
 struct Input<'a>(&'a [u8]);
 
@@ -257,10 +264,6 @@ impl<'a> Input<'a> {
 
     fn u8(&mut self) -> Result<u8, HeaderError> {
         self.take::<1>().map(|[b]| b)
-    }
-
-    fn u16(&mut self) -> Result<u16, HeaderError> {
-        self.take().map(u16::from_le_bytes)
     }
 
     fn u32(&mut self) -> Result<u32, HeaderError> {
