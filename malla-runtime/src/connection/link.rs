@@ -204,6 +204,15 @@ enum Room {
     Any,
 }
 
+/// What one round of writing did.
+enum Round {
+    Wrote,
+    /// Nothing was queued (or the connection closed).
+    Empty,
+    /// The outbox is no longer this task's to write.
+    HandedOver,
+}
+
 /// How a frame should leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flush {
@@ -453,44 +462,70 @@ impl Connection {
     /// full or others keep queueing.
     pub(super) fn write_inline(&self) {
         for _ in 0..MAX_INLINE_ROUNDS {
-            let mut batch = {
-                let mut outbox = lock(&self.shared.outbox);
-                if outbox.buf.is_empty() || outbox.closed {
-                    outbox.writer = Writer::Nobody;
-                    if outbox.closed {
-                        // The writer task waits for us to finish closing.
-                        self.shared.wake_writer.notify_one();
-                    }
-                    return;
-                }
-                let spare = std::mem::take(&mut outbox.spare);
-                std::mem::replace(&mut outbox.buf, spare)
-            };
-            let written = self.seal(&mut batch).and_then(|()| self.try_write_all(&mut batch));
-            match written {
-                Ok(true) => {
-                    batch.clear();
-                    lock(&self.shared.outbox).spare = batch;
-                    self.shared.drained.notify_waiters();
-                }
-                Ok(false) => {
-                    // The socket is full: the writer task waits for room.
+            match self.write_round() {
+                Round::Wrote => {}
+                Round::Empty => {
                     let mut outbox = lock(&self.shared.outbox);
-                    outbox.front = batch;
-                    outbox.writer = Writer::Task;
-                    drop(outbox);
-                    self.shared.wake_writer.notify_one();
-                    return;
+                    if outbox.buf.is_empty() || outbox.closed {
+                        outbox.writer = Writer::Nobody;
+                        if outbox.closed {
+                            // The writer task waits for us to finish closing.
+                            self.shared.wake_writer.notify_one();
+                        }
+                        return;
+                    }
                 }
-                Err(err) => {
-                    lock(&self.shared.outbox).writer = Writer::Nobody;
-                    self.close(CloseReason::Io(err));
-                    return;
-                }
+                Round::HandedOver => return,
             }
         }
         lock(&self.shared.outbox).writer = Writer::Soon;
         self.shared.wake_writer.notify_one();
+    }
+
+    /// For a task that holds the outbox (`Writer::Inline`) and keeps it:
+    /// writes what is queued if that is a batch's worth. False if the
+    /// outbox went to the writer task meanwhile (the socket was full or the
+    /// connection failed): the task holds it no longer.
+    pub(super) fn write_if_batch(&self) -> bool {
+        if lock(&self.shared.outbox).buf.len() < BATCH_BYTES {
+            return true;
+        }
+        !matches!(self.write_round(), Round::HandedOver)
+    }
+
+    /// Takes what is queued and writes it, for the task holding the outbox.
+    fn write_round(&self) -> Round {
+        let mut batch = {
+            let mut outbox = lock(&self.shared.outbox);
+            if outbox.buf.is_empty() || outbox.closed {
+                return Round::Empty;
+            }
+            let spare = std::mem::take(&mut outbox.spare);
+            std::mem::replace(&mut outbox.buf, spare)
+        };
+        let written = self.seal(&mut batch).and_then(|()| self.try_write_all(&mut batch));
+        match written {
+            Ok(true) => {
+                batch.clear();
+                lock(&self.shared.outbox).spare = batch;
+                self.shared.drained.notify_waiters();
+                Round::Wrote
+            }
+            Ok(false) => {
+                // The socket is full: the writer task waits for room.
+                let mut outbox = lock(&self.shared.outbox);
+                outbox.front = batch;
+                outbox.writer = Writer::Task;
+                drop(outbox);
+                self.shared.wake_writer.notify_one();
+                Round::HandedOver
+            }
+            Err(err) => {
+                lock(&self.shared.outbox).writer = Writer::Nobody;
+                self.close(CloseReason::Io(err));
+                Round::HandedOver
+            }
+        }
     }
 
     /// Seals a batch of frames just taken from the outbox into records, if

@@ -42,9 +42,9 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     let reason = loop {
         // Hold the outbox while working through the batch: replies pile up
         // and leave in one write.
-        let corked = conn.cork();
+        let mut corked = conn.cork();
         let handled = match input.frames() {
-            Ok(frames) => read_frames(&conn, &mut codec, frames, &mut last_request).await,
+            Ok(frames) => read_frames(&conn, &mut codec, frames, &mut last_request, &mut corked).await,
             Err(err) => Err(CloseReason::BadFrame(err.to_string())),
         };
         if let Ok(1) = handled {
@@ -107,6 +107,7 @@ async fn read_frames(
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
     last_request: &mut u64,
+    corked: &mut bool,
 ) -> Result<usize, CloseReason> {
     let mut answered = 0;
     loop {
@@ -148,6 +149,11 @@ async fn read_frames(
                     body: &body,
                 };
                 serve(conn, id, request, deadline).await;
+                // A batch's worth of replies leaves now, so that the peer
+                // works on them while we answer the rest.
+                if *corked {
+                    *corked = conn.write_if_batch();
+                }
             }
             Header::Cancel { id } => conn.cancel_handler(id),
             Header::Ping => {}
