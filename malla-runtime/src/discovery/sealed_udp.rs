@@ -55,6 +55,10 @@ pub(crate) struct GossipCounters {
     pub(crate) malformed: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) send_failed: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) sent_bytes: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) received_bytes: AtomicU64,
 }
 
 /// Gossip traffic seen by a node.
@@ -72,6 +76,15 @@ pub struct GossipStats {
     pub replayed: u64,
     /// Datagrams that could not be sent.
     pub send_failed: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Bytes of the datagrams sent, sealed, as on the wire (without the UDP
+    /// and IP headers).
+    pub sent_bytes: u64,
+    /// Datagrams received, whatever became of them.
+    pub received: u64,
+    /// Bytes of the datagrams received.
+    pub received_bytes: u64,
 }
 
 impl GossipCounters {
@@ -82,6 +95,10 @@ impl GossipCounters {
             malformed: self.malformed.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
             send_failed: self.send_failed.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -278,8 +295,12 @@ impl Socket for SealedSocket {
         message.serialize(&mut plain);
         for datagram in self.datagrams(&plain) {
             // A peer gone away or a full buffer: gossip is best effort.
-            if let Err(err) = self.socket.send_to(&datagram, to).await {
-                self.send_failed(to, &err);
+            match self.socket.send_to(&datagram, to).await {
+                Ok(len) => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    self.counters.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                }
+                Err(err) => self.send_failed(to, &err),
             }
         }
         Ok(())
@@ -303,6 +324,8 @@ impl Socket for SealedSocket {
                 }
                 Err(err) => return Err(err.into()),
             };
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.counters.received_bytes.fetch_add(len as u64, Ordering::Relaxed);
             let buf = std::mem::take(&mut self.buf);
             let received = self.take_in(&buf[..len], from);
             self.buf = buf;
