@@ -174,7 +174,7 @@ impl Clock {
         let tick = conn.shared.config.tick;
         Clock {
             tick,
-            next_tick: Instant::now() + tick,
+            next_tick: on_the_grid(Instant::now(), tick),
             next_deadline: None,
             bytes_seen: 0,
             silent_ticks: 0,
@@ -200,7 +200,7 @@ impl Clock {
         let now = Instant::now();
         self.next_deadline = conn.expire_calls(now);
         if now >= self.next_tick {
-            self.next_tick = now + self.tick;
+            self.next_tick = on_the_grid(now, self.tick);
             self.liveness(conn);
         }
     }
@@ -221,5 +221,47 @@ impl Clock {
             let _ = conn.send(&Header::Ping, &[]);
         }
         self.wrote = false;
+    }
+}
+
+/// The next instant after `now` at which the wall clock is a whole number of
+/// `tick`s since the Unix epoch.
+///
+/// Every connection of every node ticks on the same grid, so a node's pings
+/// leave together and its peers' arrive together: a node with a hundred
+/// idle connections wakes a few times per tick instead of twice per
+/// connection, which is most of what an idle node otherwise spends. Nodes
+/// whose clocks disagree only batch less; liveness is unaffected, since a
+/// tick still comes every `tick`.
+fn on_the_grid(now: Instant, tick: Duration) -> Instant {
+    let tick_ns = tick.as_nanos().max(1);
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let to_next = tick_ns - since_epoch % tick_ns;
+    now + Duration::from_nanos(u64::try_from(to_next).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    /// Ticks land on the wall clock's grid, whenever they are asked for.
+    #[test]
+    fn ticks_fall_on_the_wall_clock_grid() {
+        let tick = Duration::from_millis(100);
+        for _ in 0..5 {
+            let now = Instant::now();
+            let next = on_the_grid(now, tick);
+            assert!(next > now && next <= now + tick, "{:?}", next - now);
+            let wall = SystemTime::now() + (next - Instant::now());
+            let phase = wall.duration_since(UNIX_EPOCH).unwrap().as_nanos() % tick.as_nanos();
+            let off = phase.min(tick.as_nanos() - phase);
+            assert!(off < Duration::from_millis(2).as_nanos(), "{off} ns off the grid");
+            std::thread::sleep(Duration::from_millis(37));
+        }
     }
 }
