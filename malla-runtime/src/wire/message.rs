@@ -1,4 +1,14 @@
 //! Frame payloads: a fixed-layout [`Header`] (see [`encode`]), then the body.
+//!
+//! Who can do what with a header: on a sealed connection (the default) the
+//! headers travel inside records, so someone on the path without the cookie
+//! can neither read nor alter nor inject one (the record does not open and
+//! the connection closes). A peer holding the cookie can send any bytes:
+//! every field is checked as it is read (kinds, formats, statuses and
+//! goodbyes are closed sets; lengths are checked against what the frame
+//! holds; text must be UTF-8), and a header that fails closes the
+//! connection with the reason, without a panic or an allocation sized by
+//! the peer.
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
