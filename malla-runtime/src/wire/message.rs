@@ -7,8 +7,8 @@
 //! every field is checked as it is read (kinds, formats, statuses and
 //! goodbyes are closed sets; lengths are checked against what the frame
 //! holds; text must be UTF-8), and a header that fails closes the
-//! connection with the reason, without a panic or an allocation sized by
-//! the peer.
+//! connection with the reason, without a panic or an allocation larger
+//! than the frame it came in.
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
