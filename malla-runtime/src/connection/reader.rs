@@ -41,7 +41,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     let mut last_request = 0;
     let reason = loop {
         // Hold the outbox while working through the batch: replies pile up
-        // and leave in one write.
+        // and leave a kilobyte at a time, the rest when the batch is done.
         let mut corked = conn.cork();
         let handled = match input.frames() {
             Ok(frames) => read_frames(&conn, &mut codec, frames, &mut last_request, &mut corked).await,
@@ -101,7 +101,8 @@ impl Input {
 
 /// Handles every complete frame in `buf`; returns how many of our calls it
 /// answered. Replies to requests that finish at once accumulate in the
-/// outbox and leave in one write when the reader next waits for input.
+/// outbox; while `corked` (this task holds the outbox) each kilobyte of them
+/// leaves as soon as it is there, and the rest when the batch is done.
 async fn read_frames(
     conn: &Arc<Connection>,
     codec: &mut FrameCodec,
