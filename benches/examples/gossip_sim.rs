@@ -81,7 +81,11 @@ async fn simulate(n: usize) -> String {
     // Members of one process share its cores: a larger simulated cluster
     // gossips more slowly so that the host keeps up; sizes do not depend on
     // it, and times are also given in rounds.
-    let interval = Duration::from_millis(500 * (n as u64).div_ceil(250).max(1));
+    // The work of the whole cluster grows with N², so rounds lengthen as
+    // (N / 250)², and members join in waves of 100 per round rather than all
+    // at once (their first messages all go to the seeds).
+    let slower = (n as u64).div_ceil(250).max(1);
+    let interval = Duration::from_millis(500 * slower * slower);
     let cpu0 = process_cpu();
     let started = Instant::now();
     let mut members: Vec<ChitchatHandle> = Vec::with_capacity(n);
@@ -109,7 +113,7 @@ async fn simulate(n: usize) -> String {
         );
     }
     eprintln!("{n} members started in {:.1} s", started.elapsed().as_secs_f64());
-    let limit = interval * 240;
+    let limit = interval * 40;
     let converged = loop {
         let mut seeing_all = 0;
         for member in &members {
