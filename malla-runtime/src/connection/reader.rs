@@ -15,6 +15,7 @@ use tokio_util::codec::Decoder;
 use super::link::{CallError, CloseReason, Connection, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
+use crate::service::reply_buffers;
 use crate::sync::lock;
 use crate::wire::{self, FrameCodec, Goodbye, Header, RecordError, RecordOpener, Status};
 
@@ -207,7 +208,9 @@ impl Connection {
     fn reply(&self, id: u64, output: InvokeOutput) {
         match output {
             Ok(bytes) => {
-                if let Err(CallError::TooLarge(err)) = self.send(&Header::Response { id, status: Status::Ok }, &bytes) {
+                let sent = self.send(&Header::Response { id, status: Status::Ok }, &bytes);
+                reply_buffers::give_back(bytes);
+                if let Err(CallError::TooLarge(err)) = sent {
                     self.respond(id, Status::Failed(format!("the reply does not fit in a frame: {err}")));
                 }
             }
