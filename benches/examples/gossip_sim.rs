@@ -78,15 +78,11 @@ async fn simulate(n: usize) -> String {
         inner: channels.clone(),
         sizes: Arc::default(),
     };
-    // Members of one process share its cores: a larger simulated cluster
-    // gossips more slowly so that the host keeps up; sizes do not depend on
-    // it, and times are also given in rounds.
-    // The work of the whole cluster grows with N², so rounds lengthen as
-    // (N / 250)², and members join in waves of 100 per round rather than all
-    // at once (their first messages all go to the seeds).
+    // Members of one process share its cores, and the whole cluster's work
+    // grows with N²: rounds lengthen as (N / 250)² so that the host keeps
+    // up. Sizes do not depend on it; times are also given in rounds.
     let slower = (n as u64).div_ceil(250).max(1);
     let interval = Duration::from_millis(500 * slower * slower);
-    let cpu0 = process_cpu();
     let started = Instant::now();
     let mut members: Vec<ChitchatHandle> = Vec::with_capacity(n);
     for i in 0..n {
@@ -145,7 +141,6 @@ async fn simulate(n: usize) -> String {
     for member in members {
         member.abort();
     }
-    let _ = cpu0;
     let rounds_per_second = 1.0 / interval.as_secs_f64();
     format!(
         "| {n} | {} ms | {} | {:.1} kB/s | {:.0} B | {largest} B | {refused} | {cpu:.0} % of a core ({:.2} % per member at 500 ms rounds) |",

@@ -24,7 +24,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use malla::{Event, Node};
+use malla::Node;
 
 const COOKIE: &str = "scale-harness-cookie";
 const PORT: u16 = 7400;
@@ -91,12 +91,9 @@ fn node_process() {
                     (nodes, probes) = (now_nodes, now_probes);
                     println!("view {nodes} {probes}");
                 }
-                match events.recv().await {
-                    Ok(Event::NodeUp(_) | Event::NodeDown(_) | Event::ServiceUp { .. } | Event::ServiceDown { .. }) => {
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                // Any event may change the view; a lagged receiver looks again.
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
+                    return;
                 }
             }
         });

@@ -5,6 +5,7 @@
 mod frame;
 mod message;
 mod record;
+pub(crate) mod reply_buffers;
 
 pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME};
 pub use message::Format;

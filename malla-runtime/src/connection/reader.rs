@@ -15,9 +15,8 @@ use tokio_util::codec::Decoder;
 use super::link::{CallError, CloseReason, Connection, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
-use crate::service::reply_buffers;
 use crate::sync::lock;
-use crate::wire::{self, FrameCodec, Goodbye, Header, RecordError, RecordOpener, Status};
+use crate::wire::{self, FrameCodec, Goodbye, Header, RecordError, RecordOpener, Status, reply_buffers};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
