@@ -23,6 +23,8 @@ use std::sync::Arc;
 use crate::net::Network;
 use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
+use crate::telemetry::counters;
+use crate::telemetry::metrics::ClientMethod;
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
 pub(crate) use dynamic::call_encoded;
@@ -40,6 +42,8 @@ pub struct ClientCore {
     slot: Arc<ServiceSlot>,
     manifest: &'static ServiceManifest,
     options: Option<Arc<CallOptions>>,
+    /// Metric handles of each method, in manifest order.
+    metrics: Arc<[ClientMethod]>,
 }
 
 static DEFAULT_OPTIONS: CallOptions = CallOptions {
@@ -58,12 +62,18 @@ impl ClientCore {
         slot: Arc<ServiceSlot>,
         manifest: &'static ServiceManifest,
     ) -> Self {
+        let metrics = manifest
+            .methods()
+            .iter()
+            .map(|method| ClientMethod::new(network.me().as_str(), manifest.name(), method.name()))
+            .collect();
         ClientCore {
             network,
             _node: node,
             slot,
             manifest,
             options: None,
+            metrics,
         }
     }
 
@@ -109,8 +119,13 @@ where
     D: FnOnce(&[u8]) -> Result<R, postcard::Error> + Send,
 {
     let options = core.options();
+    let metrics = &core.metrics[method];
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
     if options.nodes.is_none() && options.sna_retries == 0 && !core.slot.is_available() {
+        metrics.not_available();
+        let calls = &core.slot.counters;
+        counters::bump(&calls.calls);
+        counters::bump(&calls.errors);
         return Err(Error::ServiceNotAvailable {
             service: core.manifest.name_cow(),
         });
@@ -122,6 +137,7 @@ where
         method: &core.manifest.methods()[method],
         options,
         format: crate::wire::Format::Postcard,
+        metrics,
     };
     call.run(args::TypedArgs {
         value: Some(args),

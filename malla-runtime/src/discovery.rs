@@ -82,7 +82,7 @@ impl Discovery {
         sink: Weak<dyn ViewSink>,
     ) -> Result<Discovery, Error> {
         let listen_addr = socket.local_addr()?;
-        let counters = Arc::new(GossipCounters::default());
+        let counters = Arc::new(GossipCounters::new(me.name.as_str()));
         let transport = SealedUdp {
             sealer: Sealer::new(keyring),
             counters: Arc::clone(&counters),

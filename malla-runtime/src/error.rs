@@ -159,4 +159,27 @@ impl Error {
             Error::ServiceNotAvailable { .. } | Error::SignatureMismatch { .. }
         )
     }
+
+    /// The error's kind in a metric label or span field: `not_available`,
+    /// `timeout`, `node_down`, …
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Error::ServiceNotAvailable { .. } => "not_available",
+            Error::SignatureMismatch { .. } => "signature_mismatch",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Timeout { .. } => "timeout",
+            Error::NodeDown { .. } => "node_down",
+            Error::Remote { .. } => "remote_error",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::Handshake { .. } => "handshake",
+            Error::Connect { .. } => "connect",
+            Error::Codec { .. } => "codec_error",
+            Error::Shutdown => "shutdown",
+            Error::Resolve { .. }
+            | Error::AlreadyServed(_)
+            | Error::NotServed(_)
+            | Error::Config(_)
+            | Error::Io(_) => "other",
+        }
+    }
 }

@@ -44,7 +44,7 @@ use crate::NodeId;
 use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, SessionKey};
 
 /// Version of the wire protocol; peers must agree on it.
-pub(crate) const PROTOCOL_VERSION: u16 = 3;
+pub(crate) const PROTOCOL_VERSION: u16 = 4;
 const MAGIC: [u8; 5] = *b"MALLA";
 const DOMAIN: &[u8] = b"malla-handshake-v2";
 

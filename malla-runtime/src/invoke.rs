@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use futures_util::future::CatchUnwind;
 
 use crate::service::{DispatchFuture, Service};
+use crate::telemetry::Serving;
 use crate::wire::Format;
 
 /// Why an invocation produced no reply.
@@ -30,33 +31,61 @@ pub(crate) enum InvokeError {
 pub(crate) type InvokeOutput = Result<Vec<u8>, InvokeError>;
 
 /// A started handler; panics while it runs become [`InvokeError::Failed`].
-pub(crate) struct Invocation(CatchUnwind<AssertUnwindSafe<DispatchFuture>>);
+/// It runs inside its request's span and reports how it ended.
+pub(crate) struct Invocation {
+    handler: CatchUnwind<AssertUnwindSafe<DispatchFuture>>,
+    serving: Serving,
+}
 
 impl Future for Invocation {
     type Output = InvokeOutput;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<InvokeOutput> {
-        Pin::new(&mut self.0).poll(cx).map(|output| match output {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(err)) => Err(InvokeError::Failed(err.to_string())),
-            Err(panic) => Err(InvokeError::Failed(panic_message(&*panic))),
+        let this = &mut *self;
+        let polled = {
+            let _entered = this.serving.span().enter();
+            Pin::new(&mut this.handler).poll(cx)
+        };
+        polled.map(|output| {
+            let output = match output {
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(err)) => Err(InvokeError::Failed(err.to_string())),
+                Err(panic) => Err(InvokeError::Failed(panic_message(&*panic))),
+            };
+            this.serving.finish(if output.is_ok() { "ok" } else { "failed" });
+            output
         })
     }
 }
 
 /// Decodes `body` in `format` as the arguments of method number `index` of
-/// `service` and starts it.
+/// `service` and starts it, as the request `serving` follows.
 pub(crate) fn invoke(
     service: &dyn Service,
     index: usize,
     format: Format,
     body: &[u8],
+    mut serving: Serving,
 ) -> Result<Invocation, InvokeError> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(index, format, body))) {
-        Ok(Ok(handler)) => Ok(Invocation(AssertUnwindSafe(handler).catch_unwind())),
-        Ok(Err(err)) => Err(InvokeError::BadRequest(err.to_string())),
-        Err(panic) => Err(InvokeError::Failed(panic_message(&*panic))),
-    }
+    let dispatched = {
+        let _entered = serving.span().enter();
+        std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(index, format, body)))
+    };
+    let err = match dispatched {
+        Ok(Ok(handler)) => {
+            return Ok(Invocation {
+                handler: AssertUnwindSafe(handler).catch_unwind(),
+                serving,
+            });
+        }
+        Ok(Err(err)) => InvokeError::BadRequest(err.to_string()),
+        Err(panic) => InvokeError::Failed(panic_message(&*panic)),
+    };
+    serving.finish(match err {
+        InvokeError::BadRequest(_) => "bad_request",
+        InvokeError::Failed(_) => "failed",
+    });
+    Err(err)
 }
 
 /// The text of a panic payload.

@@ -9,7 +9,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | base | `error`, `node_id`, `manifest`, `options`, `events`, `sync`, `wire` | errors, names, manifests, call options, events, frames and headers |
+//! | base | `error`, `node_id`, `manifest`, `options`, `events`, `sync`, `telemetry`, `wire` | errors, names, manifests, call options, events, spans, metrics and counters, frames and headers |
 //! | handshake | `handshake` | the mutual HMAC proof that opens every connection |
 //! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, reports its end through `Host` |
 //! | services | `service`, `invoke`, `registry` | served services, the routing slot of each name, and `invoke`, the one dispatch path of local and remote calls |
@@ -55,6 +55,7 @@ mod manifest;
 mod node_id;
 mod options;
 mod sync;
+mod telemetry;
 mod wire;
 // handshake and connections
 mod connection;
@@ -86,7 +87,7 @@ pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_servic
 pub use membership::{Instance, Member, MemberStatus};
 pub use node::{
     COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, Node,
-    NodeBuilder, NodeConfig,
+    NodeBuilder, NodeConfig, NodeStats, ServiceStats,
 };
 pub use node_id::NodeId;
 pub use options::{CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, LONGEST_DURATION, ServeOptions};

@@ -24,6 +24,7 @@ use crate::discovery::advert::{Gossiped, NodeStatus, RunningStatus};
 use crate::events::Event;
 use crate::registry::{Registry, Route};
 use crate::sync::lock;
+use crate::telemetry::metrics;
 
 /// An instance of a service on a node, as `get_instances` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +112,26 @@ struct State {
 }
 
 impl State {
+    /// Every visible node known, sorted by name, with its status.
+    fn member_statuses(&self) -> impl Iterator<Item = (&NodeId, MemberStatus)> {
+        let known: BTreeSet<&NodeId> = self.gossip.keys().chain(self.links.keys()).collect();
+        known.into_iter().filter_map(|id| {
+            let gossiped = self.gossip.get(id);
+            let hidden_by_gossip = gossiped.is_some_and(|g| g.advertised.hidden);
+            if hidden_by_gossip || matches!(self.links.get(id), Some(Link::Up { hidden: true })) {
+                return None;
+            }
+            let status = if self.up.contains(id) {
+                MemberStatus::Up
+            } else if gossiped.is_some_and(|g| g.advertised.status == NodeStatus::Leaving) {
+                MemberStatus::Leaving
+            } else {
+                MemberStatus::Down
+            };
+            Some((id, status))
+        })
+    }
+
     fn is_up(&self, id: &NodeId) -> bool {
         let link = self.links.get(id);
         let connected = matches!(link, Some(Link::Up { .. }));
@@ -200,22 +221,10 @@ impl Membership {
     /// Every visible node known, sorted by name.
     pub(crate) fn members(&self) -> Vec<Member> {
         let state = self.lock();
-        let known: BTreeSet<&NodeId> = state.gossip.keys().chain(state.links.keys()).collect();
-        known
-            .into_iter()
-            .filter(|id| {
-                let hidden_by_gossip = state.gossip.get(*id).is_some_and(|g| g.advertised.hidden);
-                !hidden_by_gossip && !matches!(state.links.get(*id), Some(Link::Up { hidden: true }))
-            })
-            .map(|id| {
+        state
+            .member_statuses()
+            .map(|(id, status)| {
                 let gossiped = state.gossip.get(id);
-                let status = if state.up.contains(id) {
-                    MemberStatus::Up
-                } else if gossiped.is_some_and(|g| g.advertised.status == NodeStatus::Leaving) {
-                    MemberStatus::Leaving
-                } else {
-                    MemberStatus::Down
-                };
                 Member {
                     node: id.clone(),
                     addr: gossiped.and_then(|g| g.advertised.rpc),
@@ -329,6 +338,15 @@ impl Membership {
         state.up = up;
         state.running = running;
         state.instances = instances;
+        let mut by_status = [0; 3];
+        for (_, status) in state.member_statuses() {
+            by_status[match status {
+                MemberStatus::Up => 0,
+                MemberStatus::Leaving => 1,
+                MemberStatus::Down => 2,
+            }] += 1;
+        }
+        metrics::members(self.me.as_str(), by_status);
         self.touch();
     }
 

@@ -7,11 +7,15 @@
 //! | `builder` | [`NodeBuilder`]: settings, and starting a node step by step |
 //! | `config` | [`NodeConfig`]: settings from a file and the environment |
 //! | `parts` | what a node is made of, and the glue between the layers |
+//! | `stats` | [`NodeStats`]: a node's own figures |
+//! | `introspect` | `malla.Introspect`, the service that serves them to other nodes |
 
 mod api;
 mod builder;
 mod config;
+mod introspect;
 mod parts;
+mod stats;
 
 pub use api::Node;
 pub use builder::{
@@ -19,6 +23,7 @@ pub use builder::{
     NodeBuilder,
 };
 pub use config::NodeConfig;
+pub use stats::{NodeStats, ServiceStats};
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,8 @@ use crate::connection::{Request, Services};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::{lock, read, write};
+use crate::telemetry::{ServiceTelemetry, TraceContext};
+use crate::telemetry::counters::CallCounters;
 use crate::wire::{Format, Status};
 use crate::{AdminStatus, NodeId, ServiceManifest};
 
@@ -24,6 +26,7 @@ pub(crate) struct LocalService {
     pub(crate) metadata: BTreeMap<String, String>,
     method_index: FxHashMap<u32, usize>,
     admin: AtomicU8,
+    pub(crate) telemetry: Arc<ServiceTelemetry>,
 }
 
 /// Why a served service does not take a request.
@@ -37,6 +40,16 @@ pub(crate) enum Refusal {
     SignatureMismatch,
 }
 
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::NotAvailable => "not_available",
+            Refusal::UnknownMethod => "unknown_method",
+            Refusal::SignatureMismatch => "signature_mismatch",
+        }
+    }
+}
+
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Status {
         match refusal {
@@ -48,7 +61,13 @@ impl From<Refusal> for Status {
 }
 
 impl LocalService {
-    pub(crate) fn new(service: Box<dyn Service>, metadata: BTreeMap<String, String>, admin: AdminStatus) -> Self {
+    /// `service`, served on `node`.
+    pub(crate) fn new(
+        node: &NodeId,
+        service: Box<dyn Service>,
+        metadata: BTreeMap<String, String>,
+        admin: AdminStatus,
+    ) -> Self {
         let manifest = service.manifest();
         let typed = service.local_handle();
         let method_index = manifest
@@ -64,6 +83,7 @@ impl LocalService {
             metadata,
             method_index,
             admin: AtomicU8::new(admin.to_u8()),
+            telemetry: Arc::new(ServiceTelemetry::new(node.as_str(), manifest)),
         }
     }
 
@@ -86,6 +106,10 @@ impl LocalService {
     /// The index of the method a call names, if this instance takes it now.
     /// A signature of 0 is an unchecked dynamic call.
     pub(crate) fn accept(&self, id: u32, signature: u64) -> Result<usize, Refusal> {
+        self.method_to_run(id, signature).inspect_err(|refusal| self.telemetry.refused(refusal.label()))
+    }
+
+    fn method_to_run(&self, id: u32, signature: u64) -> Result<usize, Refusal> {
         if !self.is_active() {
             return Err(Refusal::NotAvailable);
         }
@@ -98,9 +122,16 @@ impl LocalService {
         }
     }
 
-    /// Starts method number `index` on arguments encoded in `format`.
-    pub(crate) fn invoke(&self, index: usize, format: Format, body: &[u8]) -> Result<Invocation, InvokeError> {
-        invoke(&*self.service, index, format, body)
+    /// Starts method number `index` on arguments encoded in `format`; its
+    /// span is a child of `trace` if the caller sent one.
+    pub(crate) fn invoke(
+        &self,
+        index: usize,
+        format: Format,
+        body: &[u8],
+        trace: Option<TraceContext>,
+    ) -> Result<Invocation, InvokeError> {
+        invoke(&*self.service, index, format, body, self.telemetry.start(index, trace))
     }
 }
 
@@ -119,6 +150,16 @@ impl Route {
     }
 }
 
+/// Names of the runtime's own services (`malla.Introspect`) start with
+/// this; an application cannot serve one.
+pub(crate) const INTERNAL_PREFIX: &str = "malla.";
+
+/// Whether `name` is one of the runtime's own services: served on every
+/// node, published nowhere.
+pub(crate) fn is_internal(name: &str) -> bool {
+    name.starts_with(INTERNAL_PREFIX)
+}
+
 /// The routing snapshot of one service name, shared by every client of it.
 pub(crate) struct ServiceSlot {
     route: ArcSwap<Route>,
@@ -127,6 +168,8 @@ pub(crate) struct ServiceSlot {
     available: AtomicBool,
     // Serializes writers (serve, discovery, admin status); readers never take it.
     write: Mutex<()>,
+    /// This node's calls of the service, for `Node::stats`.
+    pub(crate) counters: CallCounters,
 }
 
 impl ServiceSlot {
@@ -135,6 +178,7 @@ impl ServiceSlot {
             route: ArcSwap::from_pointee(Route::default()),
             available: AtomicBool::new(false),
             write: Mutex::new(()),
+            counters: CallCounters::default(),
         }
     }
 
@@ -189,12 +233,24 @@ impl Registry {
         self.read().get(name)?.route().local.clone()
     }
 
-    /// Every service this node serves.
+    /// Every service this node serves, but the runtime's own.
     pub(crate) fn locals(&self) -> Vec<Arc<LocalService>> {
         self.read()
-            .values()
-            .filter_map(|slot| slot.route().local.clone())
+            .iter()
+            .filter(|(name, _)| !is_internal(name))
+            .filter_map(|(_, slot)| slot.route().local.clone())
             .collect()
+    }
+
+    /// Every slot, by name, sorted: what the node serves or has called.
+    pub(crate) fn slots(&self) -> Vec<(Arc<str>, Arc<ServiceSlot>)> {
+        let mut slots: Vec<_> = self
+            .read()
+            .iter()
+            .map(|(name, slot)| (Arc::clone(name), Arc::clone(slot)))
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, FxHashMap<Arc<str>, Arc<ServiceSlot>>> {
@@ -209,14 +265,21 @@ impl Services for Registry {
         let local = self.local(request.service).ok_or(Status::NotAvailable)?;
         // Services that are not global are served to their own node only.
         if !local.manifest.is_global() {
+            local.telemetry.refused(Refusal::NotAvailable.label());
             return Err(Status::NotAvailable);
         }
         let index = local.accept(request.method, request.signature)?;
         local
-            .invoke(index, request.format, request.body)
+            .invoke(index, request.format, request.body, request.trace)
             .map_err(|err| match err {
                 InvokeError::BadRequest(message) => Status::BadRequest(message),
                 InvokeError::Failed(message) => Status::Failed(message),
             })
+    }
+
+    fn overloaded(&self, request: &Request<'_>) {
+        if let Some(local) = self.local(request.service) {
+            local.telemetry.refused("overloaded");
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use super::args::CallArgs;
 use super::deadline::with_deadline;
@@ -16,6 +17,10 @@ use super::remote::{Remote, RemoteError};
 use crate::connection::{CallError, Request};
 use crate::invoke::{InvokeError, panic_message};
 use crate::registry::{LocalService, Refusal, ServiceSlot};
+use crate::telemetry::counters;
+use crate::telemetry::metrics::ClientMethod;
+use crate::telemetry::spans;
+use crate::telemetry::TraceContext;
 use crate::wire::{Format, Status};
 use crate::{CallOptions, Error, MethodManifest, NodeId};
 
@@ -27,6 +32,18 @@ pub(crate) struct Call<'a, N> {
     pub(crate) options: &'a CallOptions,
     /// Encoding of arguments and reply (JSON for tools only).
     pub(crate) format: Format,
+    /// The method's metric handles.
+    pub(crate) metrics: &'a ClientMethod,
+}
+
+/// What a call did, for its span and metrics.
+#[derive(Default)]
+struct Tally {
+    attempts: u32,
+    /// The node that gave the answer.
+    answered_by: Option<NodeId>,
+    /// Why the last attempt did not run, until the next one starts.
+    not_run: Option<&'static str>,
 }
 
 /// The result of one attempt.
@@ -39,8 +56,42 @@ enum Attempt<R> {
 
 impl<N: Remote> Call<'_, N> {
     pub(crate) async fn run<R, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
+        let span = spans::call(&self.service, self.method.name());
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let result = self.attempts(&mut args, &span, &mut tally, started).await;
+        self.finish(&span, &tally, &result, started);
+        result
+    }
+
+    /// The call's span, metrics and counters, once it has its answer.
+    fn finish<R>(&self, span: &Span, tally: &Tally, result: &Result<R, Error>, started: Instant) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(err) => err.outcome(),
+        };
+        span.record("attempts", tally.attempts);
+        span.record("outcome", outcome);
+        if let Some(node) = &tally.answered_by {
+            span.record("node", node.as_str());
+        }
+        self.metrics.finished(outcome, tally.attempts, started.elapsed());
+        let calls = &self.slot.counters;
+        counters::bump(&calls.calls);
+        if result.is_err() {
+            counters::bump(&calls.errors);
+        }
+    }
+
+    async fn attempts<R, A: CallArgs<R>>(
+        &self,
+        args: &mut A,
+        span: &Span,
+        tally: &mut Tally,
+        started: Instant,
+    ) -> Result<R, Error> {
         let timeout = self.options.effective_timeout(self.method.timeout_ms());
-        let deadline = Instant::now() + timeout;
+        let deadline = started + timeout;
         let mut failure: Option<Error> = None;
 
         for round in 0..=self.options.sna_retries {
@@ -53,13 +104,42 @@ impl<N: Remote> Call<'_, N> {
             }
             let route = self.slot.route_full();
             for target in Targets::new(self.remote.me(), &route, self.options.nodes.as_deref()) {
+                if let Some(reason) = tally.not_run.take() {
+                    self.metrics.failover(reason);
+                    counters::bump(&self.slot.counters.failovers);
+                }
+                tally.attempts += 1;
+                let node = match &target {
+                    Target::Local(_) => self.remote.me(),
+                    Target::Remote(node) => node,
+                };
+                let attempt_span = spans::attempt(span, node.as_str(), tally.attempts);
+                // Named in the call's span, if anyone looks at it.
+                let node = (!span.is_disabled()).then(|| node.clone());
                 let attempt = match target {
-                    Target::Local(local) => self.attempt_local(&local, &mut args, deadline, timeout).await,
-                    Target::Remote(node) => self.attempt_remote(node, &mut args, deadline, timeout).await,
+                    Target::Local(local) => {
+                        self.attempt_local(&local, args, deadline, timeout)
+                            .instrument(attempt_span.clone())
+                            .await
+                    }
+                    Target::Remote(node) => {
+                        let trace = spans::context_of(&attempt_span);
+                        self.attempt_remote(node, args, deadline, timeout, trace)
+                            .instrument(attempt_span.clone())
+                            .await
+                    }
                 };
                 match attempt {
-                    Attempt::Done(result) => return result,
-                    Attempt::NotRun(err) => failure = Some(pick_failure(failure, err)),
+                    Attempt::Done(result) => {
+                        attempt_span.record("outcome", result.as_ref().map_or_else(Error::outcome, |_| "ok"));
+                        tally.answered_by = node;
+                        return result;
+                    }
+                    Attempt::NotRun(err) => {
+                        attempt_span.record("outcome", err.outcome());
+                        tally.not_run = Some(err.outcome());
+                        failure = Some(pick_failure(failure, err));
+                    }
                 }
             }
         }
@@ -107,7 +187,7 @@ impl<N: Remote> Call<'_, N> {
             Ok(body) => body,
             Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
         };
-        let invocation = match local.invoke(index, self.format, body) {
+        let invocation = match local.invoke(index, self.format, body, None) {
             Ok(invocation) => invocation,
             Err(err) => return Attempt::Done(Err(self.invoke_error(me.clone(), err))),
         };
@@ -125,6 +205,7 @@ impl<N: Remote> Call<'_, N> {
         args: &mut A,
         deadline: Instant,
         timeout: Duration,
+        trace: Option<TraceContext>,
     ) -> Attempt<R> {
         let body = match args.encoded() {
             Ok(body) => body,
@@ -136,6 +217,7 @@ impl<N: Remote> Call<'_, N> {
             signature: self.method.signature(),
             format: self.format,
             body,
+            trace,
         };
         match self.remote.call(&node, request, deadline).await {
             Ok(bytes) => Attempt::Done(self.decode(args, &bytes)),

@@ -8,6 +8,7 @@ use super::call::Call;
 use super::remote::Remote;
 use crate::registry::ServiceSlot;
 use crate::service::{LocalFuture, LocalHandle};
+use crate::telemetry::metrics::ClientMethod;
 use crate::wire::Format;
 use crate::{CallOptions, Error, MethodManifest, declared_services};
 
@@ -24,6 +25,8 @@ pub(crate) async fn call_encoded<N: Remote>(
     format: Format,
 ) -> Result<Vec<u8>, Error> {
     let manifest = declared_method(service, method).unwrap_or_else(|| MethodManifest::unchecked(method));
+    // Handles made per call: calls by name are for tools, not hot paths.
+    let metrics = ClientMethod::new(remote.me().as_str(), service, method);
     Call {
         remote,
         slot,
@@ -31,6 +34,7 @@ pub(crate) async fn call_encoded<N: Remote>(
         method: &manifest,
         options,
         format,
+        metrics: &metrics,
     }
     .run(Encoded(body))
     .await

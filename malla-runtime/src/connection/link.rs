@@ -21,6 +21,7 @@ use crate::handshake::Identity;
 use crate::invoke::Invocation;
 use crate::sync::lock;
 use crate::wire::{self, Format, FrameError, Goodbye, Header, RecordSealer, Status};
+use crate::telemetry::TraceContext;
 
 /// Outbox size above which callers wait for the writer before adding more.
 const HIGH_WATER: usize = 8 * 1024 * 1024;
@@ -101,6 +102,8 @@ pub(crate) struct Request<'a> {
     pub(crate) format: Format,
     /// The encoded arguments.
     pub(crate) body: &'a [u8],
+    /// The caller's trace context, if it has one.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// What a connection may run for its peer: the node's services, as a peer
@@ -109,6 +112,10 @@ pub(crate) trait Services: Send + Sync + 'static {
     /// Starts the method a request names, or says which status answers it
     /// instead.
     fn start(&self, request: Request<'_>) -> Result<Invocation, Status>;
+
+    /// The request was refused as `Overloaded` before `start`: for the
+    /// service's tallies.
+    fn overloaded(&self, request: &Request<'_>);
 }
 
 /// Settings of a connection.
@@ -313,6 +320,7 @@ impl Connection {
                     signature: request.signature,
                     deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
                     format: request.format,
+                    trace: request.trace,
                 };
                 if let Err(err) = wire::encode(out, max, &header, request.body) {
                     lock(&self.shared.calls).cancel(id);

@@ -135,6 +135,7 @@ async fn read_frames(
                 signature,
                 deadline_us,
                 format,
+                trace,
             } => {
                 if id <= *last_request {
                     let why = format!("request id {id} after {last_request}: ids must grow");
@@ -148,6 +149,7 @@ async fn read_frames(
                     signature,
                     format,
                     body: &body,
+                    trace,
                 };
                 serve(conn, id, request, deadline).await;
                 // A batch's worth of replies leaves now, so that the peer
@@ -168,6 +170,7 @@ async fn read_frames(
 async fn serve(conn: &Arc<Connection>, id: u64, request: Request<'_>, deadline: Duration) {
     // Past the limit, refuse before running anything: the caller fails over.
     if lock(&conn.shared.running).len() >= conn.shared.config.max_handlers {
+        conn.shared.services.overloaded(&request);
         return conn.respond(id, Status::Overloaded);
     }
     let mut handler = match conn.shared.services.start(request) {

@@ -19,7 +19,7 @@ use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, encode_reply};
 use crate::sync::lock;
 use crate::test_support::{eventually, identity};
 use crate::wire::{self, Format, FrameCodec, Header, Status};
-use crate::{AdminStatus, MethodManifest, Service, ServiceManifest};
+use crate::{AdminStatus, MethodManifest, NodeId, Service, ServiceManifest};
 use tokio::time::Instant;
 
 /// `Echo.echo(Vec<u8>) -> Vec<u8>` and `Echo.sleep(u64) -> u64`, by hand.
@@ -135,7 +135,7 @@ impl RawPeer {
 
 fn registry() -> Arc<Registry> {
     let registry = Arc::new(Registry::default());
-    let echo = Arc::new(LocalService::new(Box::new(Echo), BTreeMap::new(), AdminStatus::Active));
+    let echo = Arc::new(LocalService::new(&NodeId::from("b"), Box::new(Echo), BTreeMap::new(), AdminStatus::Active));
     registry.slot("Echo").update(|route| Route {
         local: Some(Arc::clone(&echo)),
         remote: Arc::clone(&route.remote),
@@ -178,6 +178,7 @@ fn request<'a>(id: u64, service: &'a str, method: &str, signature: u64) -> Heade
         signature,
         deadline_us: 5_000_000,
         format: Format::Postcard,
+        trace: None,
     }
 }
 
@@ -286,6 +287,7 @@ async fn extreme_deadlines_do_not_panic() {
             signature: 0,
             deadline_us,
             format: Format::Postcard,
+            trace: None,
         };
         raw.send(&header, &postcard::to_allocvec(&10u64).unwrap()).await;
     }
@@ -386,6 +388,7 @@ fn echo_request(method: u32, body: &[u8]) -> Request<'_> {
         signature: 1,
         format: Format::Postcard,
         body,
+        trace: None,
     }
 }
 

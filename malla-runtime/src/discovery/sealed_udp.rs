@@ -35,6 +35,7 @@ use sha2::Sha256;
 use super::envelope::{HEADER_LEN, Header, Reassembly, ReplayGuard, now_ms};
 use crate::handshake::{Cookie, Keyring};
 use crate::sync::lock;
+use crate::telemetry::metrics;
 
 const VERSION: u8 = 2;
 const NONCE_LEN: usize = 12;
@@ -47,9 +48,11 @@ const MAX_BODY: usize = MAX_UDP_PAYLOAD - 1 - NONCE_LEN - TAG_LEN - HEADER_LEN;
 /// How often failures to send are said.
 const SEND_WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Counters of the gossip socket.
+/// Counters of the gossip socket; each count also goes to the metrics
+/// recorder, labelled with `node`.
 #[derive(Debug, Default)]
 pub(crate) struct GossipCounters {
+    pub(crate) node: String,
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) malformed: AtomicU64,
@@ -62,7 +65,7 @@ pub(crate) struct GossipCounters {
 }
 
 /// Gossip traffic seen by a node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct GossipStats {
     /// Datagrams that opened under our cookie and decoded.
@@ -88,6 +91,19 @@ pub struct GossipStats {
 }
 
 impl GossipCounters {
+    pub(crate) fn new(node: &str) -> Self {
+        GossipCounters {
+            node: node.to_owned(),
+            ..GossipCounters::default()
+        }
+    }
+
+    /// A received datagram's fate: `ok`, `rejected`, `malformed`, `replayed`.
+    fn received_as(&self, counter: &AtomicU64, result: &'static str) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::gossip_datagram(&self.node, "received", result);
+    }
+
     pub(crate) fn snapshot(&self) -> GossipStats {
         GossipStats {
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -246,6 +262,7 @@ impl SealedSocket {
 
     fn send_failed(&mut self, to: SocketAddr, err: &std::io::Error) {
         self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
+        metrics::gossip_datagram(&self.counters.node, "sent", "send_failed");
         self.failures.unsaid += 1;
         if self.failures.said.is_none_or(|at| at.elapsed() >= SEND_WARN_EVERY) {
             let failures = std::mem::take(&mut self.failures.unsaid);
@@ -258,29 +275,29 @@ impl SealedSocket {
     /// does not open, was seen before, or waits for its other parts.
     fn take_in(&mut self, datagram: &[u8], from: SocketAddr) -> Option<(SocketAddr, ChitchatMessage)> {
         let Some(envelope) = self.sealer.open(datagram) else {
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            self.counters.received_as(&self.counters.rejected, "rejected");
             tracing::debug!(%from, "dropped a gossip datagram that does not open under our cookie");
             return None;
         };
         let Some((header, body)) = Header::read(&envelope) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            self.counters.received_as(&self.counters.malformed, "malformed");
             tracing::warn!(%from, "dropped a gossip datagram with a malformed envelope");
             return None;
         };
         let now = Instant::now();
         if let Err(why) = self.guard.admit(&header, now_ms(), now) {
-            self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+            self.counters.received_as(&self.counters.replayed, "replayed");
             tracing::debug!(%from, ?why, "dropped a gossip datagram seen before or too old");
             return None;
         }
         let message = self.parts.add(&header, body, now)?;
         match ChitchatMessage::deserialize(&mut message.as_slice()) {
             Ok(message) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                self.counters.received_as(&self.counters.accepted, "ok");
                 Some((header.reply_to, message))
             }
             Err(err) => {
-                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                self.counters.received_as(&self.counters.malformed, "malformed");
                 tracing::warn!(%from, "dropped a malformed gossip message: {err}");
                 None
             }
@@ -299,6 +316,8 @@ impl Socket for SealedSocket {
                 Ok(len) => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     self.counters.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    metrics::gossip_datagram(&self.counters.node, "sent", "ok");
+                    metrics::gossip_bytes(&self.counters.node, "sent", len);
                 }
                 Err(err) => self.send_failed(to, &err),
             }
@@ -326,6 +345,7 @@ impl Socket for SealedSocket {
             };
             self.counters.received.fetch_add(1, Ordering::Relaxed);
             self.counters.received_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            metrics::gossip_bytes(&self.counters.node, "received", len);
             let buf = std::mem::take(&mut self.buf);
             let received = self.take_in(&buf[..len], from);
             self.buf = buf;

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::net::TcpStream;
 
 use crate::handshake::HandshakeError;
+use crate::telemetry::metrics;
 use crate::{Error, NodeId};
 
 /// Opens a TCP connection to `addr`, from `from` when that is an address of
@@ -28,6 +29,7 @@ pub(super) async fn open_tcp(addr: SocketAddr, from: Option<IpAddr>) -> std::io:
 
 /// Logs a failed outgoing handshake and turns it into the public error.
 pub(super) fn handshake_error(node: &NodeId, peer: &str, err: HandshakeError) -> Error {
+    metrics::handshake_refused(node.as_str(), false, err.is_unauthorized());
     if err.is_unauthorized() {
         tracing::warn!(%node, %peer, "connection refused: {err}");
         Error::Unauthorized {

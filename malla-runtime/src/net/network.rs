@@ -16,6 +16,7 @@ use super::links::LinkEvents;
 use super::peer::Peers;
 use crate::connection::{self, CloseReason, Connection, ConnectionConfig, Host, Initiator, Services, Transport};
 use crate::handshake::{self, Identity, Keyring, RejectReason, SessionKeys};
+use crate::telemetry::metrics;
 use crate::wire::Goodbye;
 use crate::{Error, NodeId};
 
@@ -200,9 +201,13 @@ impl Network {
                 );
             }
             Err(err) if err.is_unauthorized() => {
+                metrics::handshake_refused(self.me().as_str(), true, true);
                 tracing::warn!(node = %self.me(), peer = %from, "refused a connection: {err}");
             }
-            Err(err) => tracing::info!(node = %self.me(), peer = %from, "incoming handshake failed: {err}"),
+            Err(err) => {
+                metrics::handshake_refused(self.me().as_str(), true, false);
+                tracing::info!(node = %self.me(), peer = %from, "incoming handshake failed: {err}");
+            }
         }
     }
 
@@ -238,6 +243,7 @@ impl Network {
         let host: Weak<dyn Host> = Arc::downgrade(self) as _;
         let hidden = peer.hidden;
         self.open_connections.fetch_add(1, Ordering::AcqRel);
+        metrics::connections(self.me().as_str(), 1.0);
         let conn = connection::spawn(
             stream,
             read_buf,
@@ -364,8 +370,7 @@ impl Network {
         self.peers.get(id)
     }
 
-    /// Connections opened and not yet closed, for tests.
-    #[cfg(test)]
+    /// Connections opened and not yet closed.
     pub(crate) fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Acquire)
     }
@@ -374,6 +379,7 @@ impl Network {
 impl Host for Network {
     fn connection_closed(&self, conn: &Arc<Connection>, reason: &CloseReason) {
         self.open_connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::connections(self.me().as_str(), -1.0);
         let Some(peer) = self.peers.get(&conn.peer.name) else {
             return;
         };

@@ -19,7 +19,9 @@ use crate::discovery::sealed_udp::GossipStats;
 use crate::events::Event;
 use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
-use crate::registry::{LocalService, Route};
+use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
+use super::introspect;
+use super::stats::NodeStats;
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest};
 
@@ -58,8 +60,13 @@ impl Node {
         } else {
             AdminStatus::Active
         };
-        let local = Arc::new(LocalService::new(Box::new(service), options.metadata, admin));
-        let name = local.name().to_owned();
+        let name = service.manifest().name().to_owned();
+        if is_internal(&name) {
+            return Err(Error::Config(format!(
+                "cannot serve `{name}`: names starting with `{INTERNAL_PREFIX}` are the runtime's own"
+            )));
+        }
+        let local = Arc::new(LocalService::new(&self.parts.id, Box::new(service), options.metadata, admin));
         let slot = self.parts.registry.slot(&name);
         let mut already = false;
         slot.update(|route| {
@@ -309,6 +316,23 @@ impl Node {
     /// services, sorted by name.
     pub fn members(&self) -> Vec<Member> {
         self.parts.membership.members()
+    }
+
+    /// This node's figures: calls, requests served, in flight, errors,
+    /// connections and gossip. No metrics recorder needed.
+    pub fn stats(&self) -> NodeStats {
+        self.parts.stats()
+    }
+
+    /// The figures of `node` (this one or another), asked of its built-in
+    /// `malla.Introspect` service; a hidden node (such as `malla stats`) may
+    /// ask too.
+    ///
+    /// Fails as a call to `node` would: [`Error::NodeDown`] if it cannot be
+    /// reached, [`Error::Timeout`] after the default deadline.
+    pub async fn stats_of(&self, node: &NodeId) -> Result<NodeStats, Error> {
+        let options = CallOptions::default().nodes([node.clone()]);
+        self.remote(introspect::SERVICE, introspect::STATS, &(), options).await
     }
 
     /// Gossip traffic this node has seen, if it gossips.

@@ -23,7 +23,9 @@ use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
 use crate::membership::Membership;
 use crate::net::{LinkEvents, Network};
-use crate::registry::{LocalService, Registry};
+use super::introspect::Introspect;
+use super::stats::NodeStats;
+use crate::registry::{LocalService, Registry, Route};
 use crate::{AdminStatus, Error, NodeId};
 
 /// Everything a node is made of; `Node` handles share one.
@@ -39,6 +41,8 @@ pub(super) struct NodeParts {
     dns: OnceLock<Arc<Dns>>,
     /// Name servers for it; the system's if empty.
     dns_servers: Vec<SocketAddr>,
+    /// When the node was assembled, for its uptime.
+    pub(super) started: std::time::Instant,
     this: Weak<NodeParts>,
 }
 
@@ -51,6 +55,13 @@ impl NodeParts {
     ) -> Arc<NodeParts> {
         Arc::new_cyclic(|this: &Weak<NodeParts>| {
             let registry = Arc::new(Registry::default());
+            // Every node answers `Node::stats_of`, unpublished.
+            let introspect = Introspect { parts: this.clone() };
+            let local = Arc::new(LocalService::new(&id, Box::new(introspect), BTreeMap::new(), AdminStatus::Active));
+            registry.slot(local.name()).update(|route| Route {
+                local: Some(local),
+                remote: Arc::clone(&route.remote),
+            });
             let events = crate::events::channel();
             let links: Weak<dyn LinkEvents> = this.clone();
             NodeParts {
@@ -62,9 +73,15 @@ impl NodeParts {
                 discovery: OnceLock::new(),
                 dns: OnceLock::new(),
                 dns_servers,
+                started: std::time::Instant::now(),
                 this: this.clone(),
             }
         })
+    }
+
+    /// This node's figures now.
+    pub(super) fn stats(&self) -> NodeStats {
+        NodeStats::collect(self)
     }
 
     /// The resolver of connect targets.

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::frame::{FrameError, LEN_PREFIX};
+use crate::telemetry::TraceContext;
 
 /// The header of every frame after the handshake.
 #[derive(Debug, PartialEq)]
@@ -28,6 +29,9 @@ pub(crate) enum Header<'a> {
         /// Time left to the caller's deadline, in microseconds.
         deadline_us: u64,
         format: Format,
+        /// The caller's trace, if it has one: the serving node's span
+        /// becomes a child of the caller's attempt.
+        trace: Option<TraceContext>,
     },
     /// The answer to request `id`. The body holds the encoded reply if
     /// `status` is `Ok`.
@@ -89,6 +93,8 @@ mod kind {
     pub(super) const CANCEL: u8 = 2;
     pub(super) const PING: u8 = 3;
     pub(super) const GOODBYE: u8 = 4;
+    /// A request with a trace context after its fixed fields.
+    pub(super) const TRACED_REQUEST: u8 = 5;
 }
 
 /// A frame whose header cannot be read. The connection that carried it is
@@ -118,6 +124,7 @@ pub(crate) enum HeaderError {
 /// | 2 cancel | `id u64` |
 /// | 3 ping | |
 /// | 4 goodbye | `why u8` |
+/// | 5 traced request | as a request, with `trace_id [u8; 16], span_id [u8; 8], flags u8` before `service` |
 ///
 /// It is written and read field by field with no intermediate buffer: a
 /// request header is a few stores, where a serde encoding cost a tenth of a
@@ -142,7 +149,7 @@ pub(crate) fn encode(out: &mut BytesMut, max: usize, header: &Header<'_>, body: 
 /// fixed fields, and the text that follows them.
 fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str), HeaderError> {
     let mut fixed = Fixed {
-        buf: [0; 36],
+        buf: [0; FIXED_MAX],
         len: LEN_PREFIX,
     };
     let text = match *header {
@@ -153,15 +160,23 @@ fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str), HeaderError> {
             signature,
             deadline_us,
             format,
+            trace,
         } => {
             let name_len = u16::try_from(service.len()).map_err(|_| HeaderError::NameTooLong(service.len()))?;
-            fixed.put(&[kind::REQUEST]);
+            fixed.put(&[if trace.is_some() {
+                kind::TRACED_REQUEST
+            } else {
+                kind::REQUEST
+            }]);
             fixed.put(&id.to_le_bytes());
             fixed.put(&method.to_le_bytes());
             fixed.put(&signature.to_le_bytes());
             fixed.put(&deadline_us.to_le_bytes());
             fixed.put(&[format.code()]);
             fixed.put(&name_len.to_le_bytes());
+            if let Some(trace) = trace {
+                fixed.put(&trace.to_bytes());
+            }
             service
         }
         Header::Response { id, ref status } => {
@@ -194,9 +209,12 @@ fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str), HeaderError> {
     Ok((fixed, text))
 }
 
+/// The longest fixed part: a traced request's.
+const FIXED_MAX: usize = LEN_PREFIX + 1 + 31 + TraceContext::LEN;
+
 /// The fixed-size part of a frame, assembled on the stack.
 struct Fixed {
-    buf: [u8; 36],
+    buf: [u8; FIXED_MAX],
     len: usize,
 }
 
@@ -216,11 +234,16 @@ impl Fixed {
 pub(crate) fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> {
     let mut input = Input(frame);
     let header = match input.u8()? {
-        kind::REQUEST => {
+        code @ (kind::REQUEST | kind::TRACED_REQUEST) => {
             // One length check for the fixed fields, then reads at fixed
             // offsets.
             let fixed: [u8; 31] = input.take()?;
             let format = Format::from_code(fixed[28])?;
+            let trace = if code == kind::TRACED_REQUEST {
+                TraceContext::from_bytes(&input.take()?)
+            } else {
+                None
+            };
             let service = input.text(u16::from_le_bytes([fixed[29], fixed[30]]) as usize)?;
             Header::Request {
                 id: u64::from_le_bytes(array(&fixed[0..8])),
@@ -229,6 +252,7 @@ pub(crate) fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> 
                 signature: u64::from_le_bytes(array(&fixed[12..20])),
                 deadline_us: u64::from_le_bytes(array(&fixed[20..28])),
                 format,
+                trace,
             }
         }
         kind::RESPONSE => {
@@ -390,6 +414,7 @@ mod tests {
             signature: 42,
             deadline_us: 15_000_000,
             format: Format::Postcard,
+            trace: None,
         };
         encode(&mut out, 1024, &request, &[1, 2, 3]).unwrap();
         encode(
@@ -433,6 +458,16 @@ mod tests {
                 signature: 0,
                 deadline_us: 0,
                 format: Format::Json,
+                trace: None,
+            },
+            Header::Request {
+                id: 2,
+                service: "Traced",
+                method: 7,
+                signature: 9,
+                deadline_us: 1,
+                format: Format::Postcard,
+                trace: TraceContext::new([1; 16], [2; 8], 1),
             },
             Header::Cancel { id: 3 },
             Header::Ping,
@@ -471,6 +506,26 @@ mod tests {
                 assert_eq!(decode(&short).unwrap_err(), HeaderError::Truncated, "cut at {cut}");
             }
         }
+    }
+
+    /// W3C: a context with an all-zero id is ignored, not an error.
+    #[test]
+    fn a_traced_request_with_zero_ids_reads_as_untraced() {
+        let request = |trace| Header::Request {
+            id: 1,
+            service: "S",
+            method: 0,
+            signature: 0,
+            deadline_us: 0,
+            format: Format::Postcard,
+            trace,
+        };
+        let mut out = BytesMut::new();
+        encode(&mut out, 1024, &request(TraceContext::new([1; 16], [2; 8], 0)), &[]).unwrap();
+        let mut frame = out.split_off(4);
+        frame[32..48].fill(0);
+        let frame = frame.freeze();
+        assert_eq!(decode(&frame).unwrap().0, request(None));
     }
 
     #[test]
@@ -515,6 +570,7 @@ mod tests {
             signature: 0,
             deadline_us: 0,
             format: Format::Postcard,
+            trace: None,
         };
         assert!(encode(&mut out, usize::MAX, &request, &[]).is_err());
         assert!(out.is_empty(), "nothing is queued for a header that cannot be written");
@@ -525,6 +581,7 @@ mod tests {
             signature: 0,
             deadline_us: 0,
             format: Format::Postcard,
+            trace: None,
         };
         assert!(matches!(
             encode(&mut out, 40, &small, &[0; 10]),

@@ -76,6 +76,16 @@ impl CallArgs<u8> for Byte {
 /// Calls `Calc.add` routed to the nodes of `script`, in order; returns the
 /// result and the nodes asked.
 async fn call(script: &[(&str, Answer)], idempotent: bool, options: CallOptions) -> (Result<u8, Error>, Vec<String>) {
+    let (result, asked, _) = call_counted(script, idempotent, options).await;
+    (result, asked)
+}
+
+/// [`call`], with the slot's tallies after it: calls, errors, failovers.
+async fn call_counted(
+    script: &[(&str, Answer)],
+    idempotent: bool,
+    options: CallOptions,
+) -> (Result<u8, Error>, Vec<String>, [u64; 3]) {
     let remote = Scripted {
         me: "me".into(),
         answers: script.iter().map(|(n, f)| (NodeId::from(*n), *f)).collect(),
@@ -89,6 +99,7 @@ async fn call(script: &[(&str, Answer)], idempotent: bool, options: CallOptions)
         remote: nodes.into(),
     });
     let method = MethodManifest::__new("add", method_id("add"), &[], "i64", 0xadd, idempotent, None);
+    let metrics = ClientMethod::new("me", "Calc", "add");
     let result = Call {
         remote: &remote,
         slot: &slot,
@@ -96,6 +107,7 @@ async fn call(script: &[(&str, Answer)], idempotent: bool, options: CallOptions)
         method: &method,
         options: &options,
         format: Format::Postcard,
+        metrics: &metrics,
     }
     .run(Byte)
     .await;
@@ -106,26 +118,30 @@ async fn call(script: &[(&str, Answer)], idempotent: bool, options: CallOptions)
         .iter()
         .map(|n| n.to_string())
         .collect();
-    (result, asked)
+    let tallies = &slot.counters;
+    let tallies = [&tallies.calls, &tallies.errors, &tallies.failovers].map(crate::telemetry::counters::read);
+    (result, asked, tallies)
 }
 
 #[tokio::test]
 async fn a_call_moves_on_while_nothing_ran() {
     let script: [(&str, Answer); 4] = [("a", unreachable), ("b", not_available), ("c", mismatch), ("d", ok)];
-    let (result, asked) = call(&script, false, CallOptions::default()).await;
+    let (result, asked, [calls, errors, failovers]) = call_counted(&script, false, CallOptions::default()).await;
     assert_eq!(result.unwrap(), 42);
     assert_eq!(asked, ["a", "b", "c", "d"]);
+    assert_eq!((calls, errors, failovers), (1, 0, 3), "one call, three moves on");
 }
 
 #[tokio::test]
 async fn a_call_that_may_have_run_stops_unless_idempotent() {
     let script: [(&str, Answer); 2] = [("a", lost), ("b", ok)];
-    let (result, asked) = call(&script, false, CallOptions::default()).await;
+    let (result, asked, tallies) = call_counted(&script, false, CallOptions::default()).await;
     assert!(
         matches!(result, Err(Error::NodeDown { ref node }) if node.as_str() == "a"),
         "{result:?}"
     );
     assert_eq!(asked, ["a"], "never twice");
+    assert_eq!(tallies, [1, 1, 0], "one failed call, no failover");
 
     let (result, asked) = call(&script, true, CallOptions::default()).await;
     assert_eq!(result.unwrap(), 42);

@@ -1,0 +1,203 @@
+//! Every metric a node records, through the [`metrics`] facade: the
+//! application installs the recorder (`metrics-exporter-prometheus`, …);
+//! without one, each recording is a no-op.
+//!
+//! Handles of the per-call metrics are registered once per method, when a
+//! client is made or a service is served, so a call costs a few no-op (or
+//! exporter) increments and no allocation. Install the recorder before
+//! building nodes: handles registered before it stay no-ops.
+//!
+//! Every metric has a `node` label, the node's name, so several nodes in one
+//! process stay apart.
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `malla_client_calls_total` | counter | service, method, outcome | calls made, by how they ended (`ok`, `not_available`, `timeout`, `node_down`, `overloaded`, `signature_mismatch`, `remote_error`, `codec_error`, …) |
+//! | `malla_client_call_duration_seconds` | histogram | service, method | time from call to answer, failovers included |
+//! | `malla_client_attempts_total` | counter | service, method | attempts (one per node tried) |
+//! | `malla_client_failovers_total` | counter | service, method, reason | moves to the next node, by why the attempt did not run (same outcome names) |
+//! | `malla_server_requests_total` | counter | service, method, outcome | requests served: `ok`, `bad_request`, `failed` (panic or unencodable reply), `dropped` (timed out or cancelled before answering) |
+//! | `malla_server_request_duration_seconds` | histogram | service, method | time the handler took |
+//! | `malla_server_handlers_in_flight` | gauge | service | handlers running now |
+//! | `malla_server_requests_refused_total` | counter | service, reason | refused before running: `not_available`, `unknown_method`, `signature_mismatch`, `overloaded` |
+//! | `malla_connections` | gauge | | connections to other nodes, open now |
+//! | `malla_handshakes_refused_total` | counter | direction (`incoming`, `outgoing`), reason (`unauthorized`, `failed`) | handshakes that did not open a connection |
+//! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `send_failed`) | gossip datagrams |
+//! | `malla_gossip_bytes_total` | counter | direction | their bytes, sealed, without UDP and IP headers |
+//! | `malla_members` | gauge | status (`up`, `leaving`, `down`) | other visible nodes this node knows |
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Metric names, for users' dashboards and for tests.
+pub(crate) mod name {
+    pub(crate) const CLIENT_CALLS: &str = "malla_client_calls_total";
+    pub(crate) const CLIENT_CALL_DURATION: &str = "malla_client_call_duration_seconds";
+    pub(crate) const CLIENT_ATTEMPTS: &str = "malla_client_attempts_total";
+    pub(crate) const CLIENT_FAILOVERS: &str = "malla_client_failovers_total";
+    pub(crate) const SERVER_REQUESTS: &str = "malla_server_requests_total";
+    pub(crate) const SERVER_REQUEST_DURATION: &str = "malla_server_request_duration_seconds";
+    pub(crate) const SERVER_IN_FLIGHT: &str = "malla_server_handlers_in_flight";
+    pub(crate) const SERVER_REFUSED: &str = "malla_server_requests_refused_total";
+    pub(crate) const CONNECTIONS: &str = "malla_connections";
+    pub(crate) const HANDSHAKES_REFUSED: &str = "malla_handshakes_refused_total";
+    pub(crate) const GOSSIP_DATAGRAMS: &str = "malla_gossip_datagrams_total";
+    pub(crate) const GOSSIP_BYTES: &str = "malla_gossip_bytes_total";
+    pub(crate) const MEMBERS: &str = "malla_members";
+}
+
+/// The handles of one method's client metrics.
+pub(crate) struct ClientMethod {
+    node: String,
+    service: String,
+    method: String,
+    ok: Counter,
+    /// Kept apart: a stub answers it without allocating.
+    not_available: Counter,
+    attempts: Counter,
+    duration: Histogram,
+}
+
+impl ClientMethod {
+    pub(crate) fn new(node: &str, service: &str, method: &str) -> Self {
+        let labels = || {
+            [
+                ("node", node.to_owned()),
+                ("service", service.to_owned()),
+                ("method", method.to_owned()),
+            ]
+        };
+        let with_outcome = |outcome: &str| {
+            let mut labels = labels().to_vec();
+            labels.push(("outcome", outcome.to_owned()));
+            labels
+        };
+        ClientMethod {
+            node: node.to_owned(),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            ok: counter!(name::CLIENT_CALLS, &with_outcome("ok")),
+            not_available: counter!(name::CLIENT_CALLS, &with_outcome("not_available")),
+            attempts: counter!(name::CLIENT_ATTEMPTS, &labels()),
+            duration: histogram!(name::CLIENT_CALL_DURATION, &labels()),
+        }
+    }
+
+    /// A call that ended after `attempts` attempts, in `outcome`, having
+    /// taken `took`.
+    pub(crate) fn finished(&self, outcome: &'static str, attempts: u32, took: Duration) {
+        match outcome {
+            "ok" => self.ok.increment(1),
+            "not_available" => self.not_available.increment(1),
+            // Other errors are rare: their handles are looked up when they
+            // happen.
+            _ => counter!(name::CLIENT_CALLS, &self.labels_with("outcome", outcome)).increment(1),
+        }
+        self.attempts.increment(u64::from(attempts));
+        self.duration.record(took);
+    }
+
+    /// A stub's call: no node to try, answered `ServiceNotAvailable` at once.
+    pub(crate) fn not_available(&self) {
+        self.not_available.increment(1);
+    }
+
+    /// A call moves on from a node where the attempt did not run.
+    pub(crate) fn failover(&self, reason: &'static str) {
+        counter!(name::CLIENT_FAILOVERS, &self.labels_with("reason", reason)).increment(1);
+    }
+
+    fn labels_with(&self, key: &'static str, value: &'static str) -> [(&'static str, String); 4] {
+        [
+            ("node", self.node.clone()),
+            ("service", self.service.clone()),
+            ("method", self.method.clone()),
+            (key, value.to_owned()),
+        ]
+    }
+}
+
+/// The handles of one method's server metrics.
+pub(crate) struct ServerMethod {
+    ok: Counter,
+    duration: Histogram,
+}
+
+impl ServerMethod {
+    pub(crate) fn new(node: &str, service: &str, method: &str) -> Self {
+        let labels = [
+            ("node", node.to_owned()),
+            ("service", service.to_owned()),
+            ("method", method.to_owned()),
+        ];
+        let mut ok_labels = labels.to_vec();
+        ok_labels.push(("outcome", "ok".to_owned()));
+        ServerMethod {
+            ok: counter!(name::SERVER_REQUESTS, &ok_labels),
+            duration: histogram!(name::SERVER_REQUEST_DURATION, &labels),
+        }
+    }
+
+    /// A request answered `outcome` after `took`.
+    pub(crate) fn finished(&self, node: &str, service: &str, method: &str, outcome: &'static str, took: Duration) {
+        if outcome == "ok" {
+            self.ok.increment(1);
+        } else {
+            counter!(
+                name::SERVER_REQUESTS,
+                "node" => node.to_owned(),
+                "service" => service.to_owned(),
+                "method" => method.to_owned(),
+                "outcome" => outcome,
+            )
+            .increment(1);
+        }
+        self.duration.record(took);
+    }
+}
+
+/// Handlers of a service running now.
+pub(crate) fn in_flight(node: &str, service: &str) -> Gauge {
+    gauge!(name::SERVER_IN_FLIGHT, "node" => node.to_owned(), "service" => service.to_owned())
+}
+
+/// A request refused before it ran.
+pub(crate) fn refused(node: &str, service: &str, reason: &'static str) {
+    counter!(name::SERVER_REFUSED, "node" => node.to_owned(), "service" => service.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// A connection opened (+1) or closed (−1).
+pub(crate) fn connections(node: &str, change: f64) {
+    gauge!(name::CONNECTIONS, "node" => node.to_owned()).increment(change);
+}
+
+/// A handshake that opened no connection.
+pub(crate) fn handshake_refused(node: &str, incoming: bool, unauthorized: bool) {
+    counter!(
+        name::HANDSHAKES_REFUSED,
+        "node" => node.to_owned(),
+        "direction" => if incoming { "incoming" } else { "outgoing" },
+        "reason" => if unauthorized { "unauthorized" } else { "failed" },
+    )
+    .increment(1);
+}
+
+/// A gossip datagram sent or received (`direction`), and what became of it.
+pub(crate) fn gossip_datagram(node: &str, direction: &'static str, result: &'static str) {
+    counter!(name::GOSSIP_DATAGRAMS, "node" => node.to_owned(), "direction" => direction, "result" => result)
+        .increment(1);
+}
+
+/// Bytes of gossip sent or received.
+pub(crate) fn gossip_bytes(node: &str, direction: &'static str, bytes: usize) {
+    counter!(name::GOSSIP_BYTES, "node" => node.to_owned(), "direction" => direction).increment(bytes as u64);
+}
+
+/// How many other visible nodes are up, leaving and down.
+pub(crate) fn members(node: &str, [up, leaving, down]: [usize; 3]) {
+    for (status, count) in [("up", up), ("leaving", leaving), ("down", down)] {
+        gauge!(name::MEMBERS, "node" => node.to_owned(), "status" => status).set(count as f64);
+    }
+}
