@@ -70,7 +70,7 @@ impl<N: Remote> Call<'_, N> {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
-        span.record("attempts", tally.attempts);
+        span.record("attempts", i64::from(tally.attempts));
         span.record("outcome", outcome);
         if let Some(node) = &tally.answered_by {
             span.record("node", node.as_str());

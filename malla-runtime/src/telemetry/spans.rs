@@ -45,7 +45,7 @@ pub(crate) fn attempt(call: &Span, node: &str, attempt: u32) -> Span {
         "malla.attempt",
         otel.kind = "client",
         node = node,
-        attempt = attempt,
+        attempt = i64::from(attempt),
         outcome = Empty,
     )
 }

@@ -1,0 +1,314 @@
+//! What a user running a cluster sees of it, across real nodes on loopback
+//! (each on its own runtime): one OpenTelemetry trace per call, the server's
+//! span a child of the caller's attempt on another node, failover included;
+//! the metrics recorder's counters moving with calls, failovers and refused
+//! handshakes; and every node's figures through `Node::stats_of`.
+//!
+//! One process-wide `tracing` subscriber (with `tracing-opentelemetry` and
+//! an in-memory exporter) and one metrics recorder serve every test here;
+//! each test's nodes have their own names, and the tests look only at them.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::nodes::{NodeRuntime, cluster, listening};
+use common::*;
+use malla::{CallOptions, Error, NodeId};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use opentelemetry::trace::{SpanId, TracerProvider};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+const COOKIE: &str = "observability-test-cookie";
+
+struct Collectors {
+    spans: InMemorySpanExporter,
+    metrics: Snapshotter,
+}
+
+/// Installs the subscriber and the recorder once, before any node exists
+/// (metric handles registered before the recorder stay no-ops).
+fn collectors() -> &'static Collectors {
+    static COLLECTORS: OnceLock<Collectors> = OnceLock::new();
+    COLLECTORS.get_or_init(|| {
+        let spans = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("observability-test"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("the only subscriber");
+        let recorder = DebuggingRecorder::new();
+        let metrics = recorder.snapshotter();
+        recorder.install().expect("the only recorder");
+        Collectors { spans, metrics }
+    })
+}
+
+fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv: &KeyValue| &kv.value)
+}
+
+/// The spans of the trace of `root`, by name.
+fn in_trace(root: &SpanData, name: &str) -> Vec<SpanData> {
+    let trace = root.span_context.trace_id();
+    let finished = collectors().spans.get_finished_spans().unwrap();
+    finished
+        .into_iter()
+        .filter(|s| s.span_context.trace_id() == trace && s.name == name)
+        .collect()
+}
+
+#[test]
+fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
+    collectors();
+    // node 1 does not serve Geometry: a call sent there first fails over.
+    let nodes = cluster("trace", 3, COOKIE);
+    let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
+    server.run(server.node.serve(GeometryServer::new(Geo::default()))).unwrap();
+    let geo = GeometryClient::new(&caller.node);
+
+    // Straight to the server.
+    let direct = tracing::info_span!("test.direct");
+    let options = CallOptions::default().nodes([server.node.id().clone()]);
+    let sum = caller.run(geo.with_options(options).add(2, 3).instrument(direct));
+    assert_eq!(sum.unwrap(), 5);
+
+    // The empty node first: it answers `ServiceNotAvailable`, the call moves on.
+    let failover = tracing::info_span!("test.failover");
+    let options = CallOptions::default().nodes([empty.node.id().clone(), server.node.id().clone()]);
+    let sum = caller.run(geo.with_options(options).add(20, 22).instrument(failover));
+    assert_eq!(sum.unwrap(), 42);
+
+    for (root, attempts) in [("test.direct", 1), ("test.failover", 2)] {
+        let finished = collectors().spans.get_finished_spans().unwrap();
+        let root = &finished.into_iter().find(|s| s.name == root).expect("the test's own span");
+        let calls = in_trace(root, "malla.call");
+        assert_eq!(calls.len(), 1, "{calls:#?}");
+        let call = &calls[0];
+        assert_eq!(call.parent_span_id, root.span_context.span_id());
+        assert_eq!(attribute(call, "rpc.service").map(Value::as_str).as_deref(), Some("Geometry"));
+        assert_eq!(attribute(call, "rpc.method").map(Value::as_str).as_deref(), Some("add"));
+        assert_eq!(attribute(call, "outcome").map(Value::as_str).as_deref(), Some("ok"));
+        assert_eq!(attribute(call, "attempts"), Some(&Value::I64(attempts)));
+        assert_eq!(attribute(call, "node").map(Value::as_str).as_deref(), Some("trace2"));
+
+        let mut tries = in_trace(root, "malla.attempt");
+        tries.sort_by_key(|s| match attribute(s, "attempt") {
+            Some(Value::I64(n)) => *n,
+            _ => 0,
+        });
+        assert_eq!(tries.len(), attempts as usize, "{tries:#?}");
+        assert!(tries.iter().all(|t| t.parent_span_id == call.span_context.span_id()));
+        let last = tries.last().unwrap();
+        assert_eq!(attribute(last, "node").map(Value::as_str).as_deref(), Some("trace2"));
+        if attempts == 2 {
+            let first = &tries[0];
+            assert_eq!(attribute(first, "node").map(Value::as_str).as_deref(), Some("trace1"));
+            assert_eq!(
+                attribute(first, "outcome").map(Value::as_str).as_deref(),
+                Some("not_available")
+            );
+        }
+
+        // On the other node, in the same trace: the server's span, a child
+        // of the attempt that reached it.
+        let served = in_trace(root, "malla.serve");
+        assert_eq!(served.len(), 1, "{served:#?}");
+        let serve = &served[0];
+        assert_eq!(serve.parent_span_id, last.span_context.span_id());
+        assert_ne!(serve.parent_span_id, SpanId::INVALID);
+        assert_eq!(serve.span_kind, opentelemetry::trace::SpanKind::Server);
+        assert_eq!(attribute(serve, "outcome").map(Value::as_str).as_deref(), Some("ok"));
+        println!(
+            "{root}: trace {} — call, {attempts} attempt(s), served on trace2 as a child of attempt {attempts}",
+            root.span_context.trace_id(),
+            root = root.name
+        );
+    }
+}
+
+/// The sum of the counter `name` over the series whose labels include
+/// every one of `labels`.
+fn counter(snapshot: &[(String, Vec<(String, String)>, DebugValue)], name: &str, labels: &[(&str, &str)]) -> u64 {
+    snapshot
+        .iter()
+        .filter(|(n, series, _)| n == name && labels.iter().all(|(k, v)| series.iter().any(|(sk, sv)| sk == k && sv == v)))
+        .map(|(_, _, value)| match value {
+            DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn gauge(snapshot: &[(String, Vec<(String, String)>, DebugValue)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    snapshot
+        .iter()
+        .filter(|(n, series, _)| n == name && labels.iter().all(|(k, v)| series.iter().any(|(sk, sv)| sk == k && sv == v)))
+        .map(|(_, _, value)| match value {
+            DebugValue::Gauge(g) => g.into_inner(),
+            _ => 0.0,
+        })
+        .sum()
+}
+
+fn snapshot() -> Vec<(String, Vec<(String, String)>, DebugValue)> {
+    collectors()
+        .metrics
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            (key.name().to_owned(), labels, value)
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_move_with_calls_failovers_and_refused_handshakes() {
+    collectors();
+    let nodes = cluster("metric", 3, COOKIE);
+    let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
+    server.run(server.node.serve(GeometryServer::new(Geo::default()))).unwrap();
+    caller
+        .run(caller.node.wait_for_services(&["Geometry"], Duration::from_secs(5)))
+        .unwrap();
+    let geo = GeometryClient::new(&caller.node);
+    for i in 0..10 {
+        assert_eq!(caller.run(geo.add(i, 1)).unwrap(), i + 1);
+    }
+    let failing_over = CallOptions::default().nodes([empty.node.id().clone(), server.node.id().clone()]);
+    for _ in 0..3 {
+        caller.run(geo.with_options(failing_over.clone()).ping()).unwrap();
+    }
+    let boom = caller.run(geo.boom("on purpose".into()));
+    assert!(matches!(boom, Err(Error::Remote { .. })), "{boom:?}");
+    // A stub of a service nobody serves.
+    let nowhere = caller.run(malla::Node::remote::<_, ()>(&caller.node, "Nowhere", "x", &(), Default::default()));
+    assert!(matches!(nowhere, Err(Error::ServiceNotAvailable { .. })), "{nowhere:?}");
+    // A stranger with another cookie knocks.
+    let intruder = NodeRuntime::start(listening("metric-intruder", "not-the-cookie"));
+    let refused = intruder.run(intruder.node.connect(server.addr()));
+    assert!(matches!(refused, Err(Error::Unauthorized { .. })), "{refused:?}");
+
+    let (me, there) = (("node", "metric0"), ("node", "metric2"));
+    let geometry = ("service", "Geometry");
+    let s = snapshot();
+    let client_ok = counter(&s, "malla_client_calls_total", &[me, geometry, ("method", "add"), ("outcome", "ok")]);
+    let client_failed = counter(&s, "malla_client_calls_total", &[me, geometry, ("outcome", "remote_error")]);
+    let not_available = counter(&s, "malla_client_calls_total", &[me, ("service", "Nowhere"), ("outcome", "not_available")]);
+    let attempts = counter(&s, "malla_client_attempts_total", &[me, geometry, ("method", "ping")]);
+    let failovers = counter(&s, "malla_client_failovers_total", &[me, geometry, ("reason", "not_available")]);
+    let served = counter(&s, "malla_server_requests_total", &[there, geometry, ("outcome", "ok")]);
+    let served_failed = counter(&s, "malla_server_requests_total", &[there, geometry, ("outcome", "failed")]);
+    let refused_there = counter(&s, "malla_server_requests_refused_total", &[("node", "metric1")]);
+    let handshakes_in = counter(
+        &s,
+        "malla_handshakes_refused_total",
+        &[there, ("direction", "incoming"), ("reason", "unauthorized")],
+    );
+    let handshakes_out = counter(
+        &s,
+        "malla_handshakes_refused_total",
+        &[("node", "metric-intruder"), ("direction", "outgoing"), ("reason", "unauthorized")],
+    );
+    let gossip_sent = counter(&s, "malla_gossip_datagrams_total", &[me, ("direction", "sent"), ("result", "ok")]);
+    let gossip_received = counter(&s, "malla_gossip_datagrams_total", &[me, ("direction", "received"), ("result", "ok")]);
+    let connections = gauge(&s, "malla_connections", &[me]);
+    let members_up = gauge(&s, "malla_members", &[me, ("status", "up")]);
+    let in_flight = gauge(&s, "malla_server_handlers_in_flight", &[there, geometry]);
+    let histograms = s
+        .iter()
+        .filter(|(n, labels, v)| {
+            n == "malla_client_call_duration_seconds"
+                && labels.iter().any(|(k, v)| k == "node" && v == "metric0")
+                && matches!(v, DebugValue::Histogram(h) if !h.is_empty())
+        })
+        .count();
+    println!(
+        "caller: {client_ok} ok, {client_failed} failed, {not_available} not available, {attempts} ping attempts, \
+         {failovers} failovers, {connections} connections, {members_up} members up, gossip {gossip_sent} sent / \
+         {gossip_received} received; server: {served} served, {served_failed} failed, {in_flight} in flight, \
+         {handshakes_in} handshakes refused; empty node: {refused_there} refused; intruder: {handshakes_out} refused"
+    );
+    assert_eq!(client_ok, 10);
+    assert_eq!(client_failed, 1);
+    assert_eq!(not_available, 1);
+    assert_eq!(attempts, 6, "two per ping");
+    assert_eq!(failovers, 3);
+    assert_eq!(served, 10 + 3);
+    assert_eq!(served_failed, 1);
+    assert_eq!(in_flight, 0.0);
+    assert_eq!(handshakes_in, 1);
+    assert_eq!(handshakes_out, 1);
+    assert!(gossip_sent > 0 && gossip_received > 0);
+    assert_eq!(connections, 2.0);
+    assert_eq!(members_up, 2.0);
+    assert!(histograms > 0, "call durations are recorded");
+    // The empty node does not serve Geometry: no service there to count a
+    // refusal against.
+    assert_eq!(refused_there, 0);
+}
+
+#[test]
+fn every_node_reports_its_figures_to_any_other() {
+    collectors();
+    let nodes = cluster("stats", 2, COOKIE);
+    let (caller, server) = (&nodes[0], &nodes[1]);
+    server.run(server.node.serve(GeometryServer::new(Geo::default()))).unwrap();
+    caller
+        .run(caller.node.wait_for_services(&["Geometry"], Duration::from_secs(5)))
+        .unwrap();
+    let geo = GeometryClient::new(&caller.node);
+    for _ in 0..5 {
+        caller.run(geo.count()).unwrap();
+    }
+    let _ = caller.run(geo.boom("x".into()));
+
+    let theirs = caller.run(caller.node.stats_of(server.node.id())).unwrap();
+    let mine = caller.run(caller.node.stats_of(caller.node.id())).unwrap();
+    println!("{theirs:#?}\n{mine:#?}");
+    assert_eq!(theirs.node, *server.node.id());
+    let served = theirs.services.iter().find(|s| s.service == "Geometry").expect("Geometry served");
+    assert_eq!((served.served, served.serve_errors, served.in_flight), (6, 1, 0));
+    assert_eq!(theirs.connections, 1);
+    assert!(theirs.gossip.is_some_and(|g| g.sent > 0));
+    assert!(
+        theirs.services.iter().all(|s| !s.service.starts_with("malla.")),
+        "the runtime's own service is not listed"
+    );
+    let called = mine.services.iter().find(|s| s.service == "Geometry").expect("Geometry called");
+    assert_eq!((called.calls, called.call_errors, called.failovers), (6, 1, 0));
+    assert_eq!(mine.services, caller.node.stats().services, "the same figures, asked or read");
+
+    // A hidden node (what `malla stats` runs) may ask too.
+    let hidden = NodeRuntime::start(malla::Node::builder("stats-cli").cookie(COOKIE).hidden());
+    let id: NodeId = hidden.run(hidden.node.connect(server.addr())).unwrap();
+    assert_eq!(id, *server.node.id());
+    let asked = hidden.run(hidden.node.stats_of(server.node.id())).unwrap();
+    assert!(asked.services.iter().any(|s| s.service == "Geometry" && s.served == 6));
+
+    // The runtime's own names are reserved.
+    let reserved = server.run(server.node.serve(ReservedServer::new(Mine)));
+    assert!(
+        matches!(&reserved, Err(Error::Config(why)) if why.contains("malla.")),
+        "{reserved:?}"
+    );
+}
+
+#[malla::service(global, name = "malla.Mine")]
+pub trait Reserved {
+    async fn x(&self);
+}
+
+struct Mine;
+
+impl Reserved for Mine {
+    async fn x(&self) {}
+}
