@@ -10,13 +10,14 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::nodes::{NodeRuntime, cluster, listening};
+use common::nodes::{NodeRuntime, cluster, listening, wait_until_blocking};
 use common::*;
 use malla::{CallOptions, Error, NodeId};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use opentelemetry::trace::{SpanId, TracerProvider};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -27,7 +28,7 @@ const COOKIE: &str = "observability-test-cookie";
 
 struct Collectors {
     spans: InMemorySpanExporter,
-    metrics: Snapshotter,
+    metrics: &'static Recorded,
 }
 
 /// Installs the subscriber and the recorder once, before any node exists
@@ -42,9 +43,8 @@ fn collectors() -> &'static Collectors {
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("observability-test"));
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
             .expect("the only subscriber");
-        let recorder = DebuggingRecorder::new();
-        let metrics = recorder.snapshotter();
-        recorder.install().expect("the only recorder");
+        let metrics: &'static Recorded = Box::leak(Box::default());
+        metrics::set_global_recorder(metrics).expect("the only recorder");
         Collectors { spans, metrics }
     })
 }
@@ -132,42 +132,88 @@ fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
     }
 }
 
-/// The sum of the counter `name` over the series whose labels include
-/// every one of `labels`.
-fn counter(snapshot: &[(String, Vec<(String, String)>, DebugValue)], name: &str, labels: &[(&str, &str)]) -> u64 {
-    snapshot
-        .iter()
-        .filter(|(n, series, _)| n == name && labels.iter().all(|(k, v)| series.iter().any(|(sk, sv)| sk == k && sv == v)))
-        .map(|(_, _, value)| match value {
-            DebugValue::Counter(n) => *n,
-            _ => 0,
-        })
-        .sum()
+/// A metrics recorder that keeps every series, readable at any time
+/// without resetting it (the test waits on a counter, then reads them all).
+#[derive(Default)]
+struct Recorded {
+    series: Mutex<Vec<(Key, Series)>>,
 }
 
-fn gauge(snapshot: &[(String, Vec<(String, String)>, DebugValue)], name: &str, labels: &[(&str, &str)]) -> f64 {
-    snapshot
-        .iter()
-        .filter(|(n, series, _)| n == name && labels.iter().all(|(k, v)| series.iter().any(|(sk, sv)| sk == k && sv == v)))
-        .map(|(_, _, value)| match value {
-            DebugValue::Gauge(g) => g.into_inner(),
-            _ => 0.0,
-        })
-        .sum()
+#[derive(Clone)]
+enum Series {
+    Counter(Arc<AtomicU64>),
+    Gauge(Arc<AtomicU64>),
+    Histogram(Arc<Samples>),
 }
 
-fn snapshot() -> Vec<(String, Vec<(String, String)>, DebugValue)> {
-    collectors()
-        .metrics
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-            (key.name().to_owned(), labels, value)
-        })
-        .collect()
+/// How many values a histogram recorded.
+#[derive(Default)]
+struct Samples(AtomicU64);
+
+impl HistogramFn for Samples {
+    fn record(&self, _value: f64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Recorded {
+    fn series(&self, key: &Key, make: impl FnOnce() -> Series) -> Series {
+        let mut all = self.series.lock().unwrap();
+        if let Some((_, series)) = all.iter().find(|(k, _)| k == key) {
+            return series.clone();
+        }
+        let series = make();
+        all.push((key.clone(), series.clone()));
+        series
+    }
+
+    /// The sum over the series of `name` whose labels include `labels`:
+    /// counts for counters and histograms, values for gauges.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let all = self.series.lock().unwrap();
+        all.iter()
+            .filter(|(key, _)| {
+                key.name() == name
+                    && labels.iter().all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+            })
+            .map(|(_, series)| match series {
+                Series::Counter(n) => n.load(Ordering::Relaxed) as f64,
+                Series::Gauge(bits) => f64::from_bits(bits.load(Ordering::Relaxed)),
+                Series::Histogram(samples) => samples.0.load(Ordering::Relaxed) as f64,
+            })
+            .sum()
+    }
+}
+
+impl Recorder for &'static Recorded {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        match self.series(key, || Series::Counter(Arc::default())) {
+            Series::Counter(n) => Counter::from_arc(n),
+            _ => Counter::noop(),
+        }
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        match self.series(key, || Series::Gauge(Arc::default())) {
+            Series::Gauge(bits) => Gauge::from_arc(bits),
+            _ => Gauge::noop(),
+        }
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        match self.series(key, || Series::Histogram(Arc::default())) {
+            Series::Histogram(samples) => Histogram::from_arc(samples),
+            _ => Histogram::noop(),
+        }
+    }
+}
+
+fn recorded(name: &str, labels: &[(&str, &str)]) -> f64 {
+    collectors().metrics.sum(name, labels)
 }
 
 #[test]
@@ -196,41 +242,39 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     let intruder = NodeRuntime::start(listening("metric-intruder", "not-the-cookie"));
     let refused = intruder.run(intruder.node.connect(server.addr()));
     assert!(matches!(refused, Err(Error::Unauthorized { .. })), "{refused:?}");
+    // The server counts it once its side of the handshake has ended, which
+    // may be just after the intruder heard no.
+    let refusal_counted = wait_until_blocking(Duration::from_secs(5), || {
+        recorded("malla_handshakes_refused_total", &[("node", "metric2")]) > 0.0
+    });
+    assert!(refusal_counted);
 
     let (me, there) = (("node", "metric0"), ("node", "metric2"));
     let geometry = ("service", "Geometry");
-    let s = snapshot();
-    let client_ok = counter(&s, "malla_client_calls_total", &[me, geometry, ("method", "add"), ("outcome", "ok")]);
-    let client_failed = counter(&s, "malla_client_calls_total", &[me, geometry, ("outcome", "remote_error")]);
-    let not_available = counter(&s, "malla_client_calls_total", &[me, ("service", "Nowhere"), ("outcome", "not_available")]);
-    let attempts = counter(&s, "malla_client_attempts_total", &[me, geometry, ("method", "ping")]);
-    let failovers = counter(&s, "malla_client_failovers_total", &[me, geometry, ("reason", "not_available")]);
-    let served = counter(&s, "malla_server_requests_total", &[there, geometry, ("outcome", "ok")]);
-    let served_failed = counter(&s, "malla_server_requests_total", &[there, geometry, ("outcome", "failed")]);
-    let refused_there = counter(&s, "malla_server_requests_refused_total", &[("node", "metric1")]);
-    let handshakes_in = counter(
-        &s,
+    let count = |name: &str, labels: &[(&str, &str)]| recorded(name, labels) as u64;
+    let client_ok = count("malla_client_calls_total", &[me, geometry, ("method", "add"), ("outcome", "ok")]);
+    let client_failed = count("malla_client_calls_total", &[me, geometry, ("outcome", "remote_error")]);
+    let not_available = count("malla_client_calls_total", &[me, ("service", "Nowhere"), ("outcome", "not_available")]);
+    let attempts = count("malla_client_attempts_total", &[me, geometry, ("method", "ping")]);
+    let failovers = count("malla_client_failovers_total", &[me, geometry, ("reason", "not_available")]);
+    let durations = count("malla_client_call_duration_seconds", &[me, geometry]);
+    let served = count("malla_server_requests_total", &[there, geometry, ("outcome", "ok")]);
+    let served_failed = count("malla_server_requests_total", &[there, geometry, ("outcome", "failed")]);
+    let handled = count("malla_server_request_duration_seconds", &[there, geometry]);
+    let refused_there = count("malla_server_requests_refused_total", &[("node", "metric1")]);
+    let handshakes_in = count(
         "malla_handshakes_refused_total",
         &[there, ("direction", "incoming"), ("reason", "unauthorized")],
     );
-    let handshakes_out = counter(
-        &s,
+    let handshakes_out = count(
         "malla_handshakes_refused_total",
         &[("node", "metric-intruder"), ("direction", "outgoing"), ("reason", "unauthorized")],
     );
-    let gossip_sent = counter(&s, "malla_gossip_datagrams_total", &[me, ("direction", "sent"), ("result", "ok")]);
-    let gossip_received = counter(&s, "malla_gossip_datagrams_total", &[me, ("direction", "received"), ("result", "ok")]);
-    let connections = gauge(&s, "malla_connections", &[me]);
-    let members_up = gauge(&s, "malla_members", &[me, ("status", "up")]);
-    let in_flight = gauge(&s, "malla_server_handlers_in_flight", &[there, geometry]);
-    let histograms = s
-        .iter()
-        .filter(|(n, labels, v)| {
-            n == "malla_client_call_duration_seconds"
-                && labels.iter().any(|(k, v)| k == "node" && v == "metric0")
-                && matches!(v, DebugValue::Histogram(h) if !h.is_empty())
-        })
-        .count();
+    let gossip_sent = count("malla_gossip_datagrams_total", &[me, ("direction", "sent"), ("result", "ok")]);
+    let gossip_received = count("malla_gossip_datagrams_total", &[me, ("direction", "received"), ("result", "ok")]);
+    let connections = recorded("malla_connections", &[me]);
+    let members_up = recorded("malla_members", &[me, ("status", "up")]);
+    let in_flight = recorded("malla_server_handlers_in_flight", &[there, geometry]);
     println!(
         "caller: {client_ok} ok, {client_failed} failed, {not_available} not available, {attempts} ping attempts, \
          {failovers} failovers, {connections} connections, {members_up} members up, gossip {gossip_sent} sent / \
@@ -250,7 +294,8 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     assert!(gossip_sent > 0 && gossip_received > 0);
     assert_eq!(connections, 2.0);
     assert_eq!(members_up, 2.0);
-    assert!(histograms > 0, "call durations are recorded");
+    assert_eq!(durations, 10 + 3 + 1, "one duration per call that tried a node");
+    assert_eq!(handled, 10 + 3 + 1);
     // The empty node does not serve Geometry: no service there to count a
     // refusal against.
     assert_eq!(refused_there, 0);
