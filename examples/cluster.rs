@@ -6,7 +6,8 @@
 //! cargo run --example cluster
 //! RUST_LOG=malla_runtime=info cargo run --example cluster   # and the library's own logs
 //! cargo run --example cluster -- --stay                      # keep node1 and node3 up on 127.0.0.1:7000
-//! cargo run -p malla-cli -- --connect 127.0.0.1:7000 --cookie malla-demo-cookie services
+//! MALLA_COOKIE=malla-demo-cookie cargo run -p malla-cli -- --connect 127.0.0.1:7000 services
+//! MALLA_COOKIE=malla-demo-cookie cargo run -p malla-cli -- --connect 127.0.0.1:7000 stats
 //! ```
 
 use std::collections::BTreeMap;
@@ -200,7 +201,7 @@ fn main() -> Result<(), Error> {
         step(
             t,
             format!(
-                "node1 and node3 keep running; try `cargo run -p malla-cli -- --connect {seed} --cookie {COOKIE} services`; Ctrl-C to stop"
+                "node1 and node3 keep running; try `MALLA_COOKIE={COOKIE} cargo run -p malla-cli -- --connect {seed} stats`; Ctrl-C to stop"
             ),
         );
         client_runtime.block_on(tokio::signal::ctrl_c()).ok();

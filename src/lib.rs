@@ -28,13 +28,50 @@
 //! # Ok(()) }
 //! ```
 
+//!
+//! # Observability
+//!
+//! - **Spans** (`tracing`, level info): `malla.call` per call (fields
+//!   `rpc.service`, `rpc.method`, and at the end `attempts`, `node` that
+//!   answered, `outcome`), a child `malla.attempt` per node tried (`node`,
+//!   `attempt`, `outcome`), and `malla.serve` per request on the serving node
+//!   (`outcome`). With the `opentelemetry` feature (default) and
+//!   `tracing-opentelemetry`'s layer (0.34) in the subscriber, a request
+//!   carries the W3C trace context of its attempt and the serving node's span
+//!   joins the caller's trace: one trace across nodes, failovers included.
+//!   With no subscriber interested, spans cost an atomic load.
+//! - **Metrics** through the `metrics` facade: install a recorder (for
+//!   example `metrics-exporter-prometheus`) *before* building nodes. Every
+//!   series has a `node` label:
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `malla_client_calls_total` | counter | service, method, outcome (`ok`, `not_available`, `timeout`, `node_down`, `overloaded`, `signature_mismatch`, `remote_error`, `codec_error`, …) |
+//! | `malla_client_call_duration_seconds` | histogram | service, method (calls that reached past the stub check) |
+//! | `malla_client_attempts_total` | counter | service, method |
+//! | `malla_client_failovers_total` | counter | service, method, reason (why the attempt did not run) |
+//! | `malla_server_requests_total` | counter | service, method, outcome (`ok`, `bad_request`, `failed`, `dropped`) |
+//! | `malla_server_request_duration_seconds` | histogram | service, method |
+//! | `malla_server_handlers_in_flight` | gauge | service |
+//! | `malla_server_requests_refused_total` | counter | service, reason (`not_available`, `unknown_method`, `signature_mismatch`, `overloaded`) |
+//! | `malla_connections` | gauge | |
+//! | `malla_handshakes_refused_total` | counter | direction (`incoming`, `outgoing`), reason (`unauthorized`, `failed`) |
+//! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `send_failed`) |
+//! | `malla_gossip_bytes_total` | counter | direction |
+//! | `malla_members` | gauge | status (`up`, `leaving`, `down`) |
+//!
+//! - **Figures without a recorder**: [`Node::stats`] and [`Node::stats_of`]
+//!   (any node's, through the built-in `malla.Introspect` service every node
+//!   serves), and `malla stats` in the CLI.
+
 #![deny(missing_docs)]
 
 pub use malla_runtime::{
     AdminStatus, ArgManifest, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, Error, Event,
     GossipStats, Instance, LONGEST_DURATION, Member, MemberStatus, MethodManifest, Node, NodeBuilder, NodeConfig,
-    NodeId, RunningStatus, ServeOptions, Service, ServiceManifest, declared_service, declared_services,
+    NodeId, NodeStats, RunningStatus, ServeOptions, Service, ServiceManifest, ServiceStats, declared_service,
+    declared_services,
 };
 
 /// Turns a trait into a malla service.

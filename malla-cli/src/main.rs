@@ -7,6 +7,7 @@
 //! malla services
 //! malla manifest Calculator > malla.toml        # for malla_build::precompile
 //! malla call Calculator add '[40, 2]'
+//! malla stats                                     # every node's calls, requests, errors, gossip
 //! malla cookie > cookie                           # a new random cookie
 //! ```
 //!
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use malla::{CallOptions, Node, NodeConfig};
+use malla::{CallOptions, Node, NodeConfig, NodeId, NodeStats};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,9 @@ enum Command {
         /// The service's wire name.
         service: String,
     },
+    /// Every node's figures since it started: requests served, in flight,
+    /// errors, calls made, failovers, connections and gossip.
+    Stats,
     /// Calls a method with JSON arguments and prints the JSON reply.
     Call {
         /// The service's wire name.
@@ -119,6 +123,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(output::services(&node, cli.json))
         }
         Command::Manifest { service } => manifest(&node, service).await,
+        Command::Stats => {
+            settle(&node, &cli).await?;
+            Ok(output::stats(&stats(&node).await, cli.json))
+        }
         Command::Cookie => unreachable!("answered without joining"),
         Command::Call {
             service,
@@ -224,6 +232,27 @@ async fn settle(node: &Node, cli: &Cli) -> Result<(), String> {
             };
         }
     }
+}
+
+/// Every visible member's figures, asked of each at once; a member that
+/// does not answer is listed with why.
+async fn stats(node: &Node) -> Vec<(NodeId, Result<NodeStats, malla::Error>)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for member in node.members() {
+        if member.status != malla::MemberStatus::Up {
+            let down = malla::Error::NodeDown { node: member.node.clone() };
+            asks.spawn(async move { (member.node, Err(down)) });
+            continue;
+        }
+        let node = node.clone();
+        asks.spawn(async move {
+            let stats = node.stats_of(&member.node).await;
+            (member.node, stats)
+        });
+    }
+    let mut all = asks.join_all().await;
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }
 
 async fn manifest(node: &Node, service: &str) -> Result<String, String> {

@@ -1,6 +1,6 @@
 //! What the commands print: aligned tables for people, JSON for scripts.
 
-use malla::{Member, MemberStatus, Node, NodeId, RunningStatus, ServiceManifest};
+use malla::{Error, Member, MemberStatus, Node, NodeId, NodeStats, RunningStatus, ServiceManifest};
 use malla_build::{MethodEntry, ServiceEntry};
 use serde_json::json;
 
@@ -121,6 +121,73 @@ fn running_status(status: RunningStatus) -> &'static str {
         RunningStatus::Paused => "paused",
         RunningStatus::Stopped => "stopped",
     }
+}
+
+/// One row per node (totals over its services), then one per service on
+/// each node; JSON holds every figure.
+pub(crate) fn stats(all: &[(NodeId, Result<NodeStats, Error>)], as_json: bool) -> String {
+    if as_json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|(node, stats)| match stats {
+                Ok(stats) => serde_json::to_value(stats).expect("stats are JSON"),
+                Err(err) => json!({ "node": node.as_str(), "error": err.to_string() }),
+            })
+            .collect();
+        return serde_json::to_string_pretty(&rows).expect("JSON prints");
+    }
+    let mut nodes = Vec::new();
+    let mut services = Vec::new();
+    for (node, stats) in all {
+        let stats = match stats {
+            Ok(stats) => stats,
+            Err(err) => {
+                let mut row = vec![node.to_string()];
+                row.extend(std::iter::repeat_n("-".to_owned(), 11));
+                row.push(format!("no answer: {err}"));
+                nodes.push(row);
+                continue;
+            }
+        };
+        let total = |f: fn(&malla::ServiceStats) -> u64| stats.services.iter().map(f).sum::<u64>().to_string();
+        let gossip = stats.gossip.unwrap_or_default();
+        nodes.push(vec![
+            node.to_string(),
+            format!("{}s", stats.uptime.as_secs()),
+            stats.connections.to_string(),
+            total(|s| s.served),
+            total(|s| s.in_flight),
+            total(|s| s.serve_errors),
+            total(|s| s.refused),
+            total(|s| s.calls),
+            total(|s| s.call_errors),
+            total(|s| s.failovers),
+            gossip.sent.to_string(),
+            gossip.received.to_string(),
+            (gossip.rejected + gossip.malformed + gossip.replayed).to_string(),
+        ]);
+        for s in &stats.services {
+            services.push(vec![
+                node.to_string(),
+                s.service.clone(),
+                s.served.to_string(),
+                s.in_flight.to_string(),
+                s.serve_errors.to_string(),
+                s.refused.to_string(),
+                s.calls.to_string(),
+                s.call_errors.to_string(),
+                s.failovers.to_string(),
+            ]);
+        }
+    }
+    let header = [
+        "NODE", "UPTIME", "CONNS", "SERVED", "IN FLIGHT", "ERRORS", "REFUSED", "CALLS", "CALL ERRORS", "FAILOVERS",
+        "GOSSIP SENT", "GOSSIP RECV", "GOSSIP REFUSED",
+    ];
+    let by_service = [
+        "NODE", "SERVICE", "SERVED", "IN FLIGHT", "ERRORS", "REFUSED", "CALLS", "CALL ERRORS", "FAILOVERS",
+    ];
+    format!("{}\n\n{}", table(&header, nodes), table(&by_service, services))
 }
 
 /// Left-aligned columns, two spaces apart.

@@ -123,6 +123,44 @@ fn ok(output: &Output) -> String {
 }
 
 #[test]
+fn stats_print_every_node_s_figures() {
+    let cluster = cluster("stats");
+    let seed = cluster.seed.to_string();
+    for _ in 0..2 {
+        ok(&malla(&["-c", &seed, "call", "Calculator", "add", "[1, 2]"]));
+    }
+    let table = ok(&malla(&["-c", &seed, "stats"]));
+    println!("{table}");
+    let row = |node: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let header: Vec<&str> = table.lines().next().unwrap().split("  ").filter(|h| !h.is_empty()).collect();
+    assert_eq!(header[..4], ["NODE", "UPTIME", "CONNS", "SERVED"]);
+    for node in ["stats1", "stats2", "stats3"] {
+        let row = row(node);
+        assert_eq!(row.len(), header.len(), "a figure per column for {node}:\n{table}");
+        assert!(row[1].ends_with('s') && row[2].parse::<u32>().unwrap() >= 2, "{table}");
+    }
+    // The calls ran on stats1, the only active instance; stats2's is paused.
+    assert_eq!(row("stats1")[3], "2", "{table}");
+    assert_eq!(row("stats2")[3], "0", "{table}");
+    assert!(table.contains("stats1  Calculator  2"), "a row per service:\n{table}");
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&malla(&["-c", &seed, "stats", "--json"]))).unwrap();
+    let nodes = json.as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{json:#}");
+    assert_eq!(nodes[0]["node"], "stats1");
+    assert_eq!(nodes[0]["services"][0]["service"], "Calculator");
+    assert_eq!(nodes[0]["services"][0]["served"], 2);
+    assert!(nodes.iter().all(|n| n["gossip"]["sent"].as_u64() > Some(0)), "{json:#}");
+}
+
+#[test]
 fn nodes_and_services_are_listed_for_people_and_scripts() {
     let cluster = cluster("list");
     let seed = cluster.seed.to_string();
