@@ -35,7 +35,7 @@
 //!   `rpc.service`, `rpc.method`, and at the end `attempts`, `node` that
 //!   answered, `outcome`), a child `malla.attempt` per node tried (`node`,
 //!   `attempt`, `outcome`), and `malla.serve` per request on the serving node
-//!   (`outcome`). With the `opentelemetry` feature (default) and
+//!   (`node`, `outcome`). With the `opentelemetry` feature (default) and
 //!   `tracing-opentelemetry`'s layer (0.34) in the subscriber, a request
 //!   carries the W3C trace context of its attempt and the serving node's span
 //!   joins the caller's trace: one trace across nodes, failovers included.

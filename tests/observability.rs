@@ -124,6 +124,7 @@ fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
         assert_ne!(serve.parent_span_id, SpanId::INVALID);
         assert_eq!(serve.span_kind, opentelemetry::trace::SpanKind::Server);
         assert_eq!(attribute(serve, "outcome").map(Value::as_str).as_deref(), Some("ok"));
+        assert_eq!(attribute(serve, "node").map(Value::as_str).as_deref(), Some("trace2"));
         println!(
             "{root}: trace {} — call, {attempts} attempt(s), served on trace2 as a child of attempt {attempts}",
             root.span_context.trace_id(),

@@ -51,7 +51,7 @@ impl ServiceTelemetry {
     /// `trace` if the caller sent one, else of the current span.
     pub(crate) fn start(self: &Arc<Self>, method: usize, trace: Option<TraceContext>) -> Serving {
         let name = self.manifest.methods().get(method).map_or("", |m| m.name());
-        let span = spans::serve(self.manifest.name(), name, trace);
+        let span = spans::serve(&self.node, self.manifest.name(), name, trace);
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         self.in_flight.increment(1.0);
         Serving {

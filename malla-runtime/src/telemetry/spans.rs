@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `malla.call` | info | service, method; recorded at the end: `attempts`, `node` (the one that answered), `outcome` |
 //! | `malla.attempt` (child of the call) | info | `node`, `attempt` (1, 2, …), `outcome` |
-//! | `malla.serve` (on the serving node) | info | service, method, `outcome`; `trace_id` when the request carried one |
+//! | `malla.serve` (on the serving node) | info | service, method, `node` (the serving one), `outcome`; `trace_id` when the request carried one |
 //!
 //! A request carries the attempt span's trace context (see
 //! [`TraceContext`]); the serving node makes it the parent of its
@@ -52,13 +52,14 @@ pub(crate) fn attempt(call: &Span, node: &str, attempt: u32) -> Span {
 
 /// The span of one request served here; a child of the caller's attempt
 /// when the request carries its trace context.
-pub(crate) fn serve(service: &str, method: &str, parent: Option<TraceContext>) -> Span {
+pub(crate) fn serve(node: &str, service: &str, method: &str, parent: Option<TraceContext>) -> Span {
     let span = tracing::info_span!(
         "malla.serve",
         otel.kind = "server",
         rpc.system = "malla",
         rpc.service = service,
         rpc.method = method,
+        node = node,
         outcome = Empty,
         trace_id = Empty,
     );
