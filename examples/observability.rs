@@ -46,9 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_http_listener(metrics_addr)
         .install()?;
     let spans = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(spans.clone()).build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("malla-example"));
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(otel))?;
 

@@ -37,9 +37,7 @@ fn collectors() -> &'static Collectors {
     static COLLECTORS: OnceLock<Collectors> = OnceLock::new();
     COLLECTORS.get_or_init(|| {
         let spans = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(spans.clone())
-            .build();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(spans.clone()).build();
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("observability-test"));
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
             .expect("the only subscriber");
@@ -50,7 +48,10 @@ fn collectors() -> &'static Collectors {
 }
 
 fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv: &KeyValue| &kv.value)
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv: &KeyValue| &kv.value)
 }
 
 /// The spans of the trace of `root`, by name.
@@ -69,7 +70,9 @@ fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
     // node 1 does not serve Geometry: a call sent there first fails over.
     let nodes = cluster("trace", 3, COOKIE);
     let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
-    server.run(server.node.serve(GeometryServer::new(Geo::default()))).unwrap();
+    server
+        .run(server.node.serve(GeometryServer::new(Geo::default())))
+        .unwrap();
     let geo = GeometryClient::new(&caller.node);
 
     // Straight to the server.
@@ -86,12 +89,18 @@ fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
 
     for (root, attempts) in [("test.direct", 1), ("test.failover", 2)] {
         let finished = collectors().spans.get_finished_spans().unwrap();
-        let root = &finished.into_iter().find(|s| s.name == root).expect("the test's own span");
+        let root = &finished
+            .into_iter()
+            .find(|s| s.name == root)
+            .expect("the test's own span");
         let calls = in_trace(root, "malla.call");
         assert_eq!(calls.len(), 1, "{calls:#?}");
         let call = &calls[0];
         assert_eq!(call.parent_span_id, root.span_context.span_id());
-        assert_eq!(attribute(call, "rpc.service").map(Value::as_str).as_deref(), Some("Geometry"));
+        assert_eq!(
+            attribute(call, "rpc.service").map(Value::as_str).as_deref(),
+            Some("Geometry")
+        );
         assert_eq!(attribute(call, "rpc.method").map(Value::as_str).as_deref(), Some("add"));
         assert_eq!(attribute(call, "outcome").map(Value::as_str).as_deref(), Some("ok"));
         assert_eq!(attribute(call, "attempts"), Some(&Value::I64(attempts)));
@@ -175,7 +184,9 @@ impl Recorded {
         all.iter()
             .filter(|(key, _)| {
                 key.name() == name
-                    && labels.iter().all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
             })
             .map(|(_, series)| match series {
                 Series::Counter(n) => n.load(Ordering::Relaxed) as f64,
@@ -222,7 +233,9 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     collectors();
     let nodes = cluster("metric", 3, COOKIE);
     let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
-    server.run(server.node.serve(GeometryServer::new(Geo::default()))).unwrap();
+    server
+        .run(server.node.serve(GeometryServer::new(Geo::default())))
+        .unwrap();
     caller
         .run(caller.node.wait_for_services(&["Geometry"], Duration::from_secs(5)))
         .unwrap();
@@ -237,7 +250,13 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     let boom = caller.run(geo.boom("on purpose".into()));
     assert!(matches!(boom, Err(Error::Remote { .. })), "{boom:?}");
     // A stub of a service nobody serves.
-    let nowhere = caller.run(malla::Node::remote::<_, ()>(&caller.node, "Nowhere", "x", &(), Default::default()));
+    let nowhere = caller.run(malla::Node::remote::<_, ()>(
+        &caller.node,
+        "Nowhere",
+        "x",
+        &(),
+        Default::default(),
+    ));
     assert!(matches!(nowhere, Err(Error::ServiceNotAvailable { .. })), "{nowhere:?}");
     // A stranger with another cookie knocks.
     let intruder = NodeRuntime::start(listening("metric-intruder", "not-the-cookie"));
@@ -253,11 +272,20 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     let (me, there) = (("node", "metric0"), ("node", "metric2"));
     let geometry = ("service", "Geometry");
     let count = |name: &str, labels: &[(&str, &str)]| recorded(name, labels) as u64;
-    let client_ok = count("malla_client_calls_total", &[me, geometry, ("method", "add"), ("outcome", "ok")]);
+    let client_ok = count(
+        "malla_client_calls_total",
+        &[me, geometry, ("method", "add"), ("outcome", "ok")],
+    );
     let client_failed = count("malla_client_calls_total", &[me, geometry, ("outcome", "remote_error")]);
-    let not_available = count("malla_client_calls_total", &[me, ("service", "Nowhere"), ("outcome", "not_available")]);
+    let not_available = count(
+        "malla_client_calls_total",
+        &[me, ("service", "Nowhere"), ("outcome", "not_available")],
+    );
     let attempts = count("malla_client_attempts_total", &[me, geometry, ("method", "ping")]);
-    let failovers = count("malla_client_failovers_total", &[me, geometry, ("reason", "not_available")]);
+    let failovers = count(
+        "malla_client_failovers_total",
+        &[me, geometry, ("reason", "not_available")],
+    );
     let durations = count("malla_client_call_duration_seconds", &[me, geometry]);
     let served = count("malla_server_requests_total", &[there, geometry, ("outcome", "ok")]);
     let served_failed = count("malla_server_requests_total", &[there, geometry, ("outcome", "failed")]);
@@ -269,10 +297,20 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     );
     let handshakes_out = count(
         "malla_handshakes_refused_total",
-        &[("node", "metric-intruder"), ("direction", "outgoing"), ("reason", "unauthorized")],
+        &[
+            ("node", "metric-intruder"),
+            ("direction", "outgoing"),
+            ("reason", "unauthorized"),
+        ],
     );
-    let gossip_sent = count("malla_gossip_datagrams_total", &[me, ("direction", "sent"), ("result", "ok")]);
-    let gossip_received = count("malla_gossip_datagrams_total", &[me, ("direction", "received"), ("result", "ok")]);
+    let gossip_sent = count(
+        "malla_gossip_datagrams_total",
+        &[me, ("direction", "sent"), ("result", "ok")],
+    );
+    let gossip_received = count(
+        "malla_gossip_datagrams_total",
+        &[me, ("direction", "received"), ("result", "ok")],
+    );
     let connections = recorded("malla_connections", &[me]);
     let members_up = recorded("malla_members", &[me, ("status", "up")]);
     let in_flight = recorded("malla_server_handlers_in_flight", &[there, geometry]);
@@ -307,7 +345,9 @@ fn every_node_reports_its_figures_to_any_other() {
     collectors();
     let nodes = cluster("stats", 2, COOKIE);
     let (caller, server) = (&nodes[0], &nodes[1]);
-    server.run(server.node.serve(GeometryServer::new(Geo::default()))).unwrap();
+    server
+        .run(server.node.serve(GeometryServer::new(Geo::default())))
+        .unwrap();
     caller
         .run(caller.node.wait_for_services(&["Geometry"], Duration::from_secs(5)))
         .unwrap();
@@ -321,7 +361,11 @@ fn every_node_reports_its_figures_to_any_other() {
     let mine = caller.run(caller.node.stats_of(caller.node.id())).unwrap();
     println!("{theirs:#?}\n{mine:#?}");
     assert_eq!(theirs.node, *server.node.id());
-    let served = theirs.services.iter().find(|s| s.service == "Geometry").expect("Geometry served");
+    let served = theirs
+        .services
+        .iter()
+        .find(|s| s.service == "Geometry")
+        .expect("Geometry served");
     assert_eq!((served.served, served.serve_errors, served.in_flight), (6, 1, 0));
     assert_eq!(theirs.connections, 1);
     assert!(theirs.gossip.is_some_and(|g| g.sent > 0));
@@ -329,9 +373,17 @@ fn every_node_reports_its_figures_to_any_other() {
         theirs.services.iter().all(|s| !s.service.starts_with("malla.")),
         "the runtime's own service is not listed"
     );
-    let called = mine.services.iter().find(|s| s.service == "Geometry").expect("Geometry called");
+    let called = mine
+        .services
+        .iter()
+        .find(|s| s.service == "Geometry")
+        .expect("Geometry called");
     assert_eq!((called.calls, called.call_errors, called.failovers), (6, 1, 0));
-    assert_eq!(mine.services, caller.node.stats().services, "the same figures, asked or read");
+    assert_eq!(
+        mine.services,
+        caller.node.stats().services,
+        "the same figures, asked or read"
+    );
 
     // A hidden node (what `malla stats` runs) may ask too.
     let hidden = NodeRuntime::start(malla::Node::builder("stats-cli").cookie(COOKIE).hidden());

@@ -240,7 +240,9 @@ async fn stats(node: &Node) -> Vec<(NodeId, Result<NodeStats, malla::Error>)> {
     let mut asks = tokio::task::JoinSet::new();
     for member in node.members() {
         if member.status != malla::MemberStatus::Up {
-            let down = malla::Error::NodeDown { node: member.node.clone() };
+            let down = malla::Error::NodeDown {
+                node: member.node.clone(),
+            };
             asks.spawn(async move { (member.node, Err(down)) });
             continue;
         }

@@ -181,11 +181,30 @@ pub(crate) fn stats(all: &[(NodeId, Result<NodeStats, Error>)], as_json: bool) -
         }
     }
     let header = [
-        "NODE", "UPTIME", "CONNS", "SERVED", "IN FLIGHT", "ERRORS", "REFUSED", "CALLS", "CALL ERRORS", "FAILOVERS",
-        "GOSSIP SENT", "GOSSIP RECV", "GOSSIP REFUSED",
+        "NODE",
+        "UPTIME",
+        "CONNS",
+        "SERVED",
+        "IN FLIGHT",
+        "ERRORS",
+        "REFUSED",
+        "CALLS",
+        "CALL ERRORS",
+        "FAILOVERS",
+        "GOSSIP SENT",
+        "GOSSIP RECV",
+        "GOSSIP REFUSED",
     ];
     let by_service = [
-        "NODE", "SERVICE", "SERVED", "IN FLIGHT", "ERRORS", "REFUSED", "CALLS", "CALL ERRORS", "FAILOVERS",
+        "NODE",
+        "SERVICE",
+        "SERVED",
+        "IN FLIGHT",
+        "ERRORS",
+        "REFUSED",
+        "CALLS",
+        "CALL ERRORS",
+        "FAILOVERS",
     ];
     format!("{}\n\n{}", table(&header, nodes), table(&by_service, services))
 }

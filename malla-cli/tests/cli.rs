@@ -139,7 +139,13 @@ fn stats_print_every_node_s_figures() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    let header: Vec<&str> = table.lines().next().unwrap().split("  ").filter(|h| !h.is_empty()).collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|h| !h.is_empty())
+        .collect();
     assert_eq!(header[..4], ["NODE", "UPTIME", "CONNS", "SERVED"]);
     for node in ["stats1", "stats2", "stats3"] {
         let row = row(node);

@@ -175,11 +175,9 @@ impl Error {
             Error::Connect { .. } => "connect",
             Error::Codec { .. } => "codec_error",
             Error::Shutdown => "shutdown",
-            Error::Resolve { .. }
-            | Error::AlreadyServed(_)
-            | Error::NotServed(_)
-            | Error::Config(_)
-            | Error::Io(_) => "other",
+            Error::Resolve { .. } | Error::AlreadyServed(_) | Error::NotServed(_) | Error::Config(_) | Error::Io(_) => {
+                "other"
+            }
         }
     }
 }

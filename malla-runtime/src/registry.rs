@@ -13,8 +13,8 @@ use crate::connection::{Request, Services};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::{lock, read, write};
-use crate::telemetry::{ServiceTelemetry, TraceContext};
 use crate::telemetry::counters::CallCounters;
+use crate::telemetry::{ServiceTelemetry, TraceContext};
 use crate::wire::{Format, Status};
 use crate::{AdminStatus, NodeId, ServiceManifest};
 
@@ -106,7 +106,8 @@ impl LocalService {
     /// The index of the method a call names, if this instance takes it now.
     /// A signature of 0 is an unchecked dynamic call.
     pub(crate) fn accept(&self, id: u32, signature: u64) -> Result<usize, Refusal> {
-        self.method_to_run(id, signature).inspect_err(|refusal| self.telemetry.refused(refusal.label()))
+        self.method_to_run(id, signature)
+            .inspect_err(|refusal| self.telemetry.refused(refusal.label()))
     }
 
     fn method_to_run(&self, id: u32, signature: u64) -> Result<usize, Refusal> {

@@ -17,10 +17,10 @@ use super::remote::{Remote, RemoteError};
 use crate::connection::{CallError, Request};
 use crate::invoke::{InvokeError, panic_message};
 use crate::registry::{LocalService, Refusal, ServiceSlot};
+use crate::telemetry::TraceContext;
 use crate::telemetry::counters;
 use crate::telemetry::metrics::ClientMethod;
 use crate::telemetry::spans;
-use crate::telemetry::TraceContext;
 use crate::wire::{Format, Status};
 use crate::{CallOptions, Error, MethodManifest, NodeId};
 

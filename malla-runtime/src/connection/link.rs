@@ -20,8 +20,8 @@ use super::transport::WriteHalf;
 use crate::handshake::Identity;
 use crate::invoke::Invocation;
 use crate::sync::lock;
-use crate::wire::{self, Format, FrameError, Goodbye, Header, RecordSealer, Status};
 use crate::telemetry::TraceContext;
+use crate::wire::{self, Format, FrameError, Goodbye, Header, RecordSealer, Status};
 
 /// Outbox size above which callers wait for the writer before adding more.
 const HIGH_WATER: usize = 8 * 1024 * 1024;

@@ -135,7 +135,12 @@ impl RawPeer {
 
 fn registry() -> Arc<Registry> {
     let registry = Arc::new(Registry::default());
-    let echo = Arc::new(LocalService::new(&NodeId::from("b"), Box::new(Echo), BTreeMap::new(), AdminStatus::Active));
+    let echo = Arc::new(LocalService::new(
+        &NodeId::from("b"),
+        Box::new(Echo),
+        BTreeMap::new(),
+        AdminStatus::Active,
+    ));
     registry.slot("Echo").update(|route| Route {
         local: Some(Arc::clone(&echo)),
         remote: Arc::clone(&route.remote),

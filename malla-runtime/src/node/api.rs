@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
+use super::introspect;
 use super::parts::NodeParts;
+use super::stats::NodeStats;
 use crate::client::{ClientCore, call_encoded};
 use crate::cluster::ConnectTarget;
 use crate::discovery::sealed_udp::GossipStats;
@@ -20,8 +22,6 @@ use crate::events::Event;
 use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
 use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
-use super::introspect;
-use super::stats::NodeStats;
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest};
 
@@ -66,7 +66,12 @@ impl Node {
                 "cannot serve `{name}`: names starting with `{INTERNAL_PREFIX}` are the runtime's own"
             )));
         }
-        let local = Arc::new(LocalService::new(&self.parts.id, Box::new(service), options.metadata, admin));
+        let local = Arc::new(LocalService::new(
+            &self.parts.id,
+            Box::new(service),
+            options.metadata,
+            admin,
+        ));
         let slot = self.parts.registry.slot(&name);
         let mut already = false;
         slot.update(|route| {

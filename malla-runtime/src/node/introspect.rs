@@ -52,7 +52,9 @@ impl Service for Introspect {
         Ok(Box::pin(async move {
             match stats {
                 Some(stats) => encode_reply(format, &stats),
-                None => Err(DispatchError(DispatchErrorKind::BadReply("the node has stopped".into()))),
+                None => Err(DispatchError(DispatchErrorKind::BadReply(
+                    "the node has stopped".into(),
+                ))),
             }
         }))
     }

@@ -17,14 +17,14 @@ use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use super::introspect::Introspect;
+use super::stats::NodeStats;
 use crate::cluster::{Dns, Reach};
 use crate::discovery::advert::{Gossiped, ServiceAdvert};
 use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
 use crate::membership::Membership;
 use crate::net::{LinkEvents, Network};
-use super::introspect::Introspect;
-use super::stats::NodeStats;
 use crate::registry::{LocalService, Registry, Route};
 use crate::{AdminStatus, Error, NodeId};
 
@@ -57,7 +57,12 @@ impl NodeParts {
             let registry = Arc::new(Registry::default());
             // Every node answers `Node::stats_of`, unpublished.
             let introspect = Introspect { parts: this.clone() };
-            let local = Arc::new(LocalService::new(&id, Box::new(introspect), BTreeMap::new(), AdminStatus::Active));
+            let local = Arc::new(LocalService::new(
+                &id,
+                Box::new(introspect),
+                BTreeMap::new(),
+                AdminStatus::Active,
+            ));
             registry.slot(local.name()).update(|route| Route {
                 local: Some(local),
                 remote: Arc::clone(&route.remote),

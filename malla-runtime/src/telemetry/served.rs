@@ -107,3 +107,38 @@ impl Drop for Serving {
         self.finish("dropped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MethodManifest;
+    use crate::telemetry::counters::read;
+
+    static METHODS: [MethodManifest; 1] = [MethodManifest::__new("add", 1, &[], "i64", 2, false, None)];
+    static MANIFEST: ServiceManifest = ServiceManifest::__new("Calc", "1.0.0", true, &METHODS);
+
+    fn tallies(telemetry: &ServiceTelemetry) -> [u64; 4] {
+        let c = &telemetry.counters;
+        [&c.served, &c.errors, &c.refused, &c.in_flight].map(read)
+    }
+
+    #[test]
+    fn a_request_is_counted_once_however_it_ends() {
+        let telemetry = Arc::new(ServiceTelemetry::new("n1", &MANIFEST));
+        let mut answered = telemetry.start(0, None);
+        let dropped = telemetry.start(0, None);
+        assert_eq!(tallies(&telemetry), [0, 0, 0, 2], "two in flight");
+        answered.finish("ok");
+        answered.finish("failed");
+        drop(answered);
+        assert_eq!(tallies(&telemetry), [1, 0, 0, 1], "answered once, not again when dropped");
+        drop(dropped);
+        assert_eq!(tallies(&telemetry), [2, 1, 0, 0], "dropped unanswered: an error");
+        telemetry.start(0, None).finish("bad_request");
+        telemetry.refused("overloaded");
+        // A method index past the manifest (a peer's bad request) is
+        // tallied, never a panic.
+        telemetry.start(9, None).finish("bad_request");
+        assert_eq!(tallies(&telemetry), [4, 3, 1, 0]);
+    }
+}
