@@ -51,7 +51,6 @@
 //! | `malla_client_attempts_total` | counter | service, method |
 //! | `malla_client_failovers_total` | counter | service, method, reason (why the attempt did not run) |
 //! | `malla_server_requests_total` | counter | service, method, outcome (`ok`, `bad_request`, `failed`, `dropped`) |
-//! | `malla_server_request_duration_seconds` | histogram | service, method |
 //! | `malla_server_handlers_in_flight` | gauge | service |
 //! | `malla_server_requests_refused_total` | counter | service, reason (`not_available`, `unknown_method`, `signature_mismatch`, `overloaded`) |
 //! | `malla_connections` | gauge | |

@@ -124,7 +124,7 @@ where
     if options.nodes.is_none() && options.sna_retries == 0 && !core.slot.is_available() {
         metrics.not_available();
         let calls = &core.slot.counters;
-        counters::bump(&calls.calls);
+        calls.calls.bump();
         counters::bump(&calls.errors);
         return Err(Error::ServiceNotAvailable {
             service: core.manifest.name_cow(),

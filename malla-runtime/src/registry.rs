@@ -14,7 +14,7 @@ use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::{lock, read, write};
 use crate::telemetry::counters::CallCounters;
-use crate::telemetry::{ServiceTelemetry, TraceContext};
+use crate::telemetry::{Served, ServiceTelemetry, Serving, TraceContext};
 use crate::wire::{Format, Status};
 use crate::{AdminStatus, NodeId, ServiceManifest};
 
@@ -26,7 +26,7 @@ pub(crate) struct LocalService {
     pub(crate) metadata: BTreeMap<String, String>,
     method_index: FxHashMap<u32, usize>,
     admin: AtomicU8,
-    pub(crate) telemetry: Arc<ServiceTelemetry>,
+    pub(crate) telemetry: ServiceTelemetry,
 }
 
 /// Why a served service does not take a request.
@@ -83,7 +83,7 @@ impl LocalService {
             metadata,
             method_index,
             admin: AtomicU8::new(admin.to_u8()),
-            telemetry: Arc::new(ServiceTelemetry::new(node.as_str(), manifest)),
+            telemetry: ServiceTelemetry::new(node.as_str(), manifest),
         }
     }
 
@@ -124,15 +124,23 @@ impl LocalService {
     }
 
     /// Starts method number `index` on arguments encoded in `format`; its
-    /// span is a child of `trace` if the caller sent one.
+    /// span is a child of `trace` if the caller sent one. The handler keeps
+    /// the service alive until it ends.
     pub(crate) fn invoke(
-        &self,
+        this: &Arc<Self>,
         index: usize,
         format: Format,
         body: &[u8],
         trace: Option<TraceContext>,
     ) -> Result<Invocation, InvokeError> {
-        invoke(&*self.service, index, format, body, self.telemetry.start(index, trace))
+        let serving = Serving::start(Arc::clone(this) as Arc<dyn Served>, index, trace);
+        invoke(&*this.service, index, format, body, serving)
+    }
+}
+
+impl Served for LocalService {
+    fn telemetry(&self) -> &ServiceTelemetry {
+        &self.telemetry
     }
 }
 
@@ -263,19 +271,19 @@ impl Registry {
 /// same [`invoke`] as local calls.
 impl Services for Registry {
     fn start(&self, request: Request<'_>) -> Result<Invocation, Status> {
-        let local = self.local(request.service).ok_or(Status::NotAvailable)?;
+        // The route's own reference: the handler takes the one it needs.
+        let route = self.read().get(request.service).ok_or(Status::NotAvailable)?.route();
+        let local = route.local.as_ref().ok_or(Status::NotAvailable)?;
         // Services that are not global are served to their own node only.
         if !local.manifest.is_global() {
             local.telemetry.refused(Refusal::NotAvailable.label());
             return Err(Status::NotAvailable);
         }
         let index = local.accept(request.method, request.signature)?;
-        local
-            .invoke(index, request.format, request.body, request.trace)
-            .map_err(|err| match err {
-                InvokeError::BadRequest(message) => Status::BadRequest(message),
-                InvokeError::Failed(message) => Status::Failed(message),
-            })
+        LocalService::invoke(local, index, request.format, request.body, request.trace).map_err(|err| match err {
+            InvokeError::BadRequest(message) => Status::BadRequest(message),
+            InvokeError::Failed(message) => Status::Failed(message),
+        })
     }
 
     fn overloaded(&self, request: &Request<'_>) {

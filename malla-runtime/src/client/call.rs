@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -40,8 +41,6 @@ pub(crate) struct Call<'a, N> {
 #[derive(Default)]
 struct Tally {
     attempts: u32,
-    /// The node that gave the answer.
-    answered_by: Option<NodeId>,
     /// Why the last attempt did not run, until the next one starts.
     not_run: Option<&'static str>,
 }
@@ -56,28 +55,41 @@ enum Attempt<R> {
 
 impl<N: Remote> Call<'_, N> {
     pub(crate) async fn run<R, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
-        let span = spans::call(&self.service, self.method.name());
+        if spans::wanted() {
+            // Spans live across the call's awaits: boxed, so that a call
+            // nobody traces keeps the small future it had without them.
+            return Box::pin(self.run_traced(args)).await;
+        }
         let started = Instant::now();
         let mut tally = Tally::default();
-        let result = self.attempts(&mut args, &span, &mut tally, started).await;
-        self.finish(&span, &tally, &result, started);
+        let result = self.attempts(&mut args, None, &mut tally, started).await;
+        self.finish(None, &tally, &result, started);
+        result
+    }
+
+    async fn run_traced<R, A: CallArgs<R>>(&self, mut args: A) -> Result<R, Error> {
+        let span = spans::call(&self.service, self.method.name());
+        let span = (!span.is_disabled()).then_some(&span);
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let result = self.attempts(&mut args, span, &mut tally, started).await;
+        self.finish(span, &tally, &result, started);
         result
     }
 
     /// The call's span, metrics and counters, once it has its answer.
-    fn finish<R>(&self, span: &Span, tally: &Tally, result: &Result<R, Error>, started: Instant) {
+    fn finish<R>(&self, span: Option<&Span>, tally: &Tally, result: &Result<R, Error>, started: Instant) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
-        span.record("attempts", i64::from(tally.attempts));
-        span.record("outcome", outcome);
-        if let Some(node) = &tally.answered_by {
-            span.record("node", node.as_str());
+        if let Some(span) = span {
+            span.record("attempts", i64::from(tally.attempts));
+            span.record("outcome", outcome);
         }
         self.metrics.finished(outcome, tally.attempts, started.elapsed());
         let calls = &self.slot.counters;
-        counters::bump(&calls.calls);
+        calls.calls.bump();
         if result.is_err() {
             counters::bump(&calls.errors);
         }
@@ -86,7 +98,7 @@ impl<N: Remote> Call<'_, N> {
     async fn attempts<R, A: CallArgs<R>>(
         &self,
         args: &mut A,
-        span: &Span,
+        span: Option<&Span>,
         tally: &mut Tally,
         started: Instant,
     ) -> Result<R, Error> {
@@ -109,34 +121,17 @@ impl<N: Remote> Call<'_, N> {
                     counters::bump(&self.slot.counters.failovers);
                 }
                 tally.attempts += 1;
-                let node = match &target {
-                    Target::Local(_) => self.remote.me(),
-                    Target::Remote(node) => node,
-                };
-                let attempt_span = spans::attempt(span, node.as_str(), tally.attempts);
-                // Named in the call's span, if anyone looks at it.
-                let node = (!span.is_disabled()).then(|| node.clone());
-                let attempt = match target {
-                    Target::Local(local) => {
-                        self.attempt_local(&local, args, deadline, timeout)
-                            .instrument(attempt_span.clone())
-                            .await
-                    }
-                    Target::Remote(node) => {
-                        let trace = spans::context_of(&attempt_span);
-                        self.attempt_remote(node, args, deadline, timeout, trace)
-                            .instrument(attempt_span.clone())
-                            .await
+                let attempt = match (target, span) {
+                    (Target::Local(local), None) => self.attempt_local(&local, args, deadline, timeout).await,
+                    (Target::Remote(node), None) => self.attempt_remote(node, args, deadline, timeout, None).await,
+                    (target, Some(span)) => {
+                        let attempt = self.attempt_traced(target, span, tally.attempts, args, deadline, timeout);
+                        Box::pin(attempt).await
                     }
                 };
                 match attempt {
-                    Attempt::Done(result) => {
-                        attempt_span.record("outcome", result.as_ref().map_or_else(Error::outcome, |_| "ok"));
-                        tally.answered_by = node;
-                        return result;
-                    }
+                    Attempt::Done(result) => return result,
                     Attempt::NotRun(err) => {
-                        attempt_span.record("outcome", err.outcome());
                         tally.not_run = Some(err.outcome());
                         failure = Some(pick_failure(failure, err));
                     }
@@ -150,9 +145,49 @@ impl<N: Remote> Call<'_, N> {
         }))
     }
 
+    /// An attempt inside its span, a child of the call's `span`; a remote
+    /// one carries the span's trace context.
+    async fn attempt_traced<R, A: CallArgs<R>>(
+        &self,
+        target: Target,
+        span: &Span,
+        number: u32,
+        args: &mut A,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Attempt<R> {
+        let node = match &target {
+            Target::Local(_) => self.remote.me().clone(),
+            Target::Remote(node) => node.clone(),
+        };
+        let attempt_span = spans::attempt(span, node.as_str(), number);
+        let attempt = match target {
+            Target::Local(local) => {
+                self.attempt_local(&local, args, deadline, timeout)
+                    .instrument(attempt_span.clone())
+                    .await
+            }
+            Target::Remote(node) => {
+                let trace = spans::context_of(&attempt_span);
+                self.attempt_remote(node, args, deadline, timeout, trace)
+                    .instrument(attempt_span.clone())
+                    .await
+            }
+        };
+        let outcome = match &attempt {
+            Attempt::Done(Ok(_)) => "ok",
+            Attempt::Done(Err(err)) | Attempt::NotRun(err) => err.outcome(),
+        };
+        attempt_span.record("outcome", outcome);
+        if let Attempt::Done(_) = attempt {
+            span.record("node", node.as_str());
+        }
+        attempt
+    }
+
     async fn attempt_local<R, A: CallArgs<R>>(
         &self,
-        local: &LocalService,
+        local: &Arc<LocalService>,
         args: &mut A,
         deadline: Instant,
         timeout: Duration,
@@ -187,7 +222,7 @@ impl<N: Remote> Call<'_, N> {
             Ok(body) => body,
             Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
         };
-        let invocation = match local.invoke(index, self.format, body, None) {
+        let invocation = match LocalService::invoke(local, index, self.format, body, None) {
             Ok(invocation) => invocation,
             Err(err) => return Attempt::Done(Err(self.invoke_error(me.clone(), err))),
         };

@@ -76,7 +76,7 @@ impl NodeStats {
             .filter_map(|(name, slot)| {
                 let local = slot.route().local.clone();
                 let calls = &slot.counters;
-                if local.is_none() && read(&calls.calls) == 0 {
+                if local.is_none() && calls.calls.read() == 0 {
                     return None;
                 }
                 let mut stats = ServiceStats {
@@ -85,16 +85,16 @@ impl NodeStats {
                     serve_errors: 0,
                     refused: 0,
                     in_flight: 0,
-                    calls: read(&calls.calls),
+                    calls: calls.calls.read(),
                     call_errors: read(&calls.errors),
                     failovers: read(&calls.failovers),
                 };
                 if let Some(local) = local {
                     let served = &local.telemetry.counters;
-                    stats.served = read(&served.served);
+                    stats.served = served.served.read();
                     stats.serve_errors = read(&served.errors);
                     stats.refused = read(&served.refused);
-                    stats.in_flight = read(&served.in_flight);
+                    stats.in_flight = served.in_flight();
                 }
                 Some(stats)
             })

@@ -3,8 +3,6 @@
 //! dispatched until it answers or is dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use metrics::Gauge;
 use tracing::Span;
@@ -25,6 +23,12 @@ pub(crate) struct ServiceTelemetry {
     methods: Box<[ServerMethod]>,
 }
 
+/// What owns a service's telemetry (the served service): a request keeps
+/// it alive through the reference its caller already holds, not one more.
+pub(crate) trait Served: Send + Sync {
+    fn telemetry(&self) -> &ServiceTelemetry;
+}
+
 impl ServiceTelemetry {
     pub(crate) fn new(node: &str, manifest: &'static ServiceManifest) -> Self {
         let service = manifest.name();
@@ -42,39 +46,40 @@ impl ServiceTelemetry {
     }
 
     /// A request refused before any handler ran.
+    #[cold]
     pub(crate) fn refused(&self, reason: &'static str) {
         bump(&self.counters.refused);
         m::refused(&self.node, self.manifest.name(), reason);
-    }
-
-    /// A request to method number `method` starts; its span is a child of
-    /// `trace` if the caller sent one, else of the current span.
-    pub(crate) fn start(self: &Arc<Self>, method: usize, trace: Option<TraceContext>) -> Serving {
-        let name = self.manifest.methods().get(method).map_or("", |m| m.name());
-        let span = spans::serve(&self.node, self.manifest.name(), name, trace);
-        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.increment(1.0);
-        Serving {
-            telemetry: Arc::clone(self),
-            method,
-            started: Instant::now(),
-            span,
-            done: false,
-        }
     }
 }
 
 /// A request being served; says how it ended once, when it answers or, if
 /// it never does, when it is dropped (timed out or cancelled).
 pub(crate) struct Serving {
-    telemetry: Arc<ServiceTelemetry>,
+    owner: Arc<dyn Served>,
     method: usize,
-    started: Instant,
     span: Span,
     done: bool,
 }
 
 impl Serving {
+    /// A request to method number `method` of the service `owner` serves
+    /// starts; its span is a child of `trace` if the caller sent one, else
+    /// of the current span.
+    pub(crate) fn start(owner: Arc<dyn Served>, method: usize, trace: Option<TraceContext>) -> Serving {
+        let telemetry = owner.telemetry();
+        let name = telemetry.manifest.methods().get(method).map_or("", |m| m.name());
+        let span = spans::serve(&telemetry.node, telemetry.manifest.name(), name, trace);
+        telemetry.counters.started.bump();
+        telemetry.in_flight.increment(1.0);
+        Serving {
+            owner,
+            method,
+            span,
+            done: false,
+        }
+    }
+
     /// The request's span: its handler runs inside it.
     pub(crate) fn span(&self) -> &Span {
         &self.span
@@ -85,19 +90,22 @@ impl Serving {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let telemetry = &*self.telemetry;
+        let telemetry = self.owner.telemetry();
         let counters = &telemetry.counters;
-        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        counters.served.bump();
         telemetry.in_flight.decrement(1.0);
-        bump(&counters.served);
         if outcome != "ok" {
             bump(&counters.errors);
         }
-        self.span.record("outcome", outcome);
-        if let Some(method) = telemetry.methods.get(self.method) {
-            let name = telemetry.manifest.methods()[self.method].name();
-            let service = telemetry.manifest.name();
-            method.finished(&telemetry.node, service, name, outcome, self.started.elapsed());
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome);
+        }
+        match telemetry.methods.get(self.method) {
+            Some(method) if outcome == "ok" => method.ok(),
+            _ => {
+                let name = telemetry.manifest.methods().get(self.method).map_or("", |m| m.name());
+                m::request_failed(&telemetry.node, telemetry.manifest.name(), name, outcome);
+            }
         }
     }
 }
@@ -117,28 +125,39 @@ mod tests {
     static METHODS: [MethodManifest; 1] = [MethodManifest::__new("add", 1, &[], "i64", 2, false, None)];
     static MANIFEST: ServiceManifest = ServiceManifest::__new("Calc", "1.0.0", true, &METHODS);
 
+    impl Served for ServiceTelemetry {
+        fn telemetry(&self) -> &ServiceTelemetry {
+            self
+        }
+    }
+
     fn tallies(telemetry: &ServiceTelemetry) -> [u64; 4] {
         let c = &telemetry.counters;
-        [&c.served, &c.errors, &c.refused, &c.in_flight].map(read)
+        [c.served.read(), read(&c.errors), read(&c.refused), c.in_flight()]
     }
 
     #[test]
     fn a_request_is_counted_once_however_it_ends() {
         let telemetry = Arc::new(ServiceTelemetry::new("n1", &MANIFEST));
-        let mut answered = telemetry.start(0, None);
-        let dropped = telemetry.start(0, None);
+        let start = |method| Serving::start(Arc::clone(&telemetry) as Arc<dyn Served>, method, None);
+        let mut answered = start(0);
+        let dropped = start(0);
         assert_eq!(tallies(&telemetry), [0, 0, 0, 2], "two in flight");
         answered.finish("ok");
         answered.finish("failed");
         drop(answered);
-        assert_eq!(tallies(&telemetry), [1, 0, 0, 1], "answered once, not again when dropped");
+        assert_eq!(
+            tallies(&telemetry),
+            [1, 0, 0, 1],
+            "answered once, not again when dropped"
+        );
         drop(dropped);
         assert_eq!(tallies(&telemetry), [2, 1, 0, 0], "dropped unanswered: an error");
-        telemetry.start(0, None).finish("bad_request");
+        start(0).finish("bad_request");
         telemetry.refused("overloaded");
         // A method index past the manifest (a peer's bad request) is
         // tallied, never a panic.
-        telemetry.start(9, None).finish("bad_request");
+        start(9).finish("bad_request");
         assert_eq!(tallies(&telemetry), [4, 3, 1, 0]);
     }
 }

@@ -16,16 +16,28 @@
 //! the feature, or without the layer, requests carry no context and the
 //! serving node records none.
 //!
-//! When no subscriber wants these spans, making one is a relaxed atomic
-//! load (tracing's callsite cache) and recording into it does nothing.
+//! When no subscriber wants info-level spans, making one is a relaxed atomic
+//! load and it is `Span::none()`: entering, recording and dropping it do
+//! nothing. (That also keeps `tracing`'s `log` feature, which another crate
+//! may turn on, from turning every call's spans into `log` records.)
 
 use tracing::Span;
 use tracing::field::Empty;
+use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
 
 use super::TraceContext;
 
+/// Whether some subscriber may want info-level spans.
+#[inline]
+pub(crate) fn wanted() -> bool {
+    STATIC_MAX_LEVEL >= LevelFilter::INFO && LevelFilter::current() >= LevelFilter::INFO
+}
+
 /// The span of one call, around all its attempts.
 pub(crate) fn call(service: &str, method: &str) -> Span {
+    if !wanted() {
+        return Span::none();
+    }
     tracing::info_span!(
         "malla.call",
         otel.kind = "internal",
@@ -40,6 +52,9 @@ pub(crate) fn call(service: &str, method: &str) -> Span {
 
 /// The span of attempt number `attempt` of the call `call`, on `node`.
 pub(crate) fn attempt(call: &Span, node: &str, attempt: u32) -> Span {
+    if call.is_disabled() {
+        return Span::none();
+    }
     tracing::info_span!(
         parent: call,
         "malla.attempt",
@@ -53,6 +68,9 @@ pub(crate) fn attempt(call: &Span, node: &str, attempt: u32) -> Span {
 /// The span of one request served here; a child of the caller's attempt
 /// when the request carries its trace context.
 pub(crate) fn serve(node: &str, service: &str, method: &str, parent: Option<TraceContext>) -> Span {
+    if !wanted() {
+        return Span::none();
+    }
     let span = tracing::info_span!(
         "malla.serve",
         otel.kind = "server",

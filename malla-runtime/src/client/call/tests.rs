@@ -119,7 +119,8 @@ async fn call_counted(
         .map(|n| n.to_string())
         .collect();
     let tallies = &slot.counters;
-    let tallies = [&tallies.calls, &tallies.errors, &tallies.failovers].map(crate::telemetry::counters::read);
+    let read = crate::telemetry::counters::read;
+    let tallies = [tallies.calls.read(), read(&tallies.errors), read(&tallies.failovers)];
     (result, asked, tallies)
 }
 
