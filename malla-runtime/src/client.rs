@@ -23,7 +23,6 @@ use std::sync::Arc;
 use crate::net::Network;
 use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
-use crate::telemetry::counters;
 use crate::telemetry::metrics::ClientMethod;
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
@@ -123,9 +122,7 @@ where
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
     if options.nodes.is_none() && options.sna_retries == 0 && !core.slot.is_available() {
         metrics.not_available();
-        let calls = &core.slot.counters;
-        calls.calls.bump();
-        counters::bump(&calls.errors);
+        core.slot.counters.unavailable.bump();
         return Err(Error::ServiceNotAvailable {
             service: core.manifest.name_cow(),
         });

@@ -87,7 +87,7 @@ impl<N: Remote> Call<'_, N> {
             span.record("attempts", i64::from(tally.attempts));
             span.record("outcome", outcome);
         }
-        self.metrics.finished(outcome, tally.attempts, started.elapsed());
+        self.metrics.finished(outcome, tally.attempts, started.into_std());
         let calls = &self.slot.counters;
         calls.calls.bump();
         if result.is_err() {

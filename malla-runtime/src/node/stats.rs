@@ -76,7 +76,7 @@ impl NodeStats {
             .filter_map(|(name, slot)| {
                 let local = slot.route().local.clone();
                 let calls = &slot.counters;
-                if local.is_none() && calls.calls.read() == 0 {
+                if local.is_none() && calls.calls() == 0 {
                     return None;
                 }
                 let mut stats = ServiceStats {
@@ -85,8 +85,8 @@ impl NodeStats {
                     serve_errors: 0,
                     refused: 0,
                     in_flight: 0,
-                    calls: calls.calls.read(),
-                    call_errors: read(&calls.errors),
+                    calls: calls.calls(),
+                    call_errors: calls.errors(),
                     failovers: read(&calls.failovers),
                 };
                 if let Some(local) = local {

@@ -53,11 +53,27 @@ fn stripe() -> usize {
 /// A node's calls of one service, stubs included.
 #[derive(Debug, Default)]
 pub(crate) struct CallCounters {
+    /// Calls past the stub check.
     pub(crate) calls: Tally,
-    /// Calls that returned an error.
+    /// Of those, the ones that returned an error.
     pub(crate) errors: AtomicU64,
+    /// Calls a stub answered `ServiceNotAvailable` at once: calls and
+    /// errors both, kept apart so that a stub's call is one increment.
+    pub(crate) unavailable: Tally,
     /// Times a call moved on to another node.
     pub(crate) failovers: AtomicU64,
+}
+
+impl CallCounters {
+    /// Every call, stubs' included.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.read().wrapping_add(self.unavailable.read())
+    }
+
+    /// Every call that returned an error, stubs' included.
+    pub(crate) fn errors(&self) -> u64 {
+        read(&self.errors).wrapping_add(self.unavailable.read())
+    }
 }
 
 /// A node's requests of one service it serves: from other nodes, and from

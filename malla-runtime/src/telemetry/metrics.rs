@@ -25,7 +25,7 @@
 //! | `malla_gossip_bytes_total` | counter | direction | their bytes, sealed, without UDP and IP headers |
 //! | `malla_members` | gauge | status (`up`, `leaving`, `down`) | other visible nodes this node knows |
 
-use std::time::Duration;
+use std::time::Instant;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
@@ -55,6 +55,16 @@ pub(crate) struct ClientMethod {
     not_available: Counter,
     attempts: Counter,
     duration: Histogram,
+    /// Whether a recorder was installed when the handles were made: without
+    /// one, calls skip the clock read their duration would need.
+    timed: bool,
+}
+
+/// Whether a metrics recorder is installed. The facade's stand-in when none
+/// is, `NoopRecorder`, is the one zero-sized recorder an application meets;
+/// a zero-sized recorder of its own would get every metric but durations.
+fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
 }
 
 impl ClientMethod {
@@ -79,12 +89,13 @@ impl ClientMethod {
             not_available: counter!(name::CLIENT_CALLS, &with_outcome("not_available")),
             attempts: counter!(name::CLIENT_ATTEMPTS, &labels()),
             duration: histogram!(name::CLIENT_CALL_DURATION, &labels()),
+            timed: recorder_installed(),
         }
     }
 
-    /// A call that ended after `attempts` attempts, in `outcome`, having
-    /// taken `took`.
-    pub(crate) fn finished(&self, outcome: &'static str, attempts: u32, took: Duration) {
+    /// A call that started at `started` ended after `attempts` attempts, in
+    /// `outcome`.
+    pub(crate) fn finished(&self, outcome: &'static str, attempts: u32, started: Instant) {
         match outcome {
             "ok" => self.ok.increment(1),
             "not_available" => self.not_available.increment(1),
@@ -93,7 +104,9 @@ impl ClientMethod {
             _ => counter!(name::CLIENT_CALLS, &self.labels_with("outcome", outcome)).increment(1),
         }
         self.attempts.increment(u64::from(attempts));
-        self.duration.record(took);
+        if self.timed {
+            self.duration.record(started.elapsed());
+        }
     }
 
     /// A stub's call: no node to try, answered `ServiceNotAvailable` at once.

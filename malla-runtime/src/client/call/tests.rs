@@ -120,7 +120,7 @@ async fn call_counted(
         .collect();
     let tallies = &slot.counters;
     let read = crate::telemetry::counters::read;
-    let tallies = [tallies.calls.read(), read(&tallies.errors), read(&tallies.failovers)];
+    let tallies = [tallies.calls(), tallies.errors(), read(&tallies.failovers)];
     (result, asked, tallies)
 }
 
