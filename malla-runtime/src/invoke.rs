@@ -16,6 +16,7 @@ use futures_util::future::CatchUnwind;
 use crate::service::{DispatchFuture, Service};
 use crate::telemetry::Serving;
 use crate::wire::Format;
+use tracing::Span;
 
 /// Why an invocation produced no reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,7 @@ impl Future for Invocation {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<InvokeOutput> {
         let this = &mut *self;
         let polled = {
-            let _entered = this.serving.span().enter();
+            let _entered = this.serving.span().map(Span::enter);
             Pin::new(&mut this.handler).poll(cx)
         };
         polled.map(|output| {
@@ -68,7 +69,7 @@ pub(crate) fn invoke(
     mut serving: Serving,
 ) -> Result<Invocation, InvokeError> {
     let dispatched = {
-        let _entered = serving.span().enter();
+        let _entered = serving.span().map(Span::enter);
         std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(index, format, body)))
     };
     let err = match dispatched {

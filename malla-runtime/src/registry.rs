@@ -105,6 +105,7 @@ impl LocalService {
 
     /// The index of the method a call names, if this instance takes it now.
     /// A signature of 0 is an unchecked dynamic call.
+    #[inline]
     pub(crate) fn accept(&self, id: u32, signature: u64) -> Result<usize, Refusal> {
         self.method_to_run(id, signature)
             .inspect_err(|refusal| self.telemetry.refused(refusal.label()))

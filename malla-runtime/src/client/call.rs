@@ -81,18 +81,17 @@ impl<N: Remote> Call<'_, N> {
     fn finish<R>(&self, span: Option<&Span>, tally: &Tally, result: &Result<R, Error>, started: Instant) {
         let outcome = match result {
             Ok(_) => "ok",
-            Err(err) => err.outcome(),
+            Err(err) => {
+                counters::bump(&self.slot.counters.errors);
+                err.outcome()
+            }
         };
         if let Some(span) = span {
             span.record("attempts", i64::from(tally.attempts));
             span.record("outcome", outcome);
         }
         self.metrics.finished(outcome, tally.attempts, started.into_std());
-        let calls = &self.slot.counters;
-        calls.calls.bump();
-        if result.is_err() {
-            counters::bump(&calls.errors);
-        }
+        self.slot.counters.calls.bump();
     }
 
     async fn attempts<R, A: CallArgs<R>>(

@@ -45,6 +45,14 @@ impl ServiceTelemetry {
         }
     }
 
+    /// A request to method number `method` that did not answer `ok`.
+    #[cold]
+    fn failed(&self, method: usize, outcome: &'static str) {
+        bump(&self.counters.errors);
+        let name = self.manifest.methods().get(method).map_or("", |m| m.name());
+        m::request_failed(&self.node, self.manifest.name(), name, outcome);
+    }
+
     /// A request refused before any handler ran.
     #[cold]
     pub(crate) fn refused(&self, reason: &'static str) {
@@ -58,8 +66,10 @@ impl ServiceTelemetry {
 pub(crate) struct Serving {
     owner: Arc<dyn Served>,
     method: usize,
-    span: Span,
     done: bool,
+    /// Only when a subscriber may want it, and boxed: a request nobody
+    /// traces carries a pointer's worth of span.
+    span: Option<Box<Span>>,
 }
 
 impl Serving {
@@ -68,21 +78,26 @@ impl Serving {
     /// of the current span.
     pub(crate) fn start(owner: Arc<dyn Served>, method: usize, trace: Option<TraceContext>) -> Serving {
         let telemetry = owner.telemetry();
-        let name = telemetry.manifest.methods().get(method).map_or("", |m| m.name());
-        let span = spans::serve(&telemetry.node, telemetry.manifest.name(), name, trace);
+        let span = spans::wanted()
+            .then(|| {
+                let name = telemetry.manifest.methods().get(method).map_or("", |m| m.name());
+                spans::serve(&telemetry.node, telemetry.manifest.name(), name, trace)
+            })
+            .filter(|span| !span.is_disabled())
+            .map(Box::new);
         telemetry.counters.started.bump();
         telemetry.in_flight.increment(1.0);
         Serving {
             owner,
             method,
-            span,
             done: false,
+            span,
         }
     }
 
-    /// The request's span: its handler runs inside it.
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    /// The request's span, if anyone looks: its handler runs inside it.
+    pub(crate) fn span(&self) -> Option<&Span> {
+        self.span.as_deref()
     }
 
     /// The request answered: `ok`, `bad_request` or `failed`.
@@ -91,21 +106,14 @@ impl Serving {
             return;
         }
         let telemetry = self.owner.telemetry();
-        let counters = &telemetry.counters;
-        counters.served.bump();
+        telemetry.counters.served.bump();
         telemetry.in_flight.decrement(1.0);
-        if outcome != "ok" {
-            bump(&counters.errors);
-        }
-        if !self.span.is_disabled() {
-            self.span.record("outcome", outcome);
+        if let Some(span) = &self.span {
+            span.record("outcome", outcome);
         }
         match telemetry.methods.get(self.method) {
             Some(method) if outcome == "ok" => method.ok(),
-            _ => {
-                let name = telemetry.manifest.methods().get(self.method).map_or("", |m| m.name());
-                m::request_failed(&telemetry.node, telemetry.manifest.name(), name, outcome);
-            }
+            _ => telemetry.failed(self.method, outcome),
         }
     }
 }
