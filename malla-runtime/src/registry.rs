@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use crate::connection::{Request, Services};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
-use crate::sync::{lock, read, write};
+use crate::sync::lock;
 use crate::telemetry::counters::CallCounters;
 use crate::telemetry::{Served, ServiceTelemetry, Serving, TraceContext};
 use crate::wire::{Format, Status};
@@ -218,10 +218,19 @@ impl ServiceSlot {
     }
 }
 
+type Slots = FxHashMap<Arc<str>, Arc<ServiceSlot>>;
+
 /// Every service slot of a node, by wire name.
+///
+/// Read by every request a peer sends, written when a name is first served
+/// or asked about: the map is a snapshot readers load without a lock (a
+/// read lock is a write to a cache line every core shares), and a writer
+/// copies it.
 #[derive(Default)]
 pub(crate) struct Registry {
-    slots: RwLock<FxHashMap<Arc<str>, Arc<ServiceSlot>>>,
+    slots: ArcSwap<Slots>,
+    /// Serializes writers.
+    write: Mutex<()>,
 }
 
 impl Registry {
@@ -230,12 +239,15 @@ impl Registry {
         if let Some(slot) = self.read().get(name) {
             return Arc::clone(slot);
         }
-        let mut slots = write(&self.slots);
-        Arc::clone(
+        let _writer = lock(&self.write);
+        let mut slots = Slots::clone(&self.read());
+        let slot = Arc::clone(
             slots
                 .entry(Arc::from(name))
                 .or_insert_with(|| Arc::new(ServiceSlot::new())),
-        )
+        );
+        self.slots.store(Arc::new(slots));
+        slot
     }
 
     /// The service this node serves under `name`, if any.
@@ -263,8 +275,8 @@ impl Registry {
         slots
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, FxHashMap<Arc<str>, Arc<ServiceSlot>>> {
-        read(&self.slots)
+    fn read(&self) -> arc_swap::Guard<Arc<Slots>> {
+        self.slots.load()
     }
 }
 
