@@ -47,7 +47,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `malla_client_calls_total` | counter | service, method, outcome (`ok`, `not_available`, `timeout`, `node_down`, `overloaded`, `signature_mismatch`, `remote_error`, `codec_error`, …) |
-//! | `malla_client_call_duration_seconds` | histogram | service, method (calls that reached past the stub check) |
+//! | `malla_client_call_duration_seconds` | histogram | service, method (calls past the stub check; timed only if a recorder was installed when the client was made) |
 //! | `malla_client_attempts_total` | counter | service, method |
 //! | `malla_client_failovers_total` | counter | service, method, reason (why the attempt did not run) |
 //! | `malla_server_requests_total` | counter | service, method, outcome (`ok`, `bad_request`, `failed`, `dropped`) |

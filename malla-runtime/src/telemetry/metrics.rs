@@ -13,7 +13,7 @@
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
 //! | `malla_client_calls_total` | counter | service, method, outcome | calls made, by how they ended (`ok`, `not_available`, `timeout`, `node_down`, `overloaded`, `signature_mismatch`, `remote_error`, `codec_error`, …) |
-//! | `malla_client_call_duration_seconds` | histogram | service, method | time from call to answer, failovers included |
+//! | `malla_client_call_duration_seconds` | histogram | service, method | time from call to answer, failovers included (timed only when a recorder is installed: see `recorder_installed`) |
 //! | `malla_client_attempts_total` | counter | service, method | attempts (one per node tried) |
 //! | `malla_client_failovers_total` | counter | service, method, reason | moves to the next node, by why the attempt did not run (same outcome names) |
 //! | `malla_server_requests_total` | counter | service, method, outcome | requests served: `ok`, `bad_request`, `failed` (panic or unencodable reply), `dropped` (timed out or cancelled before answering) |
