@@ -86,8 +86,8 @@ pub use events::Event;
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
 pub use membership::{Instance, Member, MemberStatus};
 pub use node::{
-    COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, Node,
-    NodeBuilder, NodeConfig, NodeStats, ServiceStats,
+    COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL,
+    DrainReport, Node, NodeBuilder, NodeConfig, NodeStats, ServiceStats,
 };
 pub use node_id::NodeId;
 pub use options::{CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, LONGEST_DURATION, ServeOptions};

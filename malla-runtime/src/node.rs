@@ -7,12 +7,14 @@
 //! | `builder` | [`NodeBuilder`]: settings, and starting a node step by step |
 //! | `config` | [`NodeConfig`]: settings from a file and the environment |
 //! | `parts` | what a node is made of, and the glue between the layers |
+//! | `drain` | [`Node::drain`]: leaving without a caller noticing |
 //! | `stats` | [`NodeStats`]: a node's own figures |
 //! | `introspect` | `malla.Introspect`, the service that serves them to other nodes |
 
 mod api;
 mod builder;
 mod config;
+mod drain;
 mod introspect;
 mod parts;
 mod stats;
@@ -23,6 +25,7 @@ pub use builder::{
     NodeBuilder,
 };
 pub use config::NodeConfig;
+pub use drain::DrainReport;
 pub use stats::{NodeStats, ServiceStats};
 
 #[cfg(test)]
