@@ -81,7 +81,7 @@ async fn main() -> Result<(), Error> {
 
     // Before serving: the client is a stub.
     match calc.add(1, 2).await {
-        Err(Error::ServiceNotAvailable { service }) => println!("before serving: `{service}` is not available"),
+        Err(Error::ServiceNotAvailable { service, .. }) => println!("before serving: `{service}` is not available"),
         other => println!("unexpected: {other:?}"),
     }
 

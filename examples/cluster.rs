@@ -112,7 +112,7 @@ fn main() -> Result<(), Error> {
         let client = Node::builder("client").cookie(COOKIE).seeds([seed]).start().await?;
         let calc = CalculatorClient::new(&client);
         match calc.add(1, 2).await {
-            Err(Error::ServiceNotAvailable { service }) => step(
+            Err(Error::ServiceNotAvailable { service, .. }) => step(
                 t,
                 format!("client: `{service}` is served nowhere yet, so its stub answers ServiceNotAvailable"),
             ),

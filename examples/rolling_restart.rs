@@ -111,7 +111,10 @@ fn main() -> Result<(), Error> {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    say(format!("8 callers running: {} calls so far", calls.load(Ordering::Relaxed)));
+    say(format!(
+        "8 callers running: {} calls so far",
+        calls.load(Ordering::Relaxed)
+    ));
 
     for i in 0..servers.len() {
         let old = servers.remove(i);

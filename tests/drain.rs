@@ -35,18 +35,16 @@ fn a_drained_node_finishes_its_work_and_leaves_without_a_failed_call() {
     let loops: Vec<_> = (0..8)
         .map(|_| {
             let (geo, stop, calls, failures) = (geo.clone(), stop.clone(), calls.clone(), failures.clone());
-            caller.run(async move {
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        match geo.sleep_ms(10).await {
-                            Ok(10) => calls.fetch_add(1, Ordering::Relaxed),
-                            other => {
-                                eprintln!("a call failed: {other:?}");
-                                failures.fetch_add(1, Ordering::Relaxed)
-                            }
-                        };
-                    }
-                })
+            caller.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match geo.sleep_ms(10).await {
+                        Ok(10) => calls.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("a call failed: {other:?}");
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
             })
         })
         .collect();
@@ -58,7 +56,7 @@ fn a_drained_node_finishes_its_work_and_leaves_without_a_failed_call() {
             .timeout(Duration::from_secs(10))
             .nodes([drained.node.id().clone()]),
     );
-    let long = caller.run(async move { tokio::spawn(async move { long.sleep_ms(4_000).await }) });
+    let long = caller.spawn(async move { long.sleep_ms(4_000).await });
     std::thread::sleep(Duration::from_millis(100));
 
     let report = drained.run(drained.node.drain(Duration::from_secs(10))).unwrap();

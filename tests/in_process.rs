@@ -50,7 +50,7 @@ async fn a_stub_answers_before_serving_and_routes_after() {
     let node = node("n1").await;
     let client = GeometryClient::new(&node);
     match client.add(1, 2).await {
-        Err(Error::ServiceNotAvailable { service }) => assert_eq!(service, "Geometry"),
+        Err(Error::ServiceNotAvailable { service, .. }) => assert_eq!(service, "Geometry"),
         other => panic!("expected ServiceNotAvailable, got {other:?}"),
     }
     node.serve(GeometryServer::new(Geo::default())).await.unwrap();
@@ -62,7 +62,7 @@ async fn a_stub_answers_before_serving_and_routes_after() {
 async fn a_declared_but_unserved_service_is_not_available() {
     let node = node("n1").await;
     let err = UnservedClient::new(&node).add(1, 2).await.unwrap_err();
-    assert!(matches!(err, Error::ServiceNotAvailable { ref service } if service == "Unserved"));
+    assert!(matches!(err, Error::ServiceNotAvailable { ref service, .. } if service == "Unserved"));
     assert_eq!(err.to_string(), "service `Unserved` is not available on any known node");
 }
 

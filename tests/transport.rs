@@ -311,7 +311,7 @@ async fn services_share_the_connection_and_unknown_ones_are_not_available() {
     assert_eq!((sum.unwrap(), slept.unwrap()), (5, 20));
     assert!(matches!(
         UnservedClient::new(&client).on_node("multi-a").add(1, 2).await,
-        Err(Error::ServiceNotAvailable { service }) if service == "Unserved"
+        Err(Error::ServiceNotAvailable { service, .. }) if service == "Unserved"
     ));
     let dynamic: Result<i64, _> = client
         .remote("Nope", "add", &(1i64, 2i64), CallOptions::default().nodes(["multi-a"]))

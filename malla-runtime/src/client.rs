@@ -27,6 +27,7 @@ use crate::telemetry::metrics::ClientMethod;
 use crate::{CallOptions, Error, NodeId, ServiceManifest};
 
 pub(crate) use dynamic::call_encoded;
+pub(crate) use failover::Filter;
 
 /// What a generated `…Client` holds: the network it calls through, the
 /// service's routing slot, its manifest and the call options. Cloning it is
@@ -50,6 +51,7 @@ static DEFAULT_OPTIONS: CallOptions = CallOptions {
     sna_retries: 0,
     retry_interval: None,
     nodes: None,
+    vsn: None,
 };
 
 impl ClientCore {
@@ -125,6 +127,7 @@ where
         core.slot.counters.unavailable.bump();
         return Err(Error::ServiceNotAvailable {
             service: core.manifest.name_cow(),
+            requirement: options.vsn.as_ref().map(|r| r.text().to_owned()),
         });
     }
     let call = call::Call {

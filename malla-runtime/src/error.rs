@@ -16,10 +16,17 @@ pub enum Error {
     /// No reachable, active instance of the service is known: it was never
     /// discovered, every instance is paused, or every node refused it. This
     /// is what a stub answers before discovery, without touching the network.
-    #[error("service `{service}` is not available on any known node")]
+    /// With a version requirement ([`CallOptions::vsn`](crate::CallOptions::vsn)),
+    /// no instance that meets it was.
+    #[error(
+        "service `{service}` is not available on any known node{}",
+        requirement.as_deref().map(|r| format!(" with a version matching `{r}`")).unwrap_or_default()
+    )]
     ServiceNotAvailable {
         /// Wire name of the service.
         service: Cow<'static, str>,
+        /// The call's version requirement, if it had one.
+        requirement: Option<String>,
     },
 
     /// The node serving the call has another signature for the method: the

@@ -20,9 +20,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 use crate::NodeId;
-use crate::discovery::advert::{Gossiped, NodeStatus, RunningStatus};
+use crate::discovery::advert::{Gossiped, NodeStatus, RunningStatus, ServiceAdvert};
 use crate::events::Event;
-use crate::registry::{Registry, Route};
+use crate::registry::{Registry, RemoteInstance, Route};
 use crate::sync::lock;
 use crate::telemetry::metrics;
 
@@ -322,13 +322,18 @@ impl Membership {
         let services: BTreeSet<&String> = running.iter().chain(&state.running).map(|(s, _)| s).collect();
         let mut rng = rand::rng();
         for service in services {
-            let mut nodes: Vec<NodeId> = running
+            let mut nodes: Vec<RemoteInstance> = running
                 .range((service.clone(), NodeId::from(""))..)
                 .take_while(|(s, _)| s == service)
-                .map(|(_, id)| id.clone())
+                .map(|(_, id)| {
+                    remote_instance(
+                        id,
+                        state.gossip.get(id).and_then(|g| g.advertised.services.get(service)),
+                    )
+                })
                 .collect();
             nodes.shuffle(&mut rng);
-            let remote: Arc<[NodeId]> = nodes.into();
+            let remote: Arc<[RemoteInstance]> = nodes.into();
             self.registry.slot(service).update(|route| Route {
                 local: route.local.clone(),
                 remote: Arc::clone(&remote),
@@ -352,6 +357,17 @@ impl Membership {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+}
+
+/// The route's entry for `node`'s instance, from its advert.
+fn remote_instance(node: &NodeId, advert: Option<&ServiceAdvert>) -> RemoteInstance {
+    let mut signatures: Vec<(u32, u64)> = advert.map(|a| a.sigs.clone()).unwrap_or_default();
+    signatures.sort_unstable();
+    RemoteInstance {
+        node: node.clone(),
+        vsn: advert.and_then(|a| a.vsn.parse().ok()),
+        signatures: signatures.into(),
     }
 }
 

@@ -2,6 +2,8 @@
 //! services.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::NodeId;
@@ -20,6 +22,47 @@ pub struct CallOptions {
     pub(crate) sna_retries: u32,
     pub(crate) retry_interval: Option<Duration>,
     pub(crate) nodes: Option<Vec<NodeId>>,
+    pub(crate) vsn: Option<Arc<VsnRequirement>>,
+}
+
+/// A semver requirement on the version of the instances a call may reach
+/// (`"^1.4"`, `">=2, <3"`), as [`CallOptions::vsn`] takes it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct VsnRequirement {
+    text: String,
+    parsed: Result<semver::VersionReq, String>,
+}
+
+impl VsnRequirement {
+    fn new(text: &str) -> Self {
+        VsnRequirement {
+            text: text.to_owned(),
+            parsed: text.parse().map_err(|e: semver::Error| e.to_string()),
+        }
+    }
+
+    /// The requirement, or why it does not parse.
+    pub(crate) fn parsed(&self) -> Result<&semver::VersionReq, crate::Error> {
+        self.parsed
+            .as_ref()
+            .map_err(|why| crate::Error::Config(format!("version requirement `{}`: {why}", self.text)))
+    }
+
+    /// Whether an instance of version `vsn` meets it; one with no
+    /// version, or one that is not semver, never does.
+    pub(crate) fn matches(&self, vsn: Option<&semver::Version>) -> bool {
+        matches!((&self.parsed, vsn), (Ok(req), Some(vsn)) if req.matches(vsn))
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for VsnRequirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
 }
 
 /// The longest duration any setting takes (a year): longer ones are cut to
@@ -55,6 +98,20 @@ impl CallOptions {
     /// Pause between those rounds (default 1 s).
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = Some(bounded(interval));
+        self
+    }
+
+    /// Only instances whose version meets `requirement`, a semver requirement
+    /// (`"^1.4"`, `"=2.0.3"`, `">=2, <3"`). Instances whose version is not
+    /// semver (or empty) never do. A requirement that does not parse fails
+    /// the call with [`Error::Config`](crate::Error::Config); one that no
+    /// instance meets, with `ServiceNotAvailable` naming it.
+    ///
+    /// ```
+    /// let v2 = malla_runtime::CallOptions::default().vsn("^2");
+    /// ```
+    pub fn vsn(mut self, requirement: &str) -> Self {
+        self.vsn = Some(Arc::new(VsnRequirement::new(requirement)));
         self
     }
 

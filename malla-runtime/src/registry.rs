@@ -26,6 +26,8 @@ pub(crate) struct LocalService {
     pub(crate) metadata: BTreeMap<String, String>,
     method_index: FxHashMap<u32, usize>,
     admin: AtomicU8,
+    /// The manifest's version, if it is semver.
+    pub(crate) vsn: Option<semver::Version>,
     pub(crate) telemetry: ServiceTelemetry,
 }
 
@@ -83,6 +85,7 @@ impl LocalService {
             metadata,
             method_index,
             admin: AtomicU8::new(admin.to_u8()),
+            vsn: manifest.vsn().parse().ok(),
             telemetry: ServiceTelemetry::new(node.as_str(), manifest),
         }
     }
@@ -150,7 +153,40 @@ impl Served for LocalService {
 #[derive(Default, Clone)]
 pub(crate) struct Route {
     pub(crate) local: Option<Arc<LocalService>>,
-    pub(crate) remote: Arc<[NodeId]>,
+    pub(crate) remote: Arc<[RemoteInstance]>,
+}
+
+/// A running instance of a service on another node, as its gossip says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteInstance {
+    pub(crate) node: NodeId,
+    /// Its version, if it is semver.
+    pub(crate) vsn: Option<semver::Version>,
+    /// `(method id, signature)`, sorted by id; empty when not published.
+    pub(crate) signatures: Arc<[(u32, u64)]>,
+}
+
+impl RemoteInstance {
+    /// An instance of which nothing but the node is known.
+    #[cfg(test)]
+    pub(crate) fn bare(node: NodeId) -> Self {
+        RemoteInstance {
+            node,
+            vsn: None,
+            signatures: Arc::new([]),
+        }
+    }
+
+    /// Whether the instance has the method `id` with `signature` (0: not
+    /// checked). Unknown signatures pass: the serving node checks anyway.
+    pub(crate) fn has_method(&self, id: u32, signature: u64) -> bool {
+        if signature == 0 || self.signatures.is_empty() {
+            return true;
+        }
+        self.signatures
+            .binary_search_by_key(&id, |(id, _)| *id)
+            .is_ok_and(|at| self.signatures[at].1 == signature)
+    }
 }
 
 impl Route {

@@ -35,6 +35,15 @@ impl NodeRuntime {
         off_runtime(|| rt.block_on(fut))
     }
 
+    /// Spawns `fut` on the node's runtime.
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.as_ref().expect("the node is alive").spawn(fut)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.node.local_addr().expect("the node listens")
     }

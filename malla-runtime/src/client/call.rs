@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use super::args::CallArgs;
 use super::deadline::with_deadline;
-use super::failover::{Target, Targets, may_try_next, no_node_ran, pick_failure};
+use super::failover::{Filter, Target, Targets, may_try_next, no_node_ran, pick_failure};
 use super::remote::{Remote, RemoteError};
 use crate::connection::{CallError, Request};
 use crate::invoke::{InvokeError, panic_message};
@@ -104,6 +104,15 @@ impl<N: Remote> Call<'_, N> {
         let timeout = self.options.effective_timeout(self.method.timeout_ms());
         let deadline = started + timeout;
         let mut failure: Option<Error> = None;
+        let vsn = self.options.vsn.as_deref();
+        if let Some(requirement) = vsn {
+            requirement.parsed()?;
+        }
+        let filter = Filter {
+            vsn,
+            method: self.method.id(),
+            signature: self.method.signature(),
+        };
 
         for round in 0..=self.options.sna_retries {
             if round > 0 {
@@ -114,7 +123,7 @@ impl<N: Remote> Call<'_, N> {
                 }
             }
             let route = self.slot.route_full();
-            for target in Targets::new(self.remote.me(), &route, self.options.nodes.as_deref()) {
+            for target in Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter) {
                 if let Some(reason) = tally.not_run.take() {
                     self.metrics.failover(reason);
                     counters::bump(&self.slot.counters.failovers);
@@ -138,9 +147,7 @@ impl<N: Remote> Call<'_, N> {
             }
         }
         Err(no_node_ran(failure, self.options.nodes.is_some(), || {
-            Error::ServiceNotAvailable {
-                service: self.service.clone(),
-            }
+            self.not_available()
         }))
     }
 
@@ -195,9 +202,7 @@ impl<N: Remote> Call<'_, N> {
         let index = match local.accept(self.method.id(), self.method.signature()) {
             Ok(index) => index,
             Err(Refusal::NotAvailable) => {
-                return Attempt::NotRun(Error::ServiceNotAvailable {
-                    service: self.service.clone(),
-                });
+                return Attempt::NotRun(self.not_available());
             }
             Err(Refusal::UnknownMethod | Refusal::SignatureMismatch) => {
                 return Attempt::NotRun(self.signature_mismatch(me.clone()));
@@ -281,9 +286,7 @@ impl<N: Remote> Call<'_, N> {
             RemoteError::Call(CallError::TimedOut) => self.timeout_error(timeout),
             RemoteError::Call(CallError::TooLarge(err)) => self.codec_error("send", err.to_string()),
             RemoteError::Call(CallError::Remote(status)) => match status {
-                Status::NotAvailable => Error::ServiceNotAvailable {
-                    service: self.service.clone(),
-                },
+                Status::NotAvailable => self.not_available(),
                 Status::UnknownMethod | Status::SignatureMismatch => self.signature_mismatch(node),
                 Status::Timeout => self.timeout_error(timeout),
                 Status::Overloaded => Error::Overloaded {
@@ -302,6 +305,14 @@ impl<N: Remote> Call<'_, N> {
         match err {
             InvokeError::BadRequest(message) => self.remote_error(node, format!("bad request: {message}")),
             InvokeError::Failed(message) => self.remote_error(node, message),
+        }
+    }
+
+    /// `ServiceNotAvailable`, naming the call's version requirement if any.
+    fn not_available(&self) -> Error {
+        Error::ServiceNotAvailable {
+            service: self.service.clone(),
+            requirement: self.options.vsn.as_ref().map(|r| r.text().to_owned()),
         }
     }
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::remote::RemoteError;
 use crate::connection::CallError;
-use crate::registry::{LocalService, Route};
+use crate::options::VsnRequirement;
+use crate::registry::{LocalService, RemoteInstance, Route};
 use crate::wire::Status;
 use crate::{Error, NodeId};
 
@@ -21,21 +22,46 @@ pub(super) enum Target {
     Remote(NodeId),
 }
 
+/// Which discovered instances a call may reach: those that meet its version
+/// requirement and have its method with its signature. Instances that do
+/// not are skipped before anything is sent.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Filter<'r> {
+    pub(crate) vsn: Option<&'r VsnRequirement>,
+    pub(crate) method: u32,
+    /// 0: not checked (a call by name).
+    pub(crate) signature: u64,
+}
+
+impl Filter<'_> {
+    pub(crate) fn admits(&self, instance: &RemoteInstance) -> bool {
+        self.vsn.is_none_or(|req| req.matches(instance.vsn.as_ref()))
+            && instance.has_method(self.method, self.signature)
+    }
+
+    fn admits_local(&self, local: &LocalService) -> bool {
+        self.vsn.is_none_or(|req| req.matches(local.vsn.as_ref()))
+    }
+}
+
 /// Targets in `get_nodes` order: the local instance first, then the remote
-/// ones; or the caller's explicit list. Walks the route without copying it.
+/// ones the filter admits; or the caller's explicit list, as listed. Walks
+/// the route without copying it.
 pub(super) struct Targets<'r> {
     me: &'r NodeId,
     route: &'r Route,
     explicit: Option<&'r [NodeId]>,
+    filter: Filter<'r>,
     next: usize,
 }
 
 impl<'r> Targets<'r> {
-    pub(super) fn new(me: &'r NodeId, route: &'r Route, explicit: Option<&'r [NodeId]>) -> Self {
+    pub(super) fn new(me: &'r NodeId, route: &'r Route, explicit: Option<&'r [NodeId]>, filter: Filter<'r>) -> Self {
         Targets {
             me,
             route,
             explicit,
+            filter,
             next: 0,
         }
     }
@@ -60,11 +86,16 @@ impl Iterator for Targets<'_> {
                     }
                 }
                 None if index == 0 => {
-                    if let Some(local) = &self.route.local {
+                    if let Some(local) = self.route.local.as_ref().filter(|l| self.filter.admits_local(l)) {
                         return Some(Target::Local(Arc::clone(local)));
                     }
                 }
-                None => return self.route.remote.get(index - 1).cloned().map(Target::Remote),
+                None => {
+                    let instance = self.route.remote.get(index - 1)?;
+                    if self.filter.admits(instance) {
+                        return Some(Target::Remote(instance.node.clone()));
+                    }
+                }
             }
         }
     }
@@ -135,7 +166,10 @@ mod tests {
     }
 
     fn sna() -> Error {
-        Error::ServiceNotAvailable { service: "S".into() }
+        Error::ServiceNotAvailable {
+            service: "S".into(),
+            requirement: None,
+        }
     }
 
     #[test]
@@ -210,7 +244,7 @@ mod tests {
         let (me, a, b) = (NodeId::from("me"), NodeId::from("a"), NodeId::from("b"));
         let route = Route {
             local: None,
-            remote: vec![a.clone(), b.clone()].into(),
+            remote: vec![RemoteInstance::bare(a.clone()), RemoteInstance::bare(b.clone())].into(),
         };
         let names = |targets: Targets<'_>| -> Vec<String> {
             targets
@@ -220,10 +254,67 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(names(Targets::new(&me, &route, None)), ["a", "b"]);
+        let all = Filter::default();
+        assert_eq!(names(Targets::new(&me, &route, None, all)), ["a", "b"]);
         let listed = [b.clone(), me.clone(), NodeId::from("x")];
         // This node in the list but not serving: skipped.
-        assert_eq!(names(Targets::new(&me, &route, Some(&listed))), ["b", "x"]);
-        assert_eq!(names(Targets::new(&me, &route, Some(&[]))), Vec::<String>::new());
+        assert_eq!(names(Targets::new(&me, &route, Some(&listed), all)), ["b", "x"]);
+        assert_eq!(names(Targets::new(&me, &route, Some(&[]), all)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn instances_of_another_version_or_without_the_method_are_skipped() {
+        let me = NodeId::from("me");
+        let instance = |node: &str, vsn: &str, sigs: &[(u32, u64)]| RemoteInstance {
+            node: node.into(),
+            vsn: vsn.parse().ok(),
+            signatures: sigs.into(),
+        };
+        let route = Route {
+            local: None,
+            remote: vec![
+                instance("v1", "1.4.2", &[(1, 10)]),
+                instance("v2", "2.0.0", &[(1, 10), (2, 20)]),
+                instance("old", "2.1.0", &[]),
+                instance("odd", "not-semver", &[(1, 10), (2, 20)]),
+                instance("other", "2.2.0", &[(1, 11), (2, 21)]),
+            ]
+            .into(),
+        };
+        let names = |filter: Filter<'_>| -> Vec<String> {
+            Targets::new(&me, &route, None, filter)
+                .map(|t| match t {
+                    Target::Local(_) => "local".to_owned(),
+                    Target::Remote(id) => id.to_string(),
+                })
+                .collect()
+        };
+        let method = |method, signature| Filter {
+            vsn: None,
+            method,
+            signature,
+        };
+        // Method 1 as v1 and v2 declare it; "old" published no signatures
+        // (unknown: the serving node checks).
+        assert_eq!(names(method(1, 10)), ["v1", "v2", "old", "odd"]);
+        // Method 2, new in v2: never sent to v1.
+        assert_eq!(names(method(2, 20)), ["v2", "old", "odd"]);
+        // A call by name does not check signatures.
+        assert_eq!(names(method(2, 0)).len(), 5);
+        let v2 = crate::CallOptions::default().vsn("^2");
+        let req = v2.vsn.as_deref();
+        let with_vsn = |signature| Filter {
+            vsn: req,
+            method: 1,
+            signature,
+        };
+        assert_eq!(names(with_vsn(10)), ["v2", "old"], "2.x only; not-semver never matches");
+        assert_eq!(names(with_vsn(0)), ["v2", "old", "other"]);
+        let none = crate::CallOptions::default().vsn("^3");
+        let filter = Filter {
+            vsn: none.vsn.as_deref(),
+            ..with_vsn(0)
+        };
+        assert!(names(filter).is_empty());
     }
 }

@@ -71,6 +71,11 @@ pub(crate) struct ServiceAdvert {
     pub(crate) status: RunningStatus,
     #[serde(default)]
     pub(crate) meta: BTreeMap<String, String>,
+    /// `[method id, signature]` of every method, so that a caller skips an
+    /// instance without the method it calls (or with another signature)
+    /// before sending anything. Missing from an advert: unknown, not none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) sigs: Vec<(u32, u64)>,
 }
 
 impl ServiceAdvert {
@@ -152,6 +157,7 @@ mod tests {
             vsn: "1.2.0".into(),
             status: RunningStatus::Paused,
             meta: BTreeMap::from([("zone".into(), "eu".into())]),
+            sigs: Vec::new(),
         };
         let encoded = advert.encode();
         assert_eq!(encoded, r#"{"vsn":"1.2.0","status":"paused","meta":{"zone":"eu"}}"#);

@@ -36,7 +36,7 @@ impl Table {
             .route()
             .remote
             .iter()
-            .map(|n| n.to_string())
+            .map(|n| n.node.to_string())
             .collect();
         nodes.sort();
         nodes
@@ -68,6 +68,7 @@ fn gossiped(port: u16, live: bool, services: &[(&str, RunningStatus)]) -> Gossip
                         vsn: "1.0.0".into(),
                         status: *status,
                         meta: BTreeMap::new(),
+                        sigs: Vec::new(),
                     };
                     (name.to_string(), advert)
                 })

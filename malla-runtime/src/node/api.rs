@@ -15,12 +15,14 @@ use tokio::sync::broadcast;
 use super::introspect;
 use super::parts::NodeParts;
 use super::stats::NodeStats;
+use crate::client::Filter;
 use crate::client::{ClientCore, call_encoded};
 use crate::cluster::ConnectTarget;
 use crate::discovery::sealed_udp::GossipStats;
 use crate::events::Event;
 use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
+use crate::options::VsnRequirement;
 use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest};
@@ -222,13 +224,47 @@ impl Node {
     /// # }
     /// ```
     pub fn get_nodes(&self, service: &str) -> Vec<NodeId> {
+        self.nodes_where(service, None)
+    }
+
+    /// [`get_nodes`](Self::get_nodes), only instances whose version meets
+    /// `requirement` (semver, as [`CallOptions::vsn`] takes it): the nodes a
+    /// call with that requirement tries.
+    ///
+    /// Fails with [`Error::Config`] if the requirement does not parse.
+    pub fn get_nodes_matching(&self, service: &str, requirement: &str) -> Result<Vec<NodeId>, Error> {
+        let options = CallOptions::default().vsn(requirement);
+        let requirement = options.vsn.as_deref().expect("set just now");
+        requirement.parsed()?;
+        Ok(self.nodes_where(service, Some(requirement)))
+    }
+
+    fn nodes_where(&self, service: &str, vsn: Option<&VsnRequirement>) -> Vec<NodeId> {
         let route = self.parts.registry.slot(service).route_full();
+        let filter = Filter {
+            vsn,
+            ..Filter::default()
+        };
         let local = route
             .local
             .as_ref()
-            .filter(|l| l.is_active())
+            .filter(|l| l.is_active() && vsn.is_none_or(|req| req.matches(l.vsn.as_ref())))
             .map(|_| self.parts.id.clone());
-        local.into_iter().chain(route.remote.iter().cloned()).collect()
+        let remote = route.remote.iter().filter(|i| filter.admits(i)).map(|i| i.node.clone());
+        local.into_iter().chain(remote).collect()
+    }
+
+    /// [`get_instances`](Self::get_instances), only those whose version
+    /// meets `requirement`.
+    ///
+    /// Fails with [`Error::Config`] if the requirement does not parse.
+    pub fn get_instances_matching(&self, service: &str, requirement: &str) -> Result<Vec<Instance>, Error> {
+        let options = CallOptions::default().vsn(requirement);
+        let requirement = options.vsn.as_deref().expect("set just now");
+        requirement.parsed()?;
+        let mut instances = self.get_instances(service);
+        instances.retain(|i| requirement.matches(i.vsn.parse().ok().as_ref()));
+        Ok(instances)
     }
 
     /// Every instance of `service` on this node and on the nodes that are up,

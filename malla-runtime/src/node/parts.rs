@@ -119,6 +119,12 @@ impl NodeParts {
                 vsn: local.manifest.vsn().to_owned(),
                 status: status.into(),
                 meta: local.metadata.clone(),
+                sigs: local
+                    .manifest
+                    .methods()
+                    .iter()
+                    .map(|m| (m.id(), m.signature()))
+                    .collect(),
             };
             discovery
                 .publish_service(local.manifest, &advert, self.network.connected_addrs())

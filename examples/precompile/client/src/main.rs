@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
         .await?;
     let inventory = InventoryClient::new(&node);
     match inventory.levels().await {
-        Err(Error::ServiceNotAvailable { service }) => {
+        Err(Error::ServiceNotAvailable { service, .. }) => {
             println!(
                 "shop: `{service}` is not available yet, its stub says so; start `cargo run -p precompile-service`"
             )

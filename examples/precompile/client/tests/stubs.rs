@@ -68,7 +68,7 @@ async fn a_precompiled_stub_routes_to_the_service_once_it_joins() {
     let inventory = InventoryClient::new(&shop);
     assert!(matches!(
         inventory.add("apple".into(), 1).await,
-        Err(Error::ServiceNotAvailable { service }) if service == "Inventory"
+        Err(Error::ServiceNotAvailable { service, .. }) if service == "Inventory"
     ));
 
     let service = start_service(shop.local_addr().unwrap());

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::manifest::method_id;
-use crate::registry::{Registry, Route};
+use crate::registry::{Registry, RemoteInstance, Route};
 use crate::sync::lock;
 
 /// What a scripted node answers.
@@ -93,7 +93,10 @@ async fn call_counted(
     };
     let registry = Registry::default();
     let slot = registry.slot("Calc");
-    let nodes: Vec<NodeId> = script.iter().map(|(n, _)| NodeId::from(*n)).collect();
+    let nodes: Vec<RemoteInstance> = script
+        .iter()
+        .map(|(n, _)| RemoteInstance::bare(NodeId::from(*n)))
+        .collect();
     slot.update(|_| Route {
         local: None,
         remote: nodes.into(),
