@@ -66,10 +66,10 @@
 #![deny(missing_docs)]
 
 pub use malla_runtime::{
-    AdminStatus, ArgManifest, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS,
-    DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, DrainReport, Error,
-    Event, GossipStats, Instance, LONGEST_DURATION, Member, MemberStatus, MethodManifest, Node, NodeBuilder,
-    NodeConfig, NodeId, NodeStats, RunningStatus, ServeOptions, Service, ServiceManifest, ServiceStats,
+    AdminStatus, ArgManifest, Balance, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT,
+    DrainReport, Error, Event, GossipStats, Instance, LONGEST_DURATION, Member, MemberStatus, MethodManifest, Node,
+    NodeBuilder, NodeConfig, NodeId, NodeStats, RunningStatus, ServeOptions, Service, ServiceManifest, ServiceStats,
     declared_service, declared_services,
 };
 

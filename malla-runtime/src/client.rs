@@ -52,6 +52,7 @@ static DEFAULT_OPTIONS: CallOptions = CallOptions {
     retry_interval: None,
     nodes: None,
     vsn: None,
+    balance: crate::Balance::LocalFirst,
 };
 
 impl ClientCore {

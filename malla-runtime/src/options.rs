@@ -23,6 +23,31 @@ pub struct CallOptions {
     pub(crate) retry_interval: Option<Duration>,
     pub(crate) nodes: Option<Vec<NodeId>>,
     pub(crate) vsn: Option<Arc<VsnRequirement>>,
+    pub(crate) balance: Balance,
+}
+
+/// How a call picks the first node to try among the instances that may take
+/// it. Every strategy tries this node first when it serves the service (a
+/// call without the network), and fails over through the others in route
+/// order.
+///
+/// ```
+/// use malla_runtime::{Balance, CallOptions};
+/// let spread = CallOptions::default().balance(Balance::LeastLoaded);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Balance {
+    /// The route's order, drawn again at random on every change of the
+    /// cluster (Malla's): between two changes, calls go to the same node.
+    #[default]
+    LocalFirst,
+    /// Each call starts one node further along the route.
+    RoundRobin,
+    /// Of two instances drawn at random, the one with fewer calls from this
+    /// node in flight ("power of two choices"): a slow node holds its calls
+    /// longer and is picked less.
+    LeastLoaded,
 }
 
 /// A semver requirement on the version of the instances a call may reach
@@ -112,6 +137,13 @@ impl CallOptions {
     /// ```
     pub fn vsn(mut self, requirement: &str) -> Self {
         self.vsn = Some(Arc::new(VsnRequirement::new(requirement)));
+        self
+    }
+
+    /// How to pick the first node among the instances (default
+    /// [`Balance::LocalFirst`]).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
         self
     }
 

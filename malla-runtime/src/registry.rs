@@ -3,7 +3,7 @@
 //! reads without locking.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -214,6 +214,8 @@ pub(crate) struct ServiceSlot {
     available: AtomicBool,
     // Serializes writers (serve, discovery, admin status); readers never take it.
     write: Mutex<()>,
+    /// The next call's turn, for `Balance::RoundRobin`.
+    turn: AtomicUsize,
     /// This node's calls of the service, for `Node::stats`.
     pub(crate) counters: CallCounters,
 }
@@ -224,8 +226,14 @@ impl ServiceSlot {
             route: ArcSwap::from_pointee(Route::default()),
             available: AtomicBool::new(false),
             write: Mutex::new(()),
+            turn: AtomicUsize::new(0),
             counters: CallCounters::default(),
         }
+    }
+
+    /// A new turn, for a call that goes round the instances.
+    pub(crate) fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether any instance might take a call. `false` is the stub case.

@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use super::args::CallArgs;
 use super::deadline::with_deadline;
-use super::failover::{Filter, Target, Targets, may_try_next, no_node_ran, pick_failure};
+use super::failover::{Filter, Target, Targets, least_loaded, may_try_next, no_node_ran, pick_failure};
 use super::remote::{Remote, RemoteError};
 use crate::connection::{CallError, Request};
 use crate::invoke::{InvokeError, panic_message};
@@ -23,7 +23,7 @@ use crate::telemetry::counters;
 use crate::telemetry::metrics::ClientMethod;
 use crate::telemetry::spans;
 use crate::wire::{Format, Status};
-use crate::{CallOptions, Error, MethodManifest, NodeId};
+use crate::{Balance, CallOptions, Error, MethodManifest, NodeId};
 
 pub(crate) struct Call<'a, N> {
     pub(crate) remote: &'a N,
@@ -123,7 +123,13 @@ impl<N: Remote> Call<'_, N> {
                 }
             }
             let route = self.slot.route_full();
-            for target in Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter) {
+            let start = match self.options.balance {
+                Balance::LocalFirst => 0,
+                Balance::RoundRobin => self.slot.next_turn(),
+                Balance::LeastLoaded => least_loaded(&route, filter, |node| self.remote.in_flight(node)),
+            };
+            let targets = Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter);
+            for target in targets.starting_at(start) {
                 if let Some(reason) = tally.not_run.take() {
                     self.metrics.failover(reason);
                     counters::bump(&self.slot.counters.failovers);

@@ -52,6 +52,8 @@ pub(super) struct Targets<'r> {
     route: &'r Route,
     explicit: Option<&'r [NodeId]>,
     filter: Filter<'r>,
+    /// Where the walk over the remote instances starts (it wraps around).
+    start: usize,
     next: usize,
 }
 
@@ -62,8 +64,37 @@ impl<'r> Targets<'r> {
             route,
             explicit,
             filter,
+            start: 0,
             next: 0,
         }
+    }
+
+    /// Walks the remote instances from number `start` (modulo their count)
+    /// instead of the first.
+    pub(super) fn starting_at(mut self, start: usize) -> Self {
+        self.start = start;
+        self
+    }
+}
+
+/// Of two admitted instances drawn at random, the index of the one with
+/// fewer calls in flight (`in_flight` says how many a node has); 0 when
+/// none is admitted.
+pub(super) fn least_loaded(route: &Route, filter: Filter<'_>, in_flight: impl Fn(&NodeId) -> usize) -> usize {
+    let remote = &route.remote;
+    let admitted = |at: usize| filter.admits(&remote[at]);
+    let count = remote.len();
+    if count < 2 {
+        return 0;
+    }
+    let first = rand::random_range(0..count);
+    let second = (first + rand::random_range(1..count)) % count;
+    match (admitted(first), admitted(second)) {
+        (true, true) if in_flight(&remote[second].node) < in_flight(&remote[first].node) => second,
+        (true, _) => first,
+        (false, true) => second,
+        // The walk from here finds the admitted ones, if any.
+        (false, false) => first,
     }
 }
 
@@ -91,7 +122,11 @@ impl Iterator for Targets<'_> {
                     }
                 }
                 None => {
-                    let instance = self.route.remote.get(index - 1)?;
+                    let remote = &self.route.remote;
+                    if index > remote.len() {
+                        return None;
+                    }
+                    let instance = &remote[(self.start + index - 1) % remote.len()];
                     if self.filter.admits(instance) {
                         return Some(Target::Remote(instance.node.clone()));
                     }
@@ -260,6 +295,40 @@ mod tests {
         // This node in the list but not serving: skipped.
         assert_eq!(names(Targets::new(&me, &route, Some(&listed), all)), ["b", "x"]);
         assert_eq!(names(Targets::new(&me, &route, Some(&[]), all)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn balancing_picks_where_the_walk_starts() {
+        let (me, a, b, c) = ("me".into(), "a".into(), "b".into(), "c".into());
+        let route = Route {
+            local: None,
+            remote: [&a, &b, &c].map(|n: &NodeId| RemoteInstance::bare(n.clone())).into(),
+        };
+        let names = |start: usize| -> Vec<String> {
+            Targets::new(&me, &route, None, Filter::default())
+                .starting_at(start)
+                .map(|t| match t {
+                    Target::Local(_) => "local".to_owned(),
+                    Target::Remote(id) => id.to_string(),
+                })
+                .collect()
+        };
+        assert_eq!(names(1), ["b", "c", "a"], "a walk still tries every node");
+        assert_eq!(names(5), ["c", "a", "b"]);
+        // Two candidates: always both drawn; the one with fewer calls in flight wins.
+        let two = Route {
+            local: None,
+            remote: [&a, &b].map(|n: &NodeId| RemoteInstance::bare(n.clone())).into(),
+        };
+        let busy = |node: &NodeId| if node.as_str() == "a" { 9 } else { 1 };
+        for _ in 0..20 {
+            assert_eq!(least_loaded(&two, Filter::default(), busy), 1);
+        }
+        let one = Route {
+            local: None,
+            remote: [RemoteInstance::bare(a.clone())].into(),
+        };
+        assert_eq!(least_loaded(&one, Filter::default(), busy), 0);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub(crate) trait Remote: Send + Sync {
     /// The name of this node.
     fn me(&self) -> &NodeId;
 
+    /// Calls from this node to `node` waiting for their replies now.
+    fn in_flight(&self, node: &NodeId) -> usize;
+
     /// Sends `request` to `node` and waits for the reply until `deadline`.
     fn call(
         &self,
@@ -38,6 +41,10 @@ pub(crate) trait Remote: Send + Sync {
 impl Remote for Arc<Network> {
     fn me(&self) -> &NodeId {
         Network::me(self)
+    }
+
+    fn in_flight(&self, node: &NodeId) -> usize {
+        self.calls_in_flight(node)
     }
 
     async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Instant) -> Result<Bytes, RemoteError> {

@@ -641,7 +641,6 @@ impl Connection {
     }
 
     /// Number of calls waiting for a reply on this connection.
-    #[cfg(test)]
     pub(crate) fn pending_calls(&self) -> usize {
         lock(&self.shared.calls).len()
     }

@@ -138,7 +138,6 @@ impl PendingCalls {
         self.armed = Some(at);
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.waiting.len()
     }

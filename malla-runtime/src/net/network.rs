@@ -370,6 +370,14 @@ impl Network {
         self.peers.get(id)
     }
 
+    /// Calls to `id` waiting for replies, on its current connection.
+    pub(crate) fn calls_in_flight(&self, id: &NodeId) -> usize {
+        self.peers
+            .get(id)
+            .and_then(|peer| peer.connection())
+            .map_or(0, |conn| conn.pending_calls())
+    }
+
     /// Connections opened and not yet closed.
     pub(crate) fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Acquire)

@@ -27,6 +27,10 @@ impl Remote for Scripted {
         &self.me
     }
 
+    fn in_flight(&self, _node: &NodeId) -> usize {
+        0
+    }
+
     async fn call(&self, node: &NodeId, request: Request<'_>, _deadline: Instant) -> Result<Bytes, RemoteError> {
         assert_eq!((request.service, request.body), ("Calc", &[7u8][..]));
         lock(&self.asked).push(node.clone());
