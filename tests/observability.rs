@@ -64,15 +64,23 @@ fn in_trace(root: &SpanData, name: &str) -> Vec<SpanData> {
         .collect()
 }
 
-#[test]
-fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
+/// With the collectors installed: three nodes named `{prefix}0..2`, the
+/// last serving `Geometry`, the middle one serving nothing.
+fn caller_empty_server(prefix: &str) -> Vec<NodeRuntime> {
     collectors();
-    // node 1 does not serve Geometry: a call sent there first fails over.
-    let nodes = cluster("trace", 3, COOKIE);
-    let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
+    let nodes = cluster(prefix, 3, COOKIE);
+    let server = &nodes[2];
     server
         .run(server.node.serve(GeometryServer::new(Geo::default())))
         .unwrap();
+    nodes
+}
+
+#[test]
+fn a_remote_call_is_one_trace_across_nodes_even_after_a_failover() {
+    // node 1 does not serve Geometry: a call sent there first fails over.
+    let nodes = caller_empty_server("trace");
+    let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
     let geo = GeometryClient::new(&caller.node);
 
     // Straight to the server.
@@ -230,12 +238,8 @@ fn recorded(name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn metrics_move_with_calls_failovers_and_refused_handshakes() {
-    collectors();
-    let nodes = cluster("metric", 3, COOKIE);
+    let nodes = caller_empty_server("metric");
     let (caller, empty, server) = (&nodes[0], &nodes[1], &nodes[2]);
-    server
-        .run(server.node.serve(GeometryServer::new(Geo::default())))
-        .unwrap();
     caller
         .run(caller.node.wait_for_services(&["Geometry"], Duration::from_secs(5)))
         .unwrap();
