@@ -66,6 +66,13 @@ impl VsnRequirement {
         }
     }
 
+    /// `text` as a requirement, or the error a call with it would give.
+    pub(crate) fn checked(text: &str) -> Result<Self, crate::Error> {
+        let requirement = Self::new(text);
+        requirement.parsed()?;
+        Ok(requirement)
+    }
+
     /// The requirement, or why it does not parse.
     pub(crate) fn parsed(&self) -> Result<&semver::VersionReq, crate::Error> {
         self.parsed

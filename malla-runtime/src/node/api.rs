@@ -233,10 +233,8 @@ impl Node {
     ///
     /// Fails with [`Error::Config`] if the requirement does not parse.
     pub fn get_nodes_matching(&self, service: &str, requirement: &str) -> Result<Vec<NodeId>, Error> {
-        let options = CallOptions::default().vsn(requirement);
-        let requirement = options.vsn.as_deref().expect("set just now");
-        requirement.parsed()?;
-        Ok(self.nodes_where(service, Some(requirement)))
+        let requirement = VsnRequirement::checked(requirement)?;
+        Ok(self.nodes_where(service, Some(&requirement)))
     }
 
     fn nodes_where(&self, service: &str, vsn: Option<&VsnRequirement>) -> Vec<NodeId> {
@@ -259,9 +257,7 @@ impl Node {
     ///
     /// Fails with [`Error::Config`] if the requirement does not parse.
     pub fn get_instances_matching(&self, service: &str, requirement: &str) -> Result<Vec<Instance>, Error> {
-        let options = CallOptions::default().vsn(requirement);
-        let requirement = options.vsn.as_deref().expect("set just now");
-        requirement.parsed()?;
+        let requirement = VsnRequirement::checked(requirement)?;
         let mut instances = self.get_instances(service);
         instances.retain(|i| requirement.matches(i.vsn.parse().ok().as_ref()));
         Ok(instances)
