@@ -128,8 +128,9 @@ impl<N: Remote> Call<'_, N> {
                 Balance::RoundRobin => self.slot.next_turn(),
                 Balance::LeastLoaded => least_loaded(&route, filter, |node| self.remote.in_flight(node)),
             };
-            let targets = Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter);
-            for target in targets.starting_at(start) {
+            let mut targets =
+                Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter).starting_at(start);
+            while let Some(target) = targets.next() {
                 if let Some(reason) = tally.not_run.take() {
                     self.metrics.failover(reason);
                     counters::bump(&self.slot.counters.failovers);
@@ -150,6 +151,11 @@ impl<N: Remote> Call<'_, N> {
                         failure = Some(pick_failure(failure, err));
                     }
                 }
+            }
+            // Skipped before sending, it still says more than "not
+            // available": the caller was built from another version.
+            if let Some(node) = targets.mismatched() {
+                failure = Some(pick_failure(failure, self.signature_mismatch(node.clone())));
             }
         }
         Err(no_node_ran(failure, self.options.nodes.is_some(), || {

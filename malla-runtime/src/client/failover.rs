@@ -35,8 +35,11 @@ pub(crate) struct Filter<'r> {
 
 impl Filter<'_> {
     pub(crate) fn admits(&self, instance: &RemoteInstance) -> bool {
+        self.meets_vsn(instance) && instance.has_method(self.method, self.signature)
+    }
+
+    fn meets_vsn(&self, instance: &RemoteInstance) -> bool {
         self.vsn.is_none_or(|req| req.matches(instance.vsn.as_ref()))
-            && instance.has_method(self.method, self.signature)
     }
 
     fn admits_local(&self, local: &LocalService) -> bool {
@@ -55,6 +58,9 @@ pub(super) struct Targets<'r> {
     /// Where the walk over the remote instances starts (it wraps around).
     start: usize,
     next: usize,
+    /// A node skipped because its method has another signature (or is
+    /// missing): what the call reports if no node runs it.
+    mismatched: Option<&'r NodeId>,
 }
 
 impl<'r> Targets<'r> {
@@ -66,7 +72,13 @@ impl<'r> Targets<'r> {
             filter,
             start: 0,
             next: 0,
+            mismatched: None,
         }
+    }
+
+    /// A node the walk skipped for its method's signature, if any.
+    pub(super) fn mismatched(&self) -> Option<&'r NodeId> {
+        self.mismatched
     }
 
     /// Walks the remote instances from number `start` (modulo their count)
@@ -129,6 +141,9 @@ impl Iterator for Targets<'_> {
                     let instance = &remote[(self.start + index - 1) % remote.len()];
                     if self.filter.admits(instance) {
                         return Some(Target::Remote(instance.node.clone()));
+                    }
+                    if self.filter.meets_vsn(instance) {
+                        self.mismatched.get_or_insert(&instance.node);
                     }
                 }
             }
@@ -366,8 +381,11 @@ mod tests {
         // Method 1 as v1 and v2 declare it; "old" published no signatures
         // (unknown: the serving node checks).
         assert_eq!(names(method(1, 10)), ["v1", "v2", "old", "odd"]);
-        // Method 2, new in v2: never sent to v1.
+        // Method 2, new in v2: never sent to v1, which the walk names.
         assert_eq!(names(method(2, 20)), ["v2", "old", "odd"]);
+        let mut walk = Targets::new(&me, &route, None, method(2, 20));
+        walk.by_ref().for_each(drop);
+        assert_eq!(walk.mismatched().map(NodeId::as_str), Some("v1"));
         // A call by name does not check signatures.
         assert_eq!(names(method(2, 0)).len(), 5);
         let v2 = crate::CallOptions::default().vsn("^2");
