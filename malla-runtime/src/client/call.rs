@@ -130,7 +130,7 @@ impl<N: Remote> Call<'_, N> {
             };
             let mut targets =
                 Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter).starting_at(start);
-            while let Some(target) = targets.next() {
+            for target in targets.by_ref() {
                 if let Some(reason) = tally.not_run.take() {
                     self.metrics.failover(reason);
                     counters::bump(&self.slot.counters.failovers);
