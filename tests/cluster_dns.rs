@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::dns::TestDns;
-use common::nodes::{NodeRuntime, Partition, time_until};
+use common::nodes::{NodeRuntime, Partition, time_until, wait_until_free};
 use common::*;
 use malla::{Error, Node, NodeId};
 
@@ -153,6 +153,7 @@ async fn a_node_restarted_on_the_same_address_rejoins() {
             .is_some()
     );
     // Same name, same address, new process state.
+    assert!(wait_until_free((ips[1], port).into(), Duration::from_secs(5)));
     let b = node_at("restart-b", (ips[1], port).into(), &target, dns.addr);
     b.run(b.node.serve(GeometryServer::new(Geo::default()))).unwrap();
     let back = time_until(Duration::from_secs(10), || {

@@ -67,6 +67,15 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(f).join().expect("no panic"))
 }
 
+/// Waits until a node could listen on `addr` again (TCP and gossip's UDP):
+/// a killed node's runtime drops its sockets in the background, so its peers
+/// may see it gone before its port is free.
+pub fn wait_until_free(addr: SocketAddr, limit: std::time::Duration) -> bool {
+    wait_until_blocking(limit, || {
+        std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok()
+    })
+}
+
 pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
