@@ -64,11 +64,13 @@ impl ClientCore {
         slot: Arc<ServiceSlot>,
         manifest: &'static ServiceManifest,
     ) -> Self {
-        let metrics = manifest
-            .methods()
-            .iter()
-            .map(|method| ClientMethod::new(network.me().as_str(), manifest.name(), method.name()))
-            .collect();
+        let metrics = slot.client_metrics(manifest, || {
+            manifest
+                .methods()
+                .iter()
+                .map(|method| ClientMethod::new(network.me().as_str(), manifest.name(), method.name()))
+                .collect()
+        });
         ClientCore {
             network,
             _node: node,

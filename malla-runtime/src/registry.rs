@@ -14,6 +14,7 @@ use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::lock;
 use crate::telemetry::counters::CallCounters;
+use crate::telemetry::metrics::ClientMethod;
 use crate::telemetry::{Served, ServiceTelemetry, Serving, TraceContext};
 use crate::wire::{Format, Status};
 use crate::{AdminStatus, NodeId, ServiceManifest};
@@ -206,6 +207,9 @@ pub(crate) fn is_internal(name: &str) -> bool {
     name.starts_with(INTERNAL_PREFIX)
 }
 
+/// A manifest, and the metric handles of its methods in manifest order.
+type ClientMetrics = (&'static ServiceManifest, Arc<[ClientMethod]>);
+
 /// The routing snapshot of one service name, shared by every client of it.
 pub(crate) struct ServiceSlot {
     route: ArcSwap<Route>,
@@ -216,6 +220,10 @@ pub(crate) struct ServiceSlot {
     write: Mutex<()>,
     /// The next call's turn, for `Balance::RoundRobin`.
     turn: AtomicUsize,
+    /// Metric handles of each manifest this node's clients of the service
+    /// were made from (usually one): a client is a cheap handle, and
+    /// registering a method's handles allocates its labels.
+    client_metrics: Mutex<Vec<ClientMetrics>>,
     /// This node's calls of the service, for `Node::stats`.
     pub(crate) counters: CallCounters,
 }
@@ -227,8 +235,25 @@ impl ServiceSlot {
             available: AtomicBool::new(false),
             write: Mutex::new(()),
             turn: AtomicUsize::new(0),
+            client_metrics: Mutex::new(Vec::new()),
             counters: CallCounters::default(),
         }
+    }
+
+    /// The metric handles of clients made from `manifest`, registered by
+    /// `register` the first time.
+    pub(crate) fn client_metrics(
+        &self,
+        manifest: &'static ServiceManifest,
+        register: impl FnOnce() -> Arc<[ClientMethod]>,
+    ) -> Arc<[ClientMethod]> {
+        let mut known = lock(&self.client_metrics);
+        if let Some((_, metrics)) = known.iter().find(|(m, _)| std::ptr::eq(*m, manifest)) {
+            return Arc::clone(metrics);
+        }
+        let metrics = register();
+        known.push((manifest, Arc::clone(&metrics)));
+        metrics
     }
 
     /// A new turn, for a call that goes round the instances.
