@@ -14,12 +14,14 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `link` | the [`Connection`]: calls out, the outbox, retiring and closing |
+//! | `known` | the services a connection's peer has called, found once |
 //! | `pending` | calls waiting for a reply, and their deadlines |
 //! | `running` | handlers running for the peer |
 //! | `reader` | frames in: replies to callers, requests to [`Services`] |
 //! | `writer` | the writer task: batches, deadlines, pings, liveness |
 //! | `transport` | the byte streams (TCP, Unix sockets) |
 
+mod known;
 mod link;
 mod pending;
 mod reader;
@@ -31,7 +33,9 @@ use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 
-pub(crate) use link::{CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, Services};
+pub(crate) use link::{
+    CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, ServedToPeers, Services,
+};
 pub(crate) use transport::Transport;
 
 use crate::handshake::{Identity, SessionKeys};

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
-use crate::connection::{Request, Services};
+use crate::connection::{Request, ServedToPeers, Services};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::lock;
 use crate::telemetry::counters::CallCounters;
 use crate::telemetry::metrics::ClientMethod;
-use crate::telemetry::{Served, ServiceTelemetry, Serving, TraceContext};
+use crate::telemetry::{ServiceTelemetry, Serving, TraceContext};
 use crate::wire::{Format, Status};
 use crate::{AdminStatus, NodeId, ServiceManifest};
 
@@ -29,7 +29,7 @@ pub(crate) struct LocalService {
     admin: AtomicU8,
     /// The manifest's version, if it is semver.
     pub(crate) vsn: Option<semver::Version>,
-    pub(crate) telemetry: ServiceTelemetry,
+    pub(crate) telemetry: Arc<ServiceTelemetry>,
 }
 
 /// Why a served service does not take a request.
@@ -87,7 +87,7 @@ impl LocalService {
             method_index,
             admin: AtomicU8::new(admin.to_u8()),
             vsn: manifest.vsn().parse().ok(),
-            telemetry: ServiceTelemetry::new(node.as_str(), manifest),
+            telemetry: Arc::new(ServiceTelemetry::new(node.as_str(), manifest)),
         }
     }
 
@@ -129,23 +129,16 @@ impl LocalService {
     }
 
     /// Starts method number `index` on arguments encoded in `format`; its
-    /// span is a child of `trace` if the caller sent one. The handler keeps
-    /// the service alive until it ends.
+    /// span is a child of `trace` if the caller sent one.
     pub(crate) fn invoke(
-        this: &Arc<Self>,
+        &self,
         index: usize,
         format: Format,
         body: &[u8],
         trace: Option<TraceContext>,
     ) -> Result<Invocation, InvokeError> {
-        let serving = Serving::start(Arc::clone(this) as Arc<dyn Served>, index, trace);
-        invoke(&*this.service, index, format, body, serving)
-    }
-}
-
-impl Served for LocalService {
-    fn telemetry(&self) -> &ServiceTelemetry {
-        &self.telemetry
+        let serving = Serving::start(&self.telemetry, index, trace);
+        invoke(&*self.service, index, format, body, serving)
     }
 }
 
@@ -153,6 +146,8 @@ impl Served for LocalService {
 /// node serves it, then the remote instances in `get_nodes` order.
 #[derive(Default, Clone)]
 pub(crate) struct Route {
+    /// Set once, when the node serves the service, and then never replaced
+    /// or removed: connections keep it for their peer's requests.
     pub(crate) local: Option<Arc<LocalService>>,
     pub(crate) remote: Arc<[RemoteInstance]>,
 }
@@ -349,28 +344,33 @@ impl Registry {
     }
 }
 
-/// What another node may call: the global services served here, through the
-/// same [`invoke`] as local calls.
+/// What another node may call: the global services served here.
 impl Services for Registry {
-    fn start(&self, request: Request<'_>) -> Result<Invocation, Status> {
-        // The route's own reference: the handler takes the one it needs.
-        let route = self.read().get(request.service).ok_or(Status::NotAvailable)?.route();
-        let local = route.local.as_ref().ok_or(Status::NotAvailable)?;
+    fn find(&self, name: &str) -> Result<Arc<dyn ServedToPeers>, Status> {
+        let local = self.local(name).ok_or(Status::NotAvailable)?;
         // Services that are not global are served to their own node only.
         if !local.manifest.is_global() {
             local.telemetry.refused(Refusal::NotAvailable.label());
             return Err(Status::NotAvailable);
         }
-        let index = local.accept(request.method, request.signature)?;
-        LocalService::invoke(local, index, request.format, request.body, request.trace).map_err(|err| match err {
-            InvokeError::BadRequest(message) => Status::BadRequest(message),
-            InvokeError::Failed(message) => Status::Failed(message),
-        })
+        // Connections keep it: a service, once served, is never replaced
+        // or removed (`Route::local`), and pausing it is checked per request.
+        Ok(local)
+    }
+}
+
+/// A request from another node takes the same [`invoke`] as local calls.
+impl ServedToPeers for LocalService {
+    fn start(&self, request: Request<'_>) -> Result<Invocation, Status> {
+        let index = self.accept(request.method, request.signature)?;
+        self.invoke(index, request.format, request.body, request.trace)
+            .map_err(|err| match err {
+                InvokeError::BadRequest(message) => Status::BadRequest(message),
+                InvokeError::Failed(message) => Status::Failed(message),
+            })
     }
 
-    fn overloaded(&self, request: &Request<'_>) {
-        if let Some(local) = self.local(request.service) {
-            local.telemetry.refused("overloaded");
-        }
+    fn overloaded(&self) {
+        self.telemetry.refused("overloaded");
     }
 }

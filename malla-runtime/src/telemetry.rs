@@ -20,6 +20,6 @@ mod served;
 pub(crate) mod spans;
 mod trace_context;
 
-pub(crate) use served::{Served, ServiceTelemetry, Serving};
+pub(crate) use served::{ServiceTelemetry, Serving};
 
 pub(crate) use trace_context::TraceContext;

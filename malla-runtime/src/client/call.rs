@@ -238,7 +238,7 @@ impl<N: Remote> Call<'_, N> {
             Ok(body) => body,
             Err(message) => return Attempt::Done(Err(self.codec_error("encode the arguments of", message))),
         };
-        let invocation = match LocalService::invoke(local, index, self.format, body, None) {
+        let invocation = match local.invoke(index, self.format, body, None) {
             Ok(invocation) => invocation,
             Err(err) => return Attempt::Done(Err(self.invoke_error(me.clone(), err))),
         };

@@ -109,13 +109,24 @@ pub(crate) struct Request<'a> {
 /// What a connection may run for its peer: the node's services, as a peer
 /// may call them.
 pub(crate) trait Services: Send + Sync + 'static {
+    /// The service named `name`, if a peer may call it, or the status that
+    /// answers its requests instead.
+    ///
+    /// A connection keeps what this returns for the next requests naming the
+    /// same service (see `known`): what it returns must stay right as long
+    /// as the node runs.
+    fn find(&self, name: &str) -> Result<Arc<dyn ServedToPeers>, Status>;
+}
+
+/// A service a peer may call.
+pub(crate) trait ServedToPeers: Send + Sync + 'static {
     /// Starts the method a request names, or says which status answers it
     /// instead.
     fn start(&self, request: Request<'_>) -> Result<Invocation, Status>;
 
-    /// The request was refused as `Overloaded` before `start`: for the
+    /// A request was refused as `Overloaded` before `start`: for the
     /// service's tallies.
-    fn overloaded(&self, request: &Request<'_>);
+    fn overloaded(&self);
 }
 
 /// Settings of a connection.
@@ -575,6 +586,12 @@ impl Connection {
 
     /// Called whenever the connection may have become idle.
     pub(super) fn settle(&self) {
+        // Called after every reply: a connection in use is not retired,
+        // which one load tells without the lock. (`retire` clears `usable`
+        // after setting `retired`, then settles itself.)
+        if self.shared.usable.load(Ordering::Acquire) {
+            return;
+        }
         let Some(why) = *lock(&self.shared.retired) else {
             return;
         };

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
+use super::known::KnownServices;
 use super::link::{CallError, CloseReason, Connection, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
@@ -39,12 +40,21 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     // The id of the last request: each must be greater, so that one id
     // never names two requests.
     let mut last_request = 0;
+    let mut known = KnownServices::default();
     let reason = loop {
         // Hold the outbox while working through the batch: replies pile up
         // and leave a kilobyte at a time, the rest when the batch is done.
         let mut corked = conn.cork();
         let handled = match input.frames() {
-            Ok(frames) => read_frames(&conn, &mut codec, frames, &mut last_request, &mut corked).await,
+            Ok(frames) => {
+                let state = ReadState {
+                    codec: &mut codec,
+                    last_request: &mut last_request,
+                    known: &mut known,
+                    corked: &mut corked,
+                };
+                read_frames(&conn, frames, state).await
+            }
             Err(err) => Err(CloseReason::BadFrame(err.to_string())),
         };
         if let Ok(1) = handled {
@@ -99,17 +109,28 @@ impl Input {
     }
 }
 
+/// What the reader keeps from one batch of frames to the next.
+struct ReadState<'a> {
+    codec: &'a mut FrameCodec,
+    /// The id of the last request: each must be greater, so that one id
+    /// never names two requests.
+    last_request: &'a mut u64,
+    known: &'a mut KnownServices,
+    /// This task holds the outbox.
+    corked: &'a mut bool,
+}
+
 /// Handles every complete frame in `buf`; returns how many of our calls it
 /// answered. Replies to requests that finish at once accumulate in the
-/// outbox; while `corked` (this task holds the outbox) each kilobyte of them
-/// leaves as soon as it is there, and the rest when the batch is done.
-async fn read_frames(
-    conn: &Arc<Connection>,
-    codec: &mut FrameCodec,
-    buf: &mut BytesMut,
-    last_request: &mut u64,
-    corked: &mut bool,
-) -> Result<usize, CloseReason> {
+/// outbox; while corked each kilobyte of them leaves as soon as it is
+/// there, and the rest when the batch is done.
+async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadState<'_>) -> Result<usize, CloseReason> {
+    let ReadState {
+        codec,
+        last_request,
+        known,
+        corked,
+    } = state;
     let mut answered = 0;
     loop {
         let frame = match codec.decode(buf) {
@@ -151,7 +172,7 @@ async fn read_frames(
                     body: &body,
                     trace,
                 };
-                serve(conn, id, request, deadline).await;
+                serve(conn, known, id, request, deadline).await;
                 // A batch's worth of replies leaves now, so that the peer
                 // works on them while we answer the rest.
                 if *corked {
@@ -167,13 +188,17 @@ async fn read_frames(
 
 /// Runs request `id`. The handler is polled once right here: most finish
 /// at once and need no task; the others get one, bounded by the deadline.
-async fn serve(conn: &Arc<Connection>, id: u64, request: Request<'_>, deadline: Duration) {
+async fn serve(conn: &Arc<Connection>, known: &mut KnownServices, id: u64, request: Request<'_>, deadline: Duration) {
+    let service = match known.get(&*conn.shared.services, request.service) {
+        Ok(service) => service,
+        Err(status) => return conn.respond(id, status),
+    };
     // Past the limit, refuse before running anything: the caller fails over.
     if lock(&conn.shared.running).len() >= conn.shared.config.max_handlers {
-        conn.shared.services.overloaded(&request);
+        service.overloaded();
         return conn.respond(id, Status::Overloaded);
     }
-    let mut handler = match conn.shared.services.start(request) {
+    let mut handler = match service.start(request) {
         Ok(handler) => handler,
         Err(status) => return conn.respond(id, status),
     };

@@ -23,12 +23,6 @@ pub(crate) struct ServiceTelemetry {
     methods: Box<[ServerMethod]>,
 }
 
-/// What owns a service's telemetry (the served service): a request keeps
-/// it alive through the reference its caller already holds, not one more.
-pub(crate) trait Served: Send + Sync {
-    fn telemetry(&self) -> &ServiceTelemetry;
-}
-
 impl ServiceTelemetry {
     pub(crate) fn new(node: &str, manifest: &'static ServiceManifest) -> Self {
         let service = manifest.name();
@@ -64,7 +58,7 @@ impl ServiceTelemetry {
 /// A request being served; says how it ended once, when it answers or, if
 /// it never does, when it is dropped (timed out or cancelled).
 pub(crate) struct Serving {
-    owner: Arc<dyn Served>,
+    telemetry: Arc<ServiceTelemetry>,
     method: usize,
     done: bool,
     /// Only when a subscriber may want it, and boxed: a request nobody
@@ -73,11 +67,10 @@ pub(crate) struct Serving {
 }
 
 impl Serving {
-    /// A request to method number `method` of the service `owner` serves
-    /// starts; its span is a child of `trace` if the caller sent one, else
-    /// of the current span.
-    pub(crate) fn start(owner: Arc<dyn Served>, method: usize, trace: Option<TraceContext>) -> Serving {
-        let telemetry = owner.telemetry();
+    /// A request to method number `method` of the service whose telemetry
+    /// this is starts; its span is a child of `trace` if the caller sent
+    /// one, else of the current span.
+    pub(crate) fn start(telemetry: &Arc<ServiceTelemetry>, method: usize, trace: Option<TraceContext>) -> Serving {
         let span = spans::wanted()
             .then(|| {
                 let name = telemetry.manifest.methods().get(method).map_or("", |m| m.name());
@@ -88,7 +81,7 @@ impl Serving {
         telemetry.counters.started.bump();
         telemetry.in_flight.increment(1.0);
         Serving {
-            owner,
+            telemetry: Arc::clone(telemetry),
             method,
             done: false,
             span,
@@ -105,7 +98,7 @@ impl Serving {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let telemetry = self.owner.telemetry();
+        let telemetry = &self.telemetry;
         telemetry.counters.served.bump();
         telemetry.in_flight.decrement(1.0);
         if let Some(span) = &self.span {
@@ -133,12 +126,6 @@ mod tests {
     static METHODS: [MethodManifest; 1] = [MethodManifest::__new("add", 1, &[], "i64", 2, false, None)];
     static MANIFEST: ServiceManifest = ServiceManifest::__new("Calc", "1.0.0", true, &METHODS);
 
-    impl Served for ServiceTelemetry {
-        fn telemetry(&self) -> &ServiceTelemetry {
-            self
-        }
-    }
-
     fn tallies(telemetry: &ServiceTelemetry) -> [u64; 4] {
         let c = &telemetry.counters;
         [c.served.read(), read(&c.errors), read(&c.refused), c.in_flight()]
@@ -147,7 +134,7 @@ mod tests {
     #[test]
     fn a_request_is_counted_once_however_it_ends() {
         let telemetry = Arc::new(ServiceTelemetry::new("n1", &MANIFEST));
-        let start = |method| Serving::start(Arc::clone(&telemetry) as Arc<dyn Served>, method, None);
+        let start = |method| Serving::start(&telemetry, method, None);
         let mut answered = start(0);
         let dropped = start(0);
         assert_eq!(tallies(&telemetry), [0, 0, 0, 2], "two in flight");
