@@ -4,9 +4,12 @@
 //! closed through [`Host`]: it never sees the registry or the node.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -14,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::pending::{PendingCalls, Reply, reply_slot};
+use super::pending::{PendingCalls, Reply};
 use super::running::RunningHandlers;
 use super::transport::WriteHalf;
 use crate::handshake::Identity;
@@ -313,17 +316,17 @@ impl Connection {
         if !self.is_usable() {
             return Err(CallError::NotSent);
         }
-        let (waiter, reply) = reply_slot();
-        let mut waiter = Some(waiter);
         let (id, rearm, alone) = loop {
             // Made before looking, so that a drain in between is not missed.
             let drained = self.shared.drained.notified();
+            // The reply wakes this task: its slot gets the waker at once,
+            // and `AwaitReply` is first polled in this same poll.
+            let waker = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
             let queued = self.queue_with(Room::Required, |out, max| {
                 // Under the outbox's lock, so that ids leave in the order
                 // they are given (the peer refuses one that does not grow).
                 let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-                let waiter = waiter.take().expect("queued once");
-                let inserted = lock(&self.shared.calls).insert(id, waiter, deadline);
+                let inserted = lock(&self.shared.calls).insert(id, Some(waker), deadline);
                 let header = Header::Request {
                     id,
                     service: request.service,
@@ -362,19 +365,18 @@ impl Connection {
             // The writer task sleeps past this deadline: wake it to re-arm.
             self.shared.wake_writer.notify_one();
         }
-        let mut in_flight = InFlight {
+        let reply = AwaitReply {
             conn: self,
             id,
-            answered: false,
+            first_poll: true,
+            done: false,
         };
-        let reply = reply.await;
-        in_flight.answered = true;
-        match reply {
-            Ok(Reply::Value(bytes)) => Ok(bytes),
-            Ok(Reply::Status(status)) => Err(CallError::Remote(status)),
-            Ok(Reply::Expired) => Err(CallError::TimedOut),
-            // The sender was dropped: the connection closed.
-            Err(_) => Err(CallError::Lost),
+        match reply.await {
+            Some(Reply::Value(bytes)) => Ok(bytes),
+            Some(Reply::Status(status)) => Err(CallError::Remote(status)),
+            Some(Reply::Expired) => Err(CallError::TimedOut),
+            // The slot is gone: the connection closed.
+            None => Err(CallError::Lost),
         }
     }
 
@@ -618,8 +620,9 @@ impl Connection {
             return;
         }
         lock(&self.shared.outbox).closed = true;
-        // Dropping the waiters wakes every waiting caller with `Lost`.
-        drop(std::mem::take(&mut *lock(&self.shared.calls)));
+        // Every waiting caller wakes to find its slot gone: `Lost`.
+        let waiting = lock(&self.shared.calls).close();
+        waiting.into_iter().for_each(Waker::wake);
         lock(&self.shared.running).abort_all();
         self.shared.wake_writer.notify_one();
         self.shared.drained.notify_waiters();
@@ -641,8 +644,8 @@ impl Connection {
     /// task must wake next for them.
     pub(super) fn expire_calls(&self, now: Instant) -> Option<Instant> {
         let (expired, next) = lock(&self.shared.calls).expire(now);
-        for (id, waiter) in expired {
-            waiter.expire();
+        for (id, waker) in expired {
+            waker.map(Waker::wake);
             let _ = self.send(&Header::Cancel { id }, &[]);
         }
         if !self.is_closed() {
@@ -672,16 +675,35 @@ impl Drop for Connection {
     }
 }
 
-/// A request waiting for its reply; cancels it on the peer if dropped first.
-struct InFlight<'a> {
+/// A request waiting for its reply, in its slot of the pending calls;
+/// `None` if the connection closed first. Cancels the request on the peer
+/// if dropped first.
+struct AwaitReply<'a> {
     conn: &'a Connection,
     id: u64,
-    answered: bool,
+    /// The slot was given this task's waker in the same poll that first
+    /// polls this, so that poll need not look: a reply that came meanwhile
+    /// has woken the task already.
+    first_poll: bool,
+    done: bool,
 }
 
-impl Drop for InFlight<'_> {
+impl Future for AwaitReply<'_> {
+    type Output = Option<Reply>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Reply>> {
+        if std::mem::take(&mut self.first_poll) {
+            return Poll::Pending;
+        }
+        let reply = lock(&self.conn.shared.calls).poll_reply(self.id, cx.waker());
+        self.done = reply.is_ready();
+        reply
+    }
+}
+
+impl Drop for AwaitReply<'_> {
     fn drop(&mut self) {
-        if self.answered {
+        if self.done {
             return;
         }
         let was_pending = lock(&self.conn.shared.calls).cancel(self.id);

@@ -14,6 +14,7 @@ use tokio_util::codec::Decoder;
 
 use super::known::KnownServices;
 use super::link::{CallError, CloseReason, Connection, Request};
+use super::pending::Reply;
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
 use crate::sync::lock;
@@ -263,10 +264,10 @@ impl Connection {
     }
 
     fn complete(&self, id: u64, status: Status, body: Bytes) {
-        let waiter = lock(&self.shared.calls).complete(id);
-        // No waiter: the caller gave up (timeout or drop) before the reply.
-        if let Some(waiter) = waiter {
-            waiter.answer(status, body);
+        let waker = lock(&self.shared.calls).answer(id, Reply::new(status, body));
+        // None: the caller gave up (timeout or drop) before the reply.
+        if let Some(waker) = waker {
+            waker.wake();
         }
         self.settle();
     }
