@@ -645,7 +645,9 @@ impl Connection {
     pub(super) fn expire_calls(&self, now: Instant) -> Option<Instant> {
         let (expired, next) = lock(&self.shared.calls).expire(now);
         for (id, waker) in expired {
-            waker.map(Waker::wake);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
             let _ = self.send(&Header::Cancel { id }, &[]);
         }
         if !self.is_closed() {
