@@ -229,7 +229,14 @@ impl postcard::ser_flavors::Flavor for ArgsFlavor<'_> {
     type Output = ();
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // Mostly a varint or a short string: `SmallVec::extend_from_slice`
+        // is an insert at the end, whose general path costs more than
+        // pushing a few bytes.
+        if data.len() <= 16 {
+            data.iter().for_each(|&byte| self.0.push(byte));
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
 

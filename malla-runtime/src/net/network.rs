@@ -103,11 +103,11 @@ impl Network {
         id: &NodeId,
         deadline: Instant,
     ) -> Result<Arc<Connection>, Error> {
-        let down = || Error::NodeDown { node: id.clone() };
-        let peer = self.peers.get(id).ok_or_else(down)?;
-        if let Some(conn) = peer.connection() {
+        if let Some(conn) = self.peers.connection(id) {
             return Ok(conn);
         }
+        let down = || Error::NodeDown { node: id.clone() };
+        let peer = self.peers.get(id).ok_or_else(down)?;
         let _dialing = tokio::time::timeout_at(deadline, peer.dialing.lock())
             .await
             .map_err(|_| down())?;

@@ -181,6 +181,12 @@ impl Peers {
         self.map.load().get(id).cloned()
     }
 
+    /// The usable connection to `id`, if there is one: what every call
+    /// asks, without taking a reference to the peer.
+    pub(crate) fn connection(&self, id: &NodeId) -> Option<Arc<Connection>> {
+        self.map.load().get(id)?.connection()
+    }
+
     pub(crate) fn get_or_insert(&self, id: &NodeId) -> Arc<Peer> {
         if let Some(peer) = self.get(id) {
             return peer;
