@@ -227,11 +227,21 @@ enum Room {
 
 /// What one round of writing did.
 enum Round {
+    /// Wrote a batch; more was queued meanwhile.
     Wrote,
-    /// Nothing was queued (or the connection closed).
+    /// Nothing is left to write (or the connection closed); with
+    /// `Release::WhenEmpty` the outbox is let go.
     Empty,
     /// The outbox is no longer this task's to write.
     HandedOver,
+}
+
+/// Whether a round that leaves the outbox empty lets go of it, in the same
+/// pass through its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    WhenEmpty,
+    Never,
 }
 
 /// How a frame should leave.
@@ -483,24 +493,22 @@ impl Connection {
     /// full or others keep queueing.
     pub(super) fn write_inline(&self) {
         for _ in 0..MAX_INLINE_ROUNDS {
-            match self.write_round() {
+            match self.write_round(Release::WhenEmpty) {
                 Round::Wrote => {}
-                Round::Empty => {
-                    let mut outbox = lock(&self.shared.outbox);
-                    if outbox.buf.is_empty() || outbox.closed {
-                        outbox.writer = Writer::Nobody;
-                        if outbox.closed {
-                            // The writer task waits for us to finish closing.
-                            self.shared.wake_writer.notify_one();
-                        }
-                        return;
-                    }
-                }
-                Round::HandedOver => return,
+                Round::Empty | Round::HandedOver => return,
             }
         }
         lock(&self.shared.outbox).writer = Writer::Soon;
         self.shared.wake_writer.notify_one();
+    }
+
+    /// Lets go of the outbox this task held for writing.
+    fn let_go(&self, outbox: &mut Outbox) {
+        outbox.writer = Writer::Nobody;
+        if outbox.closed {
+            // The writer task waits for us to finish closing.
+            self.shared.wake_writer.notify_one();
+        }
     }
 
     /// For a task that holds the outbox (`Writer::Inline`) and keeps it:
@@ -511,14 +519,17 @@ impl Connection {
         if lock(&self.shared.outbox).buf.len() < BATCH_BYTES {
             return true;
         }
-        !matches!(self.write_round(), Round::HandedOver)
+        !matches!(self.write_round(Release::Never), Round::HandedOver)
     }
 
     /// Takes what is queued and writes it, for the task holding the outbox.
-    fn write_round(&self) -> Round {
+    fn write_round(&self, release: Release) -> Round {
         let mut batch = {
             let mut outbox = lock(&self.shared.outbox);
             if outbox.buf.is_empty() || outbox.closed {
+                if release == Release::WhenEmpty {
+                    self.let_go(&mut outbox);
+                }
                 return Round::Empty;
             }
             let spare = std::mem::take(&mut outbox.spare);
@@ -528,9 +539,18 @@ impl Connection {
         match written {
             Ok(true) => {
                 batch.clear();
-                lock(&self.shared.outbox).spare = batch;
+                let round = {
+                    let mut outbox = lock(&self.shared.outbox);
+                    outbox.spare = batch;
+                    if release == Release::WhenEmpty && (outbox.buf.is_empty() || outbox.closed) {
+                        self.let_go(&mut outbox);
+                        Round::Empty
+                    } else {
+                        Round::Wrote
+                    }
+                };
                 self.shared.drained.notify_waiters();
-                Round::Wrote
+                round
             }
             Ok(false) => {
                 // The socket is full: the writer task waits for room.

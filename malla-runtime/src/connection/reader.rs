@@ -43,16 +43,14 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     let mut last_request = 0;
     let mut known = KnownServices::default();
     let reason = loop {
-        // Hold the outbox while working through the batch: replies pile up
-        // and leave a kilobyte at a time, the rest when the batch is done.
-        let mut corked = conn.cork();
+        let mut cork = Cork::Untried;
         let handled = match input.frames() {
             Ok(frames) => {
                 let state = ReadState {
                     codec: &mut codec,
                     last_request: &mut last_request,
                     known: &mut known,
-                    corked: &mut corked,
+                    cork: &mut cork,
                 };
                 read_frames(&conn, frames, state).await
             }
@@ -61,7 +59,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         if let Ok(1) = handled {
             conn.shared.answered_many.store(false, Ordering::Relaxed);
         }
-        if corked {
+        if cork == Cork::Held {
             conn.write_inline();
         }
         if let Err(reason) = handled {
@@ -117,20 +115,33 @@ struct ReadState<'a> {
     /// never names two requests.
     last_request: &'a mut u64,
     known: &'a mut KnownServices,
-    /// This task holds the outbox.
-    corked: &'a mut bool,
+    cork: &'a mut Cork,
+}
+
+/// Whether the reader holds the outbox through a batch of frames, so that
+/// the replies to the batch's requests pile up and leave a kilobyte at a
+/// time, the rest when the batch is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cork {
+    /// No request yet: a batch of replies to our calls has nothing to hold,
+    /// and the callers they wake run only once the reader is done with it.
+    Untried,
+    /// This task holds the outbox (`Connection::cork`).
+    Held,
+    /// Someone else writes it: replies leave as they come.
+    Refused,
 }
 
 /// Handles every complete frame in `buf`; returns how many of our calls it
 /// answered. Replies to requests that finish at once accumulate in the
-/// outbox; while corked each kilobyte of them leaves as soon as it is
-/// there, and the rest when the batch is done.
+/// outbox; while the reader holds it each kilobyte of them leaves as soon
+/// as it is there, and the rest when the batch is done.
 async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadState<'_>) -> Result<usize, CloseReason> {
     let ReadState {
         codec,
         last_request,
         known,
-        corked,
+        cork,
     } = state;
     let mut answered = 0;
     loop {
@@ -173,11 +184,14 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                     body: &body,
                     trace,
                 };
+                if *cork == Cork::Untried {
+                    *cork = if conn.cork() { Cork::Held } else { Cork::Refused };
+                }
                 serve(conn, known, id, request, deadline).await;
                 // A batch's worth of replies leaves now, so that the peer
                 // works on them while we answer the rest.
-                if *corked {
-                    *corked = conn.write_if_batch();
+                if *cork == Cork::Held && !conn.write_if_batch() {
+                    *cork = Cork::Refused;
                 }
             }
             Header::Cancel { id } => conn.cancel_handler(id),
