@@ -36,6 +36,7 @@ use bytes::BytesMut;
 pub(crate) use link::{
     CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, ServedToPeers, Services,
 };
+pub(crate) use pending::ReplyBody;
 pub(crate) use transport::Transport;
 
 use crate::handshake::{Identity, SessionKeys};

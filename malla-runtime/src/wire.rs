@@ -7,7 +7,7 @@ mod message;
 mod record;
 pub(crate) mod reply_buffers;
 
-pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME};
+pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, LEN_PREFIX};
 pub use message::Format;
 pub(crate) use message::{Goodbye, Header, Status, decode, encode};
 pub(crate) use record::{RecordError, RecordOpener, RecordSealer, SessionKey};

@@ -5,11 +5,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::NodeId;
-use crate::connection::{CallError, Request};
+use crate::connection::{CallError, ReplyBody, Request};
 use crate::net::Network;
 
 /// Why a remote attempt has no reply.
@@ -35,7 +34,7 @@ pub(crate) trait Remote: Send + Sync {
         node: &NodeId,
         request: Request<'_>,
         deadline: Instant,
-    ) -> impl Future<Output = Result<Bytes, RemoteError>> + Send;
+    ) -> impl Future<Output = Result<ReplyBody, RemoteError>> + Send;
 }
 
 impl Remote for Arc<Network> {
@@ -47,7 +46,7 @@ impl Remote for Arc<Network> {
         self.calls_in_flight(node)
     }
 
-    async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Instant) -> Result<Bytes, RemoteError> {
+    async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Instant) -> Result<ReplyBody, RemoteError> {
         let conn = self
             .connection_to(node, deadline)
             .await

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::pending::{PendingCalls, Reply};
+use super::pending::{PendingCalls, Reply, ReplyBody};
 use super::running::RunningHandlers;
 use super::transport::WriteHalf;
 use crate::handshake::Identity;
@@ -322,7 +322,7 @@ impl Connection {
 
     /// Sends a request and waits for its reply until `deadline`. Dropping the
     /// returned future before the reply sends a cancel.
-    pub(crate) async fn call(&self, request: Request<'_>, deadline: Instant) -> Result<Bytes, CallError> {
+    pub(crate) async fn call(&self, request: Request<'_>, deadline: Instant) -> Result<ReplyBody, CallError> {
         if !self.is_usable() {
             return Err(CallError::NotSent);
         }

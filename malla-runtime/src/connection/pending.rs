@@ -12,16 +12,55 @@ use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::task::{Poll, Waker};
 
+use std::ops::Deref;
+
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::wire::Status;
 
+/// Replies up to this size are copied into the reply itself.
+pub(super) const INLINE_REPLY: usize = 48;
+
+/// A reply's encoded value. A small one is copied out of the read buffer
+/// into the reply itself, which costs no allocation and leaves the buffer
+/// unshared; a larger one shares the buffer's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplyBody {
+    Inline(SmallVec<[u8; INLINE_REPLY]>),
+    Shared(Bytes),
+}
+
+impl ReplyBody {
+    /// A copy of a small reply.
+    pub(crate) fn copied(bytes: &[u8]) -> Self {
+        ReplyBody::Inline(SmallVec::from_slice(bytes))
+    }
+}
+
+impl From<Bytes> for ReplyBody {
+    fn from(bytes: Bytes) -> Self {
+        ReplyBody::Shared(bytes)
+    }
+}
+
+impl Deref for ReplyBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReplyBody::Inline(bytes) => bytes,
+            ReplyBody::Shared(bytes) => bytes,
+        }
+    }
+}
+
 /// What a waiting caller receives.
 pub(super) enum Reply {
     /// The encoded value.
-    Value(Bytes),
+    Value(ReplyBody),
     /// The status the serving node answered instead.
     Status(Status),
     /// The deadline passed first; the writer task sent a cancel.
@@ -29,7 +68,7 @@ pub(super) enum Reply {
 }
 
 impl Reply {
-    pub(super) fn new(status: Status, body: Bytes) -> Reply {
+    pub(super) fn new(status: Status, body: ReplyBody) -> Reply {
         match status {
             Status::Ok => Reply::Value(body),
             other => Reply::Status(other),
@@ -217,7 +256,7 @@ mod tests {
         (Arc::clone(&wakes), Waker::from(wakes))
     }
 
-    fn value(reply: Poll<Option<Reply>>) -> Option<Bytes> {
+    fn value(reply: Poll<Option<Reply>>) -> Option<ReplyBody> {
         match reply {
             Poll::Ready(Some(Reply::Value(bytes))) => Some(bytes),
             _ => None,
@@ -231,7 +270,7 @@ mod tests {
         let (wakes, waker) = counting();
         calls.insert(1, Some(waker.clone()), now + Duration::from_secs(1));
         assert!(calls.poll_reply(1, &waker).is_pending());
-        let woken = calls.answer(1, Reply::new(Status::Ok, Bytes::from_static(b"x")));
+        let woken = calls.answer(1, Reply::new(Status::Ok, ReplyBody::copied(b"x")));
         woken.expect("the caller's waker").wake();
         assert!(calls.answer(1, Reply::Expired).is_none(), "a second answer is dropped");
         assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
@@ -280,7 +319,7 @@ mod tests {
         assert_eq!(next, Some(now + Duration::from_secs(1)));
         let waker = Waker::noop();
         assert!(matches!(calls.poll_reply(3, waker), Poll::Ready(Some(Reply::Expired))));
-        calls.answer(1, Reply::new(Status::Ok, Bytes::from_static(b"x")));
+        calls.answer(1, Reply::new(Status::Ok, ReplyBody::copied(b"x")));
         assert!(calls.earliest().is_none(), "an answered call has no deadline");
         assert!(!calls.cancel(1), "an answered call needs no cancel");
         assert!(calls.is_empty());
@@ -294,7 +333,7 @@ mod tests {
         for id in 1..=3 {
             calls.insert(id, Some(waker.clone()), now + Duration::from_secs(1));
         }
-        calls.answer(2, Reply::new(Status::Ok, Bytes::from_static(b"two")));
+        calls.answer(2, Reply::new(Status::Ok, Bytes::from_static(b"two").into()));
         let waiting = calls.close();
         assert_eq!(waiting.len(), 2);
         waiting.into_iter().for_each(Waker::wake);

@@ -7,18 +7,17 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
-use tokio_util::codec::Decoder;
 
 use super::known::KnownServices;
 use super::link::{CallError, CloseReason, Connection, Request};
-use super::pending::Reply;
+use super::pending::{INLINE_REPLY, Reply, ReplyBody};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
 use crate::sync::lock;
-use crate::wire::{self, FrameCodec, Goodbye, Header, RecordError, RecordOpener, Status, reply_buffers};
+use crate::wire::{self, FrameCodec, Goodbye, Header, LEN_PREFIX, RecordError, RecordOpener, Status, reply_buffers};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
@@ -145,13 +144,16 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
     } = state;
     let mut answered = 0;
     loop {
-        let frame = match codec.decode(buf) {
-            Ok(Some(frame)) => frame,
+        let len = match codec.complete(buf) {
+            Ok(Some(len)) => len,
             Ok(None) => return Ok(answered),
             Err(err) => return Err(CloseReason::BadFrame(err.to_string())),
         };
-        let (header, body) =
-            wire::decode(&frame).map_err(|e| CloseReason::BadFrame(format!("undecodable header: {e}")))?;
+        // Frames are read where they lie; the buffer moves past each once
+        // it is handled.
+        let mut consumed = LEN_PREFIX + len;
+        let (header, body) = wire::decode(&buf[LEN_PREFIX..consumed])
+            .map_err(|e| CloseReason::BadFrame(format!("undecodable header: {e}")))?;
         match header {
             Header::Response { id, status } => {
                 answered += 1;
@@ -159,7 +161,17 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                     // Before the second caller wakes, so that it sees it.
                     conn.shared.answered_many.store(true, Ordering::Relaxed);
                 }
-                conn.complete(id, status, body);
+                // A small reply is copied out; a large one is split off, so
+                // that the caller shares its memory.
+                let reply = if body.len() <= INLINE_REPLY {
+                    ReplyBody::copied(body)
+                } else {
+                    let body_len = body.len();
+                    buf.advance(consumed - body_len);
+                    consumed = 0;
+                    buf.split_to(body_len).freeze().into()
+                };
+                conn.complete(id, status, reply);
             }
             Header::Request {
                 id,
@@ -181,7 +193,7 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                     method,
                     signature,
                     format,
-                    body: &body,
+                    body,
                     trace,
                 };
                 if *cork == Cork::Untried {
@@ -198,6 +210,7 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
             Header::Ping => {}
             Header::Goodbye(why) => conn.goodbye_received(why),
         }
+        buf.advance(consumed);
     }
 }
 
@@ -277,7 +290,7 @@ impl Connection {
         }
     }
 
-    fn complete(&self, id: u64, status: Status, body: Bytes) {
+    fn complete(&self, id: u64, status: Status, body: ReplyBody) {
         let waker = lock(&self.shared.calls).answer(id, Reply::new(status, body));
         // None: the caller gave up (timeout or drop) before the reply.
         if let Some(waker) = waker {

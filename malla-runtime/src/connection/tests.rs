@@ -126,7 +126,7 @@ impl RawPeer {
         loop {
             let frame = self.recv().await.expect("a response, not the end of the stream");
             match wire::decode(&frame).unwrap() {
-                (Header::Response { id, status }, body) => return (id, status, body),
+                (Header::Response { id, status }, body) => return (id, status, Bytes::copy_from_slice(body)),
                 (Header::Ping, _) => continue,
                 (other, _) => panic!("expected a response, got {other:?}"),
             }

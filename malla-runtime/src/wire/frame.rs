@@ -35,13 +35,12 @@ impl FrameCodec {
     pub(crate) fn new(max: usize) -> Self {
         FrameCodec { max }
     }
-}
 
-impl Decoder for FrameCodec {
-    type Item = Bytes;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    /// The length of the frame at the front of `src` (after its prefix), if
+    /// all of it is there; `src[LEN_PREFIX..LEN_PREFIX + len]` is the frame.
+    /// Lets a reader look at frames where they lie, without splitting the
+    /// buffer (which makes it shared and counts references).
+    pub(crate) fn complete(&self, src: &mut BytesMut) -> Result<Option<usize>, FrameError> {
         if src.len() < LEN_PREFIX {
             return Ok(None);
         }
@@ -54,6 +53,18 @@ impl Decoder for FrameCodec {
             src.reserve((total - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
+        Ok(Some(len))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        let Some(len) = self.complete(src)? else {
+            return Ok(None);
+        };
         src.advance(LEN_PREFIX);
         Ok(Some(src.split_to(len).freeze()))
     }

@@ -10,7 +10,7 @@
 //! connection with the reason, without a panic or an allocation larger
 //! than the frame it came in.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use super::frame::{FrameError, LEN_PREFIX};
@@ -229,9 +229,9 @@ impl Fixed {
     }
 }
 
-/// Splits a frame into its header and body; the body shares the frame's memory.
+/// Splits a frame into its header and body, both borrowed from it.
 #[inline]
-pub(crate) fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> {
+pub(crate) fn decode(frame: &[u8]) -> Result<(Header<'_>, &[u8]), HeaderError> {
     let mut input = Input(frame);
     let header = match input.u8()? {
         code @ (kind::REQUEST | kind::TRACED_REQUEST) => {
@@ -275,8 +275,7 @@ pub(crate) fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> 
             });
         }
     };
-    let body = frame.slice_ref(input.0);
-    Ok((header, body))
+    Ok((header, input.0))
 }
 
 /// `N` bytes taken at a constant offset of a fixed-size array: the length
@@ -445,7 +444,7 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for garbage in [&[][..], &[0xff; 3], &[0, 1], &[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]] {
-            assert!(decode(&Bytes::copy_from_slice(garbage)).is_err(), "{garbage:?}");
+            assert!(decode(garbage).is_err(), "{garbage:?}");
         }
     }
 
@@ -530,7 +529,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_and_bad_text_are_named() {
-        let unknown = |frame: &[u8]| decode(&Bytes::copy_from_slice(frame)).unwrap_err();
+        let unknown = |frame: &[u8]| decode(frame).unwrap_err();
         assert_eq!(
             unknown(&[9]),
             HeaderError::Unknown {

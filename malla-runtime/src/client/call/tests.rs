@@ -4,15 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use bytes::Bytes;
-
 use super::*;
+use crate::connection::ReplyBody;
 use crate::manifest::method_id;
 use crate::registry::{Registry, RemoteInstance, Route};
 use crate::sync::lock;
 
 /// What a scripted node answers.
-type Answer = fn() -> Result<Bytes, RemoteError>;
+type Answer = fn() -> Result<ReplyBody, RemoteError>;
 
 /// A network whose answers are written in advance, per node; it records
 /// every node it was asked to call.
@@ -31,32 +30,32 @@ impl Remote for Scripted {
         0
     }
 
-    async fn call(&self, node: &NodeId, request: Request<'_>, _deadline: Instant) -> Result<Bytes, RemoteError> {
+    async fn call(&self, node: &NodeId, request: Request<'_>, _deadline: Instant) -> Result<ReplyBody, RemoteError> {
         assert_eq!((request.service, request.body), ("Calc", &[7u8][..]));
         lock(&self.asked).push(node.clone());
         (self.answers[node])()
     }
 }
 
-fn ok() -> Result<Bytes, RemoteError> {
-    Ok(Bytes::from_static(&[42]))
+fn ok() -> Result<ReplyBody, RemoteError> {
+    Ok(ReplyBody::copied(&[42]))
 }
-fn unreachable() -> Result<Bytes, RemoteError> {
+fn unreachable() -> Result<ReplyBody, RemoteError> {
     Err(RemoteError::Unreachable)
 }
-fn not_available() -> Result<Bytes, RemoteError> {
+fn not_available() -> Result<ReplyBody, RemoteError> {
     Err(RemoteError::Call(CallError::Remote(Status::NotAvailable)))
 }
-fn mismatch() -> Result<Bytes, RemoteError> {
+fn mismatch() -> Result<ReplyBody, RemoteError> {
     Err(RemoteError::Call(CallError::Remote(Status::SignatureMismatch)))
 }
-fn lost() -> Result<Bytes, RemoteError> {
+fn lost() -> Result<ReplyBody, RemoteError> {
     Err(RemoteError::Call(CallError::Lost))
 }
-fn timed_out() -> Result<Bytes, RemoteError> {
+fn timed_out() -> Result<ReplyBody, RemoteError> {
     Err(RemoteError::Call(CallError::TimedOut))
 }
-fn failed() -> Result<Bytes, RemoteError> {
+fn failed() -> Result<ReplyBody, RemoteError> {
     Err(RemoteError::Call(CallError::Remote(Status::Failed("boom".into()))))
 }
 
