@@ -430,7 +430,7 @@ mod tests {
         let first = codec.decode(&mut out).unwrap().unwrap();
         let (header, body) = decode(&first).unwrap();
         assert_eq!(header, request);
-        assert_eq!(&body[..], [1, 2, 3]);
+        assert_eq!(body, [1, 2, 3]);
         let second = codec.decode(&mut out).unwrap().unwrap();
         assert_eq!(
             decode(&second).unwrap().0,
@@ -498,7 +498,7 @@ mod tests {
             encode(&mut out, 1024, &header, b"body").unwrap();
             let frame = codec.decode(&mut out).unwrap().unwrap();
             let (read, body) = decode(&frame).unwrap();
-            assert_eq!((read, &body[..]), (header, &b"body"[..]));
+            assert_eq!((read, body), (header, &b"body"[..]));
             let header_len = frame.len() - 4;
             for cut in 0..header_len {
                 let short = frame.slice(..cut);
