@@ -117,7 +117,9 @@ impl<N: Remote> Call<'_, N> {
         for round in 0..=self.options.sna_retries {
             if round > 0 {
                 let wake = (Instant::now() + self.options.effective_retry_interval()).min(deadline);
-                tokio::time::sleep_until(wake).await;
+                // Boxed: a timer in every call's future would make it larger
+                // for the sake of calls that retry.
+                Box::pin(tokio::time::sleep_until(wake)).await;
                 if Instant::now() >= deadline {
                     return Err(self.timeout_error(timeout));
                 }

@@ -47,10 +47,14 @@ impl Remote for Arc<Network> {
     }
 
     async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Instant) -> Result<ReplyBody, RemoteError> {
-        let conn = self
-            .connection_to(node, deadline)
-            .await
-            .map_err(|_| RemoteError::Unreachable)?;
+        let conn = match self.connection_now(node) {
+            Some(conn) => conn,
+            // Dialing (a connect and a handshake) is a large future: boxed,
+            // so that every call's future is not that size.
+            None => Box::pin(self.connection_to(node, deadline))
+                .await
+                .map_err(|_| RemoteError::Unreachable)?,
+        };
         conn.call(request, deadline).await.map_err(RemoteError::Call)
     }
 }

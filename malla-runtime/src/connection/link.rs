@@ -358,8 +358,9 @@ impl Connection {
             if let Some(queued) = queued {
                 break queued;
             }
-            // The outbox is over its high-water mark (a slow peer): wait.
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            // The outbox is over its high-water mark (a slow peer): wait,
+            // in a box, since a timer would double the size of every call.
+            if Box::pin(tokio::time::timeout_at(deadline, drained)).await.is_err() {
                 return Err(CallError::TimedOut);
             }
             if !self.is_usable() {

@@ -97,13 +97,18 @@ impl Network {
         self.config.connect_timeout + self.config.handshake_timeout
     }
 
+    /// The usable connection to `id`, if there is one now.
+    pub(crate) fn connection_now(&self, id: &NodeId) -> Option<Arc<Connection>> {
+        self.peers.connection(id)
+    }
+
     /// The connection to `id`, dialing its known address if there is none.
     pub(crate) async fn connection_to(
         self: &Arc<Self>,
         id: &NodeId,
         deadline: Instant,
     ) -> Result<Arc<Connection>, Error> {
-        if let Some(conn) = self.peers.connection(id) {
+        if let Some(conn) = self.connection_now(id) {
             return Ok(conn);
         }
         let down = || Error::NodeDown { node: id.clone() };
@@ -314,7 +319,7 @@ impl Network {
     /// Closes the connection to `id`, if any: calls in flight there fail
     /// now, not at their deadline.
     pub(crate) fn close_peer(&self, id: &NodeId, why: &'static str) {
-        if let Some(conn) = self.peers.get(id).and_then(|p| p.connection()) {
+        if let Some(conn) = self.connection_now(id) {
             conn.close(CloseReason::Local(why));
         }
     }
