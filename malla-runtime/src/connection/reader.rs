@@ -122,8 +122,10 @@ struct ReadState<'a> {
 /// time, the rest when the batch is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cork {
-    /// No request yet: a batch of replies to our calls has nothing to hold,
-    /// and the callers they wake run only once the reader is done with it.
+    /// No request with frames behind it yet: a batch of replies to our
+    /// calls has nothing to hold (and the callers they wake run only once
+    /// the reader is done with it), and a lone request's reply is best
+    /// written at once.
     Untried,
     /// This task holds the outbox (`Connection::cork`).
     Held,
@@ -196,7 +198,9 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                     body,
                     trace,
                 };
-                if *cork == Cork::Untried {
+                // Held only when more frames follow: a lone request's reply
+                // leaves as soon as it is queued.
+                if *cork == Cork::Untried && buf.len() > consumed {
                     *cork = if conn.cork() { Cork::Held } else { Cork::Refused };
                 }
                 serve(conn, known, id, request, deadline).await;
