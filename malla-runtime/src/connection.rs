@@ -5,11 +5,13 @@
 //! Frames wait in an outbox; at most one party writes it at a time. A lone
 //! caller writes its request itself (no task hop on the way out); concurrent
 //! callers hand the outbox to the writer task, which sends them in one batch.
-//! The reader task routes replies to callers and runs requests, first
-//! polling each handler inline (most finish at once), and holds the outbox
-//! while it works through a batch of frames, so the replies to a whole batch
-//! leave in one write. The writer task also sends pings when idle and closes
-//! the connection when the peer falls silent (Erlang's net tick).
+//! The reader task reads frames where they lie in its buffer, puts replies
+//! in their callers' slots of the pending calls and wakes them, and runs
+//! requests, first polling each handler inline (most finish at once); when
+//! more frames follow a request it holds the outbox, so the replies to a
+//! batch leave a kilobyte at a time rather than one write each. The writer
+//! task also sends pings when idle and closes the connection when the peer
+//! falls silent (Erlang's net tick).
 //!
 //! | file | what it owns |
 //! |---|---|
