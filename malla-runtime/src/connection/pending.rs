@@ -27,7 +27,7 @@ pub(super) const INLINE_REPLY: usize = 48;
 /// A reply's encoded value. A small one is copied out of the read buffer
 /// into the reply itself, which costs no allocation and leaves the buffer
 /// unshared; a larger one shares the buffer's memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum ReplyBody {
     Inline(SmallVec<[u8; INLINE_REPLY]>),
     Shared(Bytes),
