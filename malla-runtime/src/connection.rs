@@ -17,12 +17,14 @@
 //! |---|---|
 //! | `link` | the [`Connection`]: calls out, the outbox, retiring and closing |
 //! | `known` | the services a connection's peer has called, found once |
+//! | `deadline` | a call's deadline, and the time left the peer is told |
 //! | `pending` | calls waiting for a reply, and their deadlines |
 //! | `running` | handlers running for the peer |
 //! | `reader` | frames in: replies to callers, requests to [`Services`] |
 //! | `writer` | the writer task: batches, deadlines, pings, liveness |
 //! | `transport` | the byte streams (TCP, Unix sockets) |
 
+mod deadline;
 mod known;
 mod link;
 mod pending;
@@ -35,6 +37,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 
+pub(crate) use deadline::Deadline;
 pub(crate) use link::{
     CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, ServedToPeers, Services,
 };

@@ -15,7 +15,7 @@ use super::args::CallArgs;
 use super::deadline::with_deadline;
 use super::failover::{Filter, Target, Targets, least_loaded, may_try_next, no_node_ran, pick_failure};
 use super::remote::{Remote, RemoteError};
-use crate::connection::{CallError, Request};
+use crate::connection::{CallError, Deadline, Request};
 use crate::invoke::{InvokeError, panic_message};
 use crate::registry::{LocalService, Refusal, ServiceSlot};
 use crate::telemetry::TraceContext;
@@ -114,6 +114,9 @@ impl<N: Remote> Call<'_, N> {
             signature: self.method.signature(),
         };
 
+        // The call's first attempt counts the time its request is given from
+        // the call's start; later ones read the clock again.
+        let mut clock = Some(started);
         for round in 0..=self.options.sna_retries {
             if round > 0 {
                 let wake = (Instant::now() + self.options.effective_retry_interval()).min(deadline);
@@ -138,8 +141,9 @@ impl<N: Remote> Call<'_, N> {
                     counters::bump(&self.slot.counters.failovers);
                 }
                 tally.attempts += 1;
+                let deadline = Deadline::counted_from(clock.take().unwrap_or_else(Instant::now), deadline);
                 let attempt = match (target, span) {
-                    (Target::Local(local), None) => self.attempt_local(&local, args, deadline, timeout).await,
+                    (Target::Local(local), None) => self.attempt_local(&local, args, deadline.at(), timeout).await,
                     (Target::Remote(node), None) => self.attempt_remote(node, args, deadline, timeout, None).await,
                     (target, Some(span)) => {
                         let attempt = self.attempt_traced(target, span, tally.attempts, args, deadline, timeout);
@@ -173,7 +177,7 @@ impl<N: Remote> Call<'_, N> {
         span: &Span,
         number: u32,
         args: &mut A,
-        deadline: Instant,
+        deadline: Deadline,
         timeout: Duration,
     ) -> Attempt<R> {
         let node = match &target {
@@ -183,7 +187,7 @@ impl<N: Remote> Call<'_, N> {
         let attempt_span = spans::attempt(span, node.as_str(), number);
         let attempt = match target {
             Target::Local(local) => {
-                self.attempt_local(&local, args, deadline, timeout)
+                self.attempt_local(&local, args, deadline.at(), timeout)
                     .instrument(attempt_span.clone())
                     .await
             }
@@ -256,7 +260,7 @@ impl<N: Remote> Call<'_, N> {
         &self,
         node: NodeId,
         args: &mut A,
-        deadline: Instant,
+        deadline: Deadline,
         timeout: Duration,
         trace: Option<TraceContext>,
     ) -> Attempt<R> {

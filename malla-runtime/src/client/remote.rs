@@ -5,10 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use crate::NodeId;
-use crate::connection::{CallError, ReplyBody, Request};
+use crate::connection::{CallError, Deadline, ReplyBody, Request};
 use crate::net::Network;
 
 /// Why a remote attempt has no reply.
@@ -33,7 +31,7 @@ pub(crate) trait Remote: Send + Sync {
         &self,
         node: &NodeId,
         request: Request<'_>,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<ReplyBody, RemoteError>> + Send;
 }
 
@@ -46,14 +44,17 @@ impl Remote for Arc<Network> {
         self.calls_in_flight(node)
     }
 
-    async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Instant) -> Result<ReplyBody, RemoteError> {
-        let conn = match self.connection_now(node) {
-            Some(conn) => conn,
+    async fn call(&self, node: &NodeId, request: Request<'_>, deadline: Deadline) -> Result<ReplyBody, RemoteError> {
+        let (conn, deadline) = match self.connection_now(node) {
+            Some(conn) => (conn, deadline),
             // Dialing (a connect and a handshake) is a large future: boxed,
             // so that every call's future is not that size.
-            None => Box::pin(self.connection_to(node, deadline))
-                .await
-                .map_err(|_| RemoteError::Unreachable)?,
+            None => {
+                let conn = Box::pin(self.connection_to(node, deadline.at()))
+                    .await
+                    .map_err(|_| RemoteError::Unreachable)?;
+                (conn, deadline.refreshed())
+            }
         };
         conn.call(request, deadline).await.map_err(RemoteError::Call)
     }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::deadline::Deadline;
 use super::pending::{PendingCalls, Reply, ReplyBody};
 use super::running::RunningHandlers;
 use super::transport::WriteHalf;
@@ -320,9 +321,10 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// Sends a request and waits for its reply until `deadline`. Dropping the
-    /// returned future before the reply sends a cancel.
-    pub(crate) async fn call(&self, request: Request<'_>, deadline: Instant) -> Result<ReplyBody, CallError> {
+    /// Sends a request and waits for its reply until `deadline`; the peer
+    /// is given the time left. Dropping the returned future before the reply
+    /// sends a cancel.
+    pub(crate) async fn call(&self, request: Request<'_>, mut deadline: Deadline) -> Result<ReplyBody, CallError> {
         if !self.is_usable() {
             return Err(CallError::NotSent);
         }
@@ -336,13 +338,13 @@ impl Connection {
                 // Under the outbox's lock, so that ids leave in the order
                 // they are given (the peer refuses one that does not grow).
                 let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-                let inserted = lock(&self.shared.calls).insert(id, Some(waker), deadline);
+                let inserted = lock(&self.shared.calls).insert(id, Some(waker), deadline.at());
                 let header = Header::Request {
                     id,
                     service: request.service,
                     method: request.method,
                     signature: request.signature,
-                    deadline_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
+                    deadline_us: deadline.left().as_micros() as u64,
                     format: request.format,
                     trace: request.trace,
                 };
@@ -360,9 +362,10 @@ impl Connection {
             }
             // The outbox is over its high-water mark (a slow peer): wait,
             // in a box, since a timer would double the size of every call.
-            if Box::pin(tokio::time::timeout_at(deadline, drained)).await.is_err() {
+            if Box::pin(tokio::time::timeout_at(deadline.at(), drained)).await.is_err() {
                 return Err(CallError::TimedOut);
             }
+            deadline = deadline.refreshed();
             if !self.is_usable() {
                 return Err(CallError::NotSent);
             }

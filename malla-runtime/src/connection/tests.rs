@@ -412,7 +412,7 @@ fn echo_request(method: u32, body: &[u8]) -> Request<'_> {
 async fn a_call_past_its_deadline_expires_and_cancels_on_the_peer() {
     let (conn, mut raw, _host) = pair();
     let deadline = Instant::now() + Duration::from_millis(50);
-    let call = conn.call(echo_request(method_id("echo"), &[0]), deadline);
+    let call = conn.call(echo_request(method_id("echo"), &[0]), Deadline::from_now(deadline));
     let (outcome, frames) = tokio::join!(call, async {
         let first = raw.recv_unpinged().await.unwrap();
         let second = raw.recv_unpinged().await.unwrap();
@@ -430,7 +430,10 @@ async fn a_call_past_its_deadline_expires_and_cancels_on_the_peer() {
 #[tokio::test]
 async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
     let (conn, raw, host) = pair();
-    let call = conn.call(echo_request(1, &[]), Instant::now() + Duration::from_secs(30));
+    let call = conn.call(
+        echo_request(1, &[]),
+        Deadline::from_now(Instant::now() + Duration::from_secs(30)),
+    );
     let (outcome, ()) = tokio::join!(call, async {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(raw);
@@ -441,7 +444,10 @@ async fn calls_in_flight_are_lost_when_the_peer_hangs_up() {
     assert_eq!(host.closed.lock().unwrap().len(), 1);
     // And later calls are refused without being sent.
     let later = conn
-        .call(echo_request(1, &[]), Instant::now() + Duration::from_secs(1))
+        .call(
+            echo_request(1, &[]),
+            Deadline::from_now(Instant::now() + Duration::from_secs(1)),
+        )
         .await;
     assert!(matches!(later, Err(CallError::NotSent)));
 }
@@ -543,7 +549,7 @@ async fn many_concurrent_callers_on_a_sealed_connection_all_get_their_answer() {
                         signature: ECHO_SIGNATURE,
                         ..echo_request(method_id("echo"), &body)
                     };
-                    let reply = a.call(request, deadline).await;
+                    let reply = a.call(request, Deadline::from_now(deadline)).await;
                     let reply = reply.unwrap_or_else(|err| panic!("caller {caller}, call {i}: {err:?}"));
                     assert_eq!(postcard::from_bytes::<Vec<u8>>(&reply).unwrap(), [caller, i]);
                 }
@@ -580,7 +586,9 @@ async fn large_calls_both_ways_do_not_stall_the_connection() {
                     ..echo_request(method_id("echo"), &body)
                 };
                 let deadline = Instant::now() + Duration::from_secs(20);
-                conn.call(request, deadline).await.map(|reply| reply.len())
+                conn.call(request, Deadline::from_now(deadline))
+                    .await
+                    .map(|reply| reply.len())
             }));
         }
     }

@@ -30,7 +30,7 @@ impl Remote for Scripted {
         0
     }
 
-    async fn call(&self, node: &NodeId, request: Request<'_>, _deadline: Instant) -> Result<ReplyBody, RemoteError> {
+    async fn call(&self, node: &NodeId, request: Request<'_>, _deadline: Deadline) -> Result<ReplyBody, RemoteError> {
         assert_eq!((request.service, request.body), ("Calc", &[7u8][..]));
         lock(&self.asked).push(node.clone());
         (self.answers[node])()
