@@ -338,7 +338,7 @@ impl Connection {
                 // Under the outbox's lock, so that ids leave in the order
                 // they are given (the peer refuses one that does not grow).
                 let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-                let inserted = lock(&self.shared.calls).insert(id, Some(waker), deadline.at());
+                let inserted = lock(&self.shared.calls).insert(id, waker, deadline.at());
                 let header = Header::Request {
                     id,
                     service: request.service,
@@ -669,9 +669,7 @@ impl Connection {
     pub(super) fn expire_calls(&self, now: Instant) -> Option<Instant> {
         let (expired, next) = lock(&self.shared.calls).expire(now);
         for (id, waker) in expired {
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            waker.wake();
             let _ = self.send(&Header::Cancel { id }, &[]);
         }
         if !self.is_closed() {

@@ -10,9 +10,8 @@
 
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::task::{Poll, Waker};
-
 use std::ops::Deref;
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -78,8 +77,8 @@ impl Reply {
 
 /// One call's reply slot.
 enum Slot {
-    /// No reply yet; the caller's task, once it has polled.
-    Waiting(Option<Waker>),
+    /// No reply yet; the caller's task, to wake with it.
+    Waiting(Waker),
     /// The reply, until the caller takes it.
     Answered(Reply),
 }
@@ -111,8 +110,8 @@ pub(super) struct PendingCalls {
 
 impl PendingCalls {
     /// Registers call `id`, to be answered by `deadline` at the latest;
-    /// `waker` is woken when it is, if the caller already has one.
-    pub(super) fn insert(&mut self, id: u64, waker: Option<Waker>, deadline: Instant) -> Inserted {
+    /// `waker` is woken when it is.
+    pub(super) fn insert(&mut self, id: u64, waker: Waker, deadline: Instant) -> Inserted {
         self.slots.insert(id, Slot::Waiting(waker));
         if self.deadlines.back().is_none_or(|&(last, _)| last <= deadline) {
             self.deadlines.push_back((deadline, id));
@@ -136,7 +135,7 @@ impl PendingCalls {
     pub(super) fn answer(&mut self, id: u64, reply: Reply) -> Option<Waker> {
         let slot = self.slots.get_mut(&id)?;
         match std::mem::replace(slot, Slot::Answered(reply)) {
-            Slot::Waiting(waker) => waker,
+            Slot::Waiting(waker) => Some(waker),
             answered => {
                 *slot = answered;
                 None
@@ -152,9 +151,10 @@ impl PendingCalls {
             return Poll::Ready(None);
         };
         match slot.get_mut() {
-            Slot::Waiting(Some(known)) if known.will_wake(waker) => Poll::Pending,
             Slot::Waiting(known) => {
-                *known = Some(waker.clone());
+                if !known.will_wake(waker) {
+                    *known = waker.clone();
+                }
                 Poll::Pending
             }
             Slot::Answered(_) => match slot.remove() {
@@ -172,15 +172,16 @@ impl PendingCalls {
 
     /// Answers `Expired` to every call whose deadline is `now` or earlier;
     /// returns their ids and wakers, and the next deadline.
-    pub(super) fn expire(&mut self, now: Instant) -> (Vec<(u64, Option<Waker>)>, Option<Instant>) {
+    pub(super) fn expire(&mut self, now: Instant) -> (Vec<(u64, Waker)>, Option<Instant>) {
         let mut expired = Vec::new();
         while let Some(&(deadline, id)) = self.deadlines.front() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_front();
-            if is_waiting(&self.slots, id) {
-                expired.push((id, self.answer(id, Reply::Expired)));
+            // Nothing for a call answered or cancelled meanwhile.
+            if let Some(waker) = self.answer(id, Reply::Expired) {
+                expired.push((id, waker));
             }
         }
         (expired, self.earliest())
@@ -218,7 +219,7 @@ impl PendingCalls {
         let mut wakers = Vec::new();
         self.slots.retain(|_, slot| match slot {
             Slot::Waiting(waker) => {
-                wakers.extend(waker.take());
+                wakers.push(waker.clone());
                 false
             }
             Slot::Answered(_) => true,
@@ -268,7 +269,7 @@ mod tests {
         let now = Instant::now();
         let mut calls = PendingCalls::default();
         let (wakes, waker) = counting();
-        calls.insert(1, Some(waker.clone()), now + Duration::from_secs(1));
+        calls.insert(1, waker.clone(), now + Duration::from_secs(1));
         assert!(calls.poll_reply(1, &waker).is_pending());
         let woken = calls.answer(1, Reply::new(Status::Ok, ReplyBody::copied(b"x")));
         woken.expect("the caller's waker").wake();
@@ -282,7 +283,7 @@ mod tests {
     #[test]
     fn a_caller_polled_with_another_waker_is_woken_through_it() {
         let mut calls = PendingCalls::default();
-        calls.insert(1, None, Instant::now() + Duration::from_secs(1));
+        calls.insert(1, Waker::noop().clone(), Instant::now() + Duration::from_secs(1));
         let (first, first_waker) = counting();
         let (second, second_waker) = counting();
         assert!(calls.poll_reply(1, &first_waker).is_pending());
@@ -298,12 +299,12 @@ mod tests {
     fn calls_are_answered_cancelled_or_expired_once() {
         let now = Instant::now();
         let mut calls = PendingCalls::default();
-        let first = calls.insert(1, None, now + Duration::from_secs(1));
+        let first = calls.insert(1, Waker::noop().clone(), now + Duration::from_secs(1));
         assert!(first.alone && first.rearm);
         calls.arm(now + Duration::from_secs(1));
-        let second = calls.insert(2, None, now + Duration::from_secs(3));
+        let second = calls.insert(2, Waker::noop().clone(), now + Duration::from_secs(3));
         assert!(!second.alone && !second.rearm, "a later deadline needs no re-arm");
-        let third = calls.insert(3, None, now + Duration::from_millis(10));
+        let third = calls.insert(3, Waker::noop().clone(), now + Duration::from_millis(10));
         assert!(third.rearm, "an earlier deadline wakes the writer");
 
         assert!(calls.cancel(2));
@@ -331,7 +332,7 @@ mod tests {
         let mut calls = PendingCalls::default();
         let (wakes, waker) = counting();
         for id in 1..=3 {
-            calls.insert(id, Some(waker.clone()), now + Duration::from_secs(1));
+            calls.insert(id, waker.clone(), now + Duration::from_secs(1));
         }
         calls.answer(2, Reply::new(Status::Ok, Bytes::from_static(b"two").into()));
         let waiting = calls.close();
@@ -348,7 +349,7 @@ mod tests {
         let now = Instant::now();
         let mut calls = PendingCalls::default();
         for (id, ms) in [(1, 30), (2, 10), (3, 50), (4, 20), (5, 40)] {
-            calls.insert(id, None, now + Duration::from_millis(ms));
+            calls.insert(id, Waker::noop().clone(), now + Duration::from_millis(ms));
         }
         calls.cancel(4);
         assert_eq!(calls.earliest(), Some(now + Duration::from_millis(10)));
@@ -363,9 +364,9 @@ mod tests {
     fn answered_calls_do_not_accumulate() {
         let now = Instant::now();
         let mut calls = PendingCalls::default();
-        calls.insert(0, None, now + Duration::from_secs(1));
+        calls.insert(0, Waker::noop().clone(), now + Duration::from_secs(1));
         for id in 1..100_000 {
-            calls.insert(id, None, now + Duration::from_secs(2));
+            calls.insert(id, Waker::noop().clone(), now + Duration::from_secs(2));
             calls.answer(id, Reply::Expired);
             let _ = calls.poll_reply(id, Waker::noop());
             assert!(calls.deadlines.len() <= 2 * (calls.len() + 1) + STALE_SLACK);

@@ -37,8 +37,6 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         plain: BytesMut::new(),
         opener,
     };
-    // The id of the last request: each must be greater, so that one id
-    // never names two requests.
     let mut last_request = 0;
     let mut known = KnownServices::default();
     let reason = loop {
