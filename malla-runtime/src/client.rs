@@ -31,17 +31,23 @@ pub(crate) use failover::Filter;
 
 /// What a generated `…Client` holds: the network it calls through, the
 /// service's routing slot, its manifest and the call options. Cloning it is
-/// a few reference-count increments.
+/// one reference-count increment (two with options), so a client may be
+/// cloned per task or per call.
 #[doc(hidden)]
 #[derive(Clone)]
 pub struct ClientCore {
+    service: Arc<ServiceClient>,
+    options: Option<Arc<CallOptions>>,
+}
+
+/// What every clone of a client shares, with or without options.
+struct ServiceClient {
     network: Arc<Network>,
     /// The node the client was made from: a client keeps it running, as a
     /// `Node` handle would.
     _node: Arc<dyn Any + Send + Sync>,
     slot: Arc<ServiceSlot>,
     manifest: &'static ServiceManifest,
-    options: Option<Arc<CallOptions>>,
     /// Metric handles of each method, in manifest order.
     metrics: Arc<[ClientMethod]>,
 }
@@ -72,20 +78,22 @@ impl ClientCore {
                 .collect()
         });
         ClientCore {
-            network,
-            _node: node,
-            slot,
-            manifest,
+            service: Arc::new(ServiceClient {
+                network,
+                _node: node,
+                slot,
+                manifest,
+                metrics,
+            }),
             options: None,
-            metrics,
         }
     }
 
     #[doc(hidden)]
     pub fn with_options(&self, options: CallOptions) -> Self {
         ClientCore {
+            service: Arc::clone(&self.service),
             options: Some(Arc::new(options)),
-            ..self.clone()
         }
     }
 
@@ -123,21 +131,22 @@ where
     D: FnOnce(&[u8]) -> Result<R, postcard::Error> + Send,
 {
     let options = core.options();
-    let metrics = &core.metrics[method];
+    let service = &*core.service;
+    let metrics = &service.metrics[method];
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
-    if options.nodes.is_none() && options.sna_retries == 0 && !core.slot.is_available() {
+    if options.nodes.is_none() && options.sna_retries == 0 && !service.slot.is_available() {
         metrics.not_available();
-        core.slot.counters.unavailable.bump();
+        service.slot.counters.unavailable.bump();
         return Err(Error::ServiceNotAvailable {
-            service: core.manifest.name_cow(),
+            service: service.manifest.name_cow(),
             requirement: options.vsn.as_ref().map(|r| r.text().to_owned()),
         });
     }
     let call = call::Call {
-        remote: &core.network,
-        slot: &core.slot,
-        service: core.manifest.name_cow(),
-        method: &core.manifest.methods()[method],
+        remote: &service.network,
+        slot: &service.slot,
+        service: service.manifest.name_cow(),
+        method: &service.manifest.methods()[method],
         options,
         format: crate::wire::Format::Postcard,
         metrics,

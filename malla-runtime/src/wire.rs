@@ -6,8 +6,10 @@ mod frame;
 mod message;
 mod record;
 pub(crate) mod reply_buffers;
+mod rewind;
 
 pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, LEN_PREFIX};
 pub use message::Format;
 pub(crate) use message::{Goodbye, Header, Status, decode, encode};
 pub(crate) use record::{RecordError, RecordOpener, RecordSealer, SessionKey};
+pub(crate) use rewind::rewind;

@@ -28,7 +28,7 @@ use crate::telemetry::TraceContext;
 use crate::wire::{self, Format, FrameError, Goodbye, Header, RecordSealer, Status};
 
 /// Outbox size above which callers wait for the writer before adding more.
-const HIGH_WATER: usize = 8 * 1024 * 1024;
+pub(super) const HIGH_WATER: usize = 8 * 1024 * 1024;
 /// Rounds an inline writer makes before leaving the rest to the writer task,
 /// so a caller does not end up writing for everybody else.
 const MAX_INLINE_ROUNDS: usize = 4;
@@ -167,7 +167,7 @@ pub(super) struct Shared {
     pub(super) wake_writer: Notify,
     pub(super) drained: Notify,
     pub(super) calls: Mutex<PendingCalls>,
-    pub(super) running: Mutex<RunningHandlers>,
+    pub(super) running: RunningHandlers,
     next_id: AtomicU64,
     /// Bytes received, for the liveness check: a large frame arriving
     /// slowly is a live peer.
@@ -201,6 +201,44 @@ pub(super) struct Outbox {
     pub(super) spare: BytesMut,
     pub(super) writer: Writer,
     pub(super) closed: bool,
+    /// Someone found no room and waits for `drained`: writes notify it only
+    /// then, as `notify_waiters` takes a lock even when nobody waits.
+    room_awaited: bool,
+}
+
+impl Outbox {
+    pub(super) fn new() -> Self {
+        Outbox {
+            buf: BytesMut::with_capacity(8 * 1024),
+            front: BytesMut::new(),
+            spare: BytesMut::with_capacity(8 * 1024),
+            writer: Writer::Nobody,
+            closed: false,
+            room_awaited: false,
+        }
+    }
+
+    /// The queued frames, for writing; a spare buffer takes their place.
+    pub(super) fn take_batch(&mut self) -> BytesMut {
+        let spare = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.buf, spare)
+    }
+
+    /// Whether there is room below the high-water mark. If not, the caller
+    /// is taken to wait for `drained`, which the next write then notifies.
+    pub(super) fn room_or_wait(&mut self) -> bool {
+        let room = self.buf.len() + self.front.len() < HIGH_WATER;
+        self.room_awaited |= !room;
+        room
+    }
+
+    /// A batch was written: `batch` is emptied and kept as the spare. True
+    /// if someone waits for room, to be woken by `drained`.
+    pub(super) fn wrote(&mut self, mut batch: BytesMut) -> bool {
+        wire::rewind(&mut batch);
+        self.spare = batch;
+        std::mem::take(&mut self.room_awaited)
+    }
 }
 
 /// Who may write the outbox to the socket.
@@ -270,19 +308,13 @@ impl Connection {
             peer,
             initiator,
             shared: Shared {
-                outbox: Mutex::new(Outbox {
-                    buf: BytesMut::with_capacity(8 * 1024),
-                    front: BytesMut::new(),
-                    spare: BytesMut::with_capacity(8 * 1024),
-                    writer: Writer::Nobody,
-                    closed: false,
-                }),
+                outbox: Mutex::new(Outbox::new()),
                 write_half: write,
                 sealer: sealer.map(Mutex::new),
                 wake_writer: Notify::new(),
                 drained: Notify::new(),
                 calls: Mutex::new(PendingCalls::default()),
-                running: Mutex::new(RunningHandlers::default()),
+                running: RunningHandlers::default(),
                 next_id: AtomicU64::new(1),
                 bytes_in: AtomicU64::new(0),
                 reader_paused: AtomicBool::new(false),
@@ -406,11 +438,11 @@ impl Connection {
         loop {
             let woken = self.shared.drained.notified();
             {
-                let outbox = lock(&self.shared.outbox);
+                let mut outbox = lock(&self.shared.outbox);
                 if outbox.closed {
                     return false;
                 }
-                if outbox.buf.len() + outbox.front.len() < HIGH_WATER {
+                if outbox.room_or_wait() {
                     return true;
                 }
             }
@@ -451,15 +483,17 @@ impl Connection {
         if outbox.closed {
             return Err(CallError::NotSent);
         }
-        if room == Room::Required && outbox.buf.len() + outbox.front.len() >= HIGH_WATER {
+        if room == Room::Required && !outbox.room_or_wait() {
             return Ok(None);
         }
         let (flush, queued) = encode(&mut outbox.buf, max)?;
         match (outbox.writer, flush) {
             (Writer::Nobody, Flush::Now) => {
+                // Taken in the same pass through the lock that queued it.
                 outbox.writer = Writer::Inline;
+                let batch = outbox.take_batch();
                 drop(outbox);
-                self.write_inline();
+                self.write_inline_from(Some(batch));
             }
             (Writer::Nobody, Flush::Batched) => {
                 outbox.writer = Writer::Soon;
@@ -496,8 +530,17 @@ impl Connection {
     /// until it is empty; leaves the rest to the writer task if the socket is
     /// full or others keep queueing.
     pub(super) fn write_inline(&self) {
+        self.write_inline_from(None);
+    }
+
+    /// `write_inline`, starting with a batch already taken from the outbox.
+    fn write_inline_from(&self, mut taken: Option<BytesMut>) {
         for _ in 0..MAX_INLINE_ROUNDS {
-            match self.write_round(Release::WhenEmpty) {
+            let round = match taken.take() {
+                Some(batch) => self.write_batch(batch, Release::WhenEmpty),
+                None => self.write_round(Release::WhenEmpty),
+            };
+            match round {
                 Round::Wrote => {}
                 Round::Empty | Round::HandedOver => return,
             }
@@ -528,7 +571,7 @@ impl Connection {
 
     /// Takes what is queued and writes it, for the task holding the outbox.
     fn write_round(&self, release: Release) -> Round {
-        let mut batch = {
+        let batch = {
             let mut outbox = lock(&self.shared.outbox);
             if outbox.buf.is_empty() || outbox.closed {
                 if release == Release::WhenEmpty {
@@ -536,24 +579,28 @@ impl Connection {
                 }
                 return Round::Empty;
             }
-            let spare = std::mem::take(&mut outbox.spare);
-            std::mem::replace(&mut outbox.buf, spare)
+            outbox.take_batch()
         };
+        self.write_batch(batch, release)
+    }
+
+    /// Seals and writes a batch taken from the outbox by the task holding it.
+    fn write_batch(&self, mut batch: BytesMut, release: Release) -> Round {
         let written = self.seal(&mut batch).and_then(|()| self.try_write_all(&mut batch));
         match written {
             Ok(true) => {
-                batch.clear();
-                let round = {
-                    let mut outbox = lock(&self.shared.outbox);
-                    outbox.spare = batch;
-                    if release == Release::WhenEmpty && (outbox.buf.is_empty() || outbox.closed) {
-                        self.let_go(&mut outbox);
-                        Round::Empty
-                    } else {
-                        Round::Wrote
-                    }
+                let mut outbox = lock(&self.shared.outbox);
+                let awaited = outbox.wrote(batch);
+                let round = if release == Release::WhenEmpty && (outbox.buf.is_empty() || outbox.closed) {
+                    self.let_go(&mut outbox);
+                    Round::Empty
+                } else {
+                    Round::Wrote
                 };
-                self.shared.drained.notify_waiters();
+                drop(outbox);
+                if awaited {
+                    self.shared.drained.notify_waiters();
+                }
                 round
             }
             Ok(false) => {
@@ -624,7 +671,7 @@ impl Connection {
         if self.is_closed() {
             return;
         }
-        let idle = lock(&self.shared.calls).is_empty() && lock(&self.shared.running).is_empty();
+        let idle = lock(&self.shared.calls).is_empty() && self.shared.running.is_empty();
         if !idle {
             return;
         }
@@ -647,7 +694,7 @@ impl Connection {
         // Every waiting caller wakes to find its slot gone: `Lost`.
         let waiting = lock(&self.shared.calls).close();
         waiting.into_iter().for_each(Waker::wake);
-        lock(&self.shared.running).abort_all();
+        self.shared.running.abort_all();
         self.shared.wake_writer.notify_one();
         self.shared.drained.notify_waiters();
         if let Some(reader) = lock(&self.shared.reader).as_ref() {

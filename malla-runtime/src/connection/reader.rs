@@ -69,6 +69,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         if !conn.wait_for_reply_room().await {
             break CloseReason::Local("closed while replies waited");
         }
+        input.rewind_emptied();
         let buf = &mut input.received;
         if buf.capacity() - buf.len() < MIN_READ_SPACE {
             buf.reserve(READ_CHUNK);
@@ -93,6 +94,16 @@ struct Input {
 }
 
 impl Input {
+    /// Starts the emptied buffers over at the front of their memory, where
+    /// the last frames were: still in cache.
+    fn rewind_emptied(&mut self) {
+        for buf in [&mut self.received, &mut self.plain] {
+            if buf.is_empty() {
+                wire::rewind(buf);
+            }
+        }
+    }
+
     /// The frames received so far, opening the complete records first.
     fn frames(&mut self) -> Result<&mut BytesMut, RecordError> {
         match &mut self.opener {
@@ -224,7 +235,7 @@ async fn serve(conn: &Arc<Connection>, known: &mut KnownServices, id: u64, reque
         Err(status) => return conn.respond(id, status),
     };
     // Past the limit, refuse before running anything: the caller fails over.
-    if lock(&conn.shared.running).len() >= conn.shared.config.max_handlers {
+    if conn.shared.running.len() >= conn.shared.config.max_handlers {
         service.overloaded();
         return conn.respond(id, Status::Overloaded);
     }
@@ -247,19 +258,18 @@ impl Connection {
     ) {
         let deadline = Instant::now().checked_add(deadline).unwrap_or_else(Instant::now);
         let conn = Arc::clone(self);
-        // Held across the spawn so the task cannot remove its entry before
-        // it is inserted.
-        let mut running = lock(&self.shared.running);
-        let task = tokio::spawn(async move {
-            let outcome = tokio::time::timeout_at(deadline, handler).await;
-            lock(&conn.shared.running).finish(id);
-            match outcome {
-                Ok(output) => conn.reply(id, output),
-                Err(_) => conn.respond(id, Status::Timeout),
-            }
-            conn.settle();
+        self.shared.running.start(id, || {
+            let task = tokio::spawn(async move {
+                let outcome = tokio::time::timeout_at(deadline, handler).await;
+                conn.shared.running.finish(id);
+                match outcome {
+                    Ok(output) => conn.reply(id, output),
+                    Err(_) => conn.respond(id, Status::Timeout),
+                }
+                conn.settle();
+            });
+            task.abort_handle()
         });
-        running.insert(id, task.abort_handle());
     }
 
     fn reply(&self, id: u64, output: InvokeOutput) {
@@ -302,7 +312,7 @@ impl Connection {
     }
 
     fn cancel_handler(&self, id: u64) {
-        lock(&self.shared.running).cancel(id);
+        self.shared.running.cancel(id);
         self.settle();
     }
 

@@ -16,7 +16,6 @@ use super::*;
 use crate::manifest::method_id;
 use crate::registry::{LocalService, Registry, Route};
 use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, encode_reply};
-use crate::sync::lock;
 use crate::test_support::{eventually, identity};
 use crate::wire::{self, Format, FrameCodec, Header, Status};
 use crate::{AdminStatus, MethodManifest, NodeId, Service, ServiceManifest};
@@ -278,10 +277,10 @@ async fn a_cancel_aborts_the_running_handler() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(lock(&conn.shared.running).len(), 1);
+    assert_eq!(conn.shared.running.len(), 1);
     raw.send(&Header::Cancel { id: 1 }, &[]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(lock(&conn.shared.running).len(), 0);
+    assert_eq!(conn.shared.running.len(), 0);
     // A cancel for nothing is harmless.
     raw.send(&Header::Cancel { id: 42 }, &[]).await;
     raw.send(
@@ -320,7 +319,7 @@ async fn past_the_handler_limit_requests_are_refused_before_they_run() {
         raw.send(&request(id, "Echo", "sleep", 0), &sleep).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(lock(&conn.shared.running).len(), 8, "the limit of `pair`");
+    assert_eq!(conn.shared.running.len(), 8, "the limit of `pair`");
     raw.send(&request(9, "Echo", "sleep", 0), &sleep).await;
     let (id, status, _) = raw.response().await;
     assert_eq!((id, status), (9, Status::Overloaded));
@@ -603,4 +602,21 @@ async fn large_calls_both_ways_do_not_stall_the_connection() {
         "{:?}",
         host.closed.lock().unwrap()
     );
+}
+
+/// `notify_waiters` takes a lock even when nobody waits, so a write
+/// notifies `drained` only when someone found no room since the last one.
+#[test]
+fn a_write_notifies_drained_only_after_someone_found_no_room() {
+    let mut outbox = link::Outbox::new();
+    outbox.buf.extend_from_slice(&[0; 100]);
+    assert!(outbox.room_or_wait());
+    let batch = outbox.take_batch();
+    assert!(!outbox.wrote(batch), "nobody waits");
+    outbox.buf.resize(link::HIGH_WATER, 0);
+    assert!(!outbox.room_or_wait(), "full");
+    let batch = outbox.take_batch();
+    assert!(outbox.room_or_wait(), "room again once the batch is taken");
+    assert!(outbox.wrote(batch), "the waiter is told");
+    assert!(!outbox.wrote(BytesMut::new()), "and only once");
 }

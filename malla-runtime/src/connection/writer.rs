@@ -37,9 +37,9 @@ pub(super) async fn run(conn: Arc<Connection>) {
                 if write(&conn, &mut batch, &mut clock, timer.as_mut()).await.is_err() {
                     return;
                 }
-                batch.clear();
-                lock(&conn.shared.outbox).spare = batch;
-                conn.shared.drained.notify_waiters();
+                if lock(&conn.shared.outbox).wrote(batch) {
+                    conn.shared.drained.notify_waiters();
+                }
                 clock.wrote = true;
             }
             Next::Wait => {
@@ -87,10 +87,7 @@ fn next_batch(conn: &Connection) -> Next {
         }
         Writer::Nobody => Next::Wait,
         Writer::Task if !outbox.front.is_empty() => Next::Write(std::mem::take(&mut outbox.front), true),
-        Writer::Task if !outbox.buf.is_empty() => {
-            let spare = std::mem::take(&mut outbox.spare);
-            Next::Write(std::mem::replace(&mut outbox.buf, spare), false)
-        }
+        Writer::Task if !outbox.buf.is_empty() => Next::Write(outbox.take_batch(), false),
         Writer::Task | Writer::Soon => {
             outbox.writer = Writer::Nobody;
             if outbox.closed {
