@@ -3,7 +3,8 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | `call` | one call: its deadline, its attempts, its errors |
+//! | `call` | one call: its deadline, its attempts in turn, its errors |
+//! | `attempt` | one attempt, local or remote: the seam every attempt goes through |
 //! | `failover` | the rule: targets in order, when to move on, which error wins |
 //! | `remote` | the seam to the network: one request to one node |
 //! | `args` | a call's arguments: by value to a direct call, or encoded once |
@@ -11,6 +12,7 @@
 //! | `deadline` | deadlines that cost nothing when the work is done at once |
 
 mod args;
+mod attempt;
 mod call;
 mod deadline;
 mod dynamic;

@@ -15,7 +15,12 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | `link` | the [`Connection`]: calls out, the outbox, retiring and closing |
+//! | `link` | the [`Connection`]: its parts, calls out, retiring and closing |
+//! | `outbox` | queued frames and who writes them: rules as values, no I/O |
+//! | `output` | the outbox's socket and sealer, and writing on the queuing task |
+//! | `lifecycle` | usable, retired, closed: when to say goodbye and close |
+//! | `events` | [`LinkEvent`]s, handed to their one owner in order |
+//! | `serving` | [`Request`], and what the connection may run for its peer ([`Services`]) |
 //! | `known` | the services a connection's peer has called, found once |
 //! | `deadline` | a call's deadline, and the time left the peer is told |
 //! | `pending` | calls waiting for a reply, and their deadlines |
@@ -25,23 +30,29 @@
 //! | `transport` | the byte streams (TCP, Unix sockets) |
 
 mod deadline;
+mod events;
 mod known;
+mod lifecycle;
 mod link;
+mod outbox;
+mod output;
 mod pending;
 mod reader;
 mod running;
+mod serving;
 mod transport;
 mod writer;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
 pub(crate) use deadline::Deadline;
-pub(crate) use link::{
-    CallError, CloseReason, Connection, ConnectionConfig, Host, Initiator, Request, ServedToPeers, Services,
-};
+pub(crate) use events::{LinkEvent, LinkEvents, LinkOwner};
+pub(crate) use lifecycle::CloseReason;
+pub(crate) use link::{CallError, Connection, ConnectionConfig, Initiator};
 pub(crate) use pending::ReplyBody;
+pub(crate) use serving::{Request, ServedToPeers, Services};
 pub(crate) use transport::Transport;
 
 use crate::handshake::{Identity, SessionKeys};
@@ -58,7 +69,7 @@ pub(crate) fn spawn<T: Transport>(
     peer: Identity,
     initiator: Initiator,
     services: Arc<dyn Services>,
-    host: Weak<dyn Host>,
+    events: Arc<LinkEvents>,
     config: ConnectionConfig,
 ) -> Arc<Connection> {
     let (read, write) = stream.split();
@@ -69,7 +80,7 @@ pub(crate) fn spawn<T: Transport>(
         ),
         None => (None, None),
     };
-    let conn = Connection::new(Box::new(write), sealer, peer, initiator, services, host, config);
+    let conn = Connection::new(Box::new(write), sealer, peer, initiator, services, events, config);
     let reader = tokio::spawn(reader::run(Arc::clone(&conn), read, read_buf, opener));
     conn.set_reader(reader.abort_handle());
     tokio::spawn(writer::run(Arc::clone(&conn)));

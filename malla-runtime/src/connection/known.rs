@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::link::{ServedToPeers, Services};
+use super::serving::{ServedToPeers, Services};
 use crate::wire::Status;
 
 /// What one connection's reader has found through [`Services::find`].

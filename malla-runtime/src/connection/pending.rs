@@ -98,6 +98,9 @@ const STALE_SLACK: usize = 64;
 #[derive(Default)]
 pub(super) struct PendingCalls {
     slots: FxHashMap<u64, Slot>,
+    /// Slots still waiting for their reply (the others hold one that their
+    /// caller has yet to take).
+    awaiting: usize,
     /// Deadlines in order, earliest first. Answering a call leaves its entry
     /// here (an id is never reused, so an entry whose call is not waiting is
     /// stale): calls mostly share one timeout and so arrive in order, which
@@ -113,6 +116,7 @@ impl PendingCalls {
     /// `waker` is woken when it is.
     pub(super) fn insert(&mut self, id: u64, waker: Waker, deadline: Instant) -> Inserted {
         self.slots.insert(id, Slot::Waiting(waker));
+        self.awaiting += 1;
         if self.deadlines.back().is_none_or(|&(last, _)| last <= deadline) {
             self.deadlines.push_back((deadline, id));
         } else {
@@ -135,7 +139,10 @@ impl PendingCalls {
     pub(super) fn answer(&mut self, id: u64, reply: Reply) -> Option<Waker> {
         let slot = self.slots.get_mut(&id)?;
         match std::mem::replace(slot, Slot::Answered(reply)) {
-            Slot::Waiting(waker) => Some(waker),
+            Slot::Waiting(waker) => {
+                self.awaiting -= 1;
+                Some(waker)
+            }
             answered => {
                 *slot = answered;
                 None
@@ -167,7 +174,9 @@ impl PendingCalls {
     /// Forgets call `id`, whose caller gave up; true if it was still waiting
     /// (the peer may be running it: it deserves a cancel).
     pub(super) fn cancel(&mut self, id: u64) -> bool {
-        matches!(self.slots.remove(&id), Some(Slot::Waiting(_)))
+        let waiting = matches!(self.slots.remove(&id), Some(Slot::Waiting(_)));
+        self.awaiting -= usize::from(waiting);
+        waiting
     }
 
     /// Answers `Expired` to every call whose deadline is `now` or earlier;
@@ -203,11 +212,20 @@ impl PendingCalls {
         self.armed = Some(at);
     }
 
-    /// Calls not yet returned to their caller.
+    /// Calls not yet returned to their caller, answered or not.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Calls still waiting for the peer's reply. A call whose reply is in
+    /// its slot, not yet taken, needs nothing more from the peer: it does
+    /// not keep a retiring connection open, nor count as in flight.
+    pub(super) fn awaiting(&self) -> usize {
+        self.awaiting
+    }
+
+    #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -225,6 +243,7 @@ impl PendingCalls {
             Slot::Answered(_) => true,
         });
         self.deadlines.clear();
+        self.awaiting = 0;
         wakers
     }
 }

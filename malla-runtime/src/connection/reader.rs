@@ -12,12 +12,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use super::known::KnownServices;
-use super::link::{CallError, CloseReason, Connection, Request};
+use super::lifecycle::CloseReason;
+use super::link::{CallError, Connection};
 use super::pending::{INLINE_REPLY, Reply, ReplyBody};
+use super::serving::Request;
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
 use crate::sync::lock;
-use crate::wire::{self, FrameCodec, Goodbye, Header, LEN_PREFIX, RecordError, RecordOpener, Status, reply_buffers};
+use crate::wire::{self, FrameCodec, Header, LEN_PREFIX, RecordError, RecordOpener, Status, reply_buffers};
 
 /// Free space below which the read buffer grows before the next read.
 const MIN_READ_SPACE: usize = 4 * 1024;
@@ -31,7 +33,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     received: BytesMut,
     opener: Option<RecordOpener>,
 ) {
-    let mut codec = FrameCodec::new(conn.shared.config.max_frame);
+    let mut codec = FrameCodec::new(conn.config.max_frame);
     let mut input = Input {
         received,
         plain: BytesMut::new(),
@@ -54,7 +56,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             Err(err) => Err(CloseReason::BadFrame(err.to_string())),
         };
         if let Ok(1) = handled {
-            conn.shared.answered_many.store(false, Ordering::Relaxed);
+            conn.input.answered_many.store(false, Ordering::Relaxed);
         }
         if cork == Cork::Held {
             conn.write_inline();
@@ -77,7 +79,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         match io.read_buf(buf).await {
             Ok(0) => break CloseReason::PeerClosed,
             Ok(n) => {
-                conn.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                conn.input.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(err) => break CloseReason::Io(err),
         }
@@ -170,7 +172,7 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                 answered += 1;
                 if answered == 2 {
                     // Before the second caller wakes, so that it sees it.
-                    conn.shared.answered_many.store(true, Ordering::Relaxed);
+                    conn.input.answered_many.store(true, Ordering::Relaxed);
                 }
                 // A small reply is copied out; a large one is split off, so
                 // that the caller shares its memory.
@@ -230,12 +232,12 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
 /// Runs request `id`. The handler is polled once right here: most finish
 /// at once and need no task; the others get one, bounded by the deadline.
 async fn serve(conn: &Arc<Connection>, known: &mut KnownServices, id: u64, request: Request<'_>, deadline: Duration) {
-    let service = match known.get(&*conn.shared.services, request.service) {
+    let service = match known.get(&*conn.services, request.service) {
         Ok(service) => service,
         Err(status) => return conn.respond(id, status),
     };
     // Past the limit, refuse before running anything: the caller fails over.
-    if conn.shared.running.len() >= conn.shared.config.max_handlers {
+    if conn.running.len() >= conn.config.max_handlers {
         service.overloaded();
         return conn.respond(id, Status::Overloaded);
     }
@@ -258,10 +260,10 @@ impl Connection {
     ) {
         let deadline = Instant::now().checked_add(deadline).unwrap_or_else(Instant::now);
         let conn = Arc::clone(self);
-        self.shared.running.start(id, || {
+        self.running.start(id, || {
             let task = tokio::spawn(async move {
                 let outcome = tokio::time::timeout_at(deadline, handler).await;
-                conn.shared.running.finish(id);
+                conn.running.finish(id);
                 match outcome {
                     Ok(output) => conn.reply(id, output),
                     Err(_) => conn.respond(id, Status::Timeout),
@@ -303,7 +305,7 @@ impl Connection {
     }
 
     fn complete(&self, id: u64, status: Status, body: ReplyBody) {
-        let waker = lock(&self.shared.calls).answer(id, Reply::new(status, body));
+        let waker = lock(&self.calls).answer(id, Reply::new(status, body));
         // None: the caller gave up (timeout or drop) before the reply.
         if let Some(waker) = waker {
             waker.wake();
@@ -312,18 +314,40 @@ impl Connection {
     }
 
     fn cancel_handler(&self, id: u64) {
-        self.shared.running.cancel(id);
+        self.running.cancel(id);
         self.settle();
     }
 
-    fn goodbye_received(&self, why: Goodbye) {
-        self.shared.goodbye_received.store(true, Ordering::Release);
-        match why {
-            // The peer is going: stop calling it now.
-            Goodbye::Leaving => self.retire(Goodbye::Leaving),
-            // The peer dropped a duplicate; we drop it when we adopt the
-            // other connection ourselves, which may not have happened yet.
-            Goodbye::Duplicate => self.settle(),
+    /// Waits while the outbox is over its high-water mark; false if the
+    /// connection closed meanwhile.
+    ///
+    /// It never waits while this node waits for replies from the peer: those
+    /// replies are what the peer is busy sending, and two nodes each waiting
+    /// for the other to read would both stall. A peer that only sends
+    /// requests and reads nothing gets no call from us to answer, so it is
+    /// still cut off.
+    async fn wait_for_reply_room(&self) -> bool {
+        loop {
+            let woken = self.out.drained.notified();
+            {
+                let mut outbox = self.out.outbox();
+                if outbox.is_closed() {
+                    return false;
+                }
+                if outbox.room_or_wait() {
+                    return true;
+                }
+            }
+            // Said before looking at the calls, so that a call inserted
+            // after the look sees it (both sides go through the calls' lock).
+            self.input.paused.store(true, Ordering::SeqCst);
+            if lock(&self.calls).awaiting() > 0 {
+                self.input.paused.store(false, Ordering::SeqCst);
+                return true;
+            }
+            // Woken when the outbox drains, or a call starts (see `call`).
+            woken.await;
+            self.input.paused.store(false, Ordering::SeqCst);
         }
     }
 }

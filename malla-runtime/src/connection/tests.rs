@@ -70,10 +70,17 @@ struct Recorder {
     closed: Mutex<Vec<String>>,
 }
 
-impl Host for Recorder {
-    fn connection_closed(&self, _conn: &Arc<Connection>, reason: &CloseReason) {
-        self.closed.lock().unwrap().push(reason.to_string());
+impl LinkOwner for Recorder {
+    fn handle(&self, event: LinkEvent) {
+        if let LinkEvent::Closed(_, reason) = event {
+            self.closed.lock().unwrap().push(reason.to_string());
+        }
     }
+}
+
+/// Where connections report to `host`.
+fn events_to(host: &Arc<Recorder>) -> Arc<LinkEvents> {
+    LinkEvents::new(Arc::downgrade(host) as Weak<dyn LinkOwner>)
 }
 
 /// The raw end of the pair, speaking frames by hand.
@@ -161,7 +168,7 @@ fn registry() -> Arc<Registry> {
 fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let host = Arc::new(Recorder::default());
-    let weak: Weak<dyn Host> = Arc::downgrade(&host) as _;
+    let events = events_to(&host);
     let peer = identity("raw", false);
     let config = ConnectionConfig {
         max_frame: 1 << 16,
@@ -175,7 +182,7 @@ fn pair() -> (Arc<Connection>, RawPeer, Arc<Recorder>) {
         peer,
         Initiator::Us,
         registry(),
-        weak,
+        events,
         config,
     );
     let raw = RawPeer {
@@ -277,10 +284,10 @@ async fn a_cancel_aborts_the_running_handler() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(conn.shared.running.len(), 1);
+    assert_eq!(conn.running.len(), 1);
     raw.send(&Header::Cancel { id: 1 }, &[]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(conn.shared.running.len(), 0);
+    assert_eq!(conn.running.len(), 0);
     // A cancel for nothing is harmless.
     raw.send(&Header::Cancel { id: 42 }, &[]).await;
     raw.send(
@@ -319,7 +326,7 @@ async fn past_the_handler_limit_requests_are_refused_before_they_run() {
         raw.send(&request(id, "Echo", "sleep", 0), &sleep).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(conn.shared.running.len(), 8, "the limit of `pair`");
+    assert_eq!(conn.running.len(), 8, "the limit of `pair`");
     raw.send(&request(9, "Echo", "sleep", 0), &sleep).await;
     let (id, status, _) = raw.response().await;
     assert_eq!((id, status), (9, Status::Overloaded));
@@ -498,7 +505,7 @@ fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
     use crate::handshake::SessionKeys;
     let (ours, theirs) = UnixStream::pair().unwrap();
     let host = Arc::new(Recorder::default());
-    let weak: Weak<dyn Host> = Arc::downgrade(&host) as _;
+    let events = events_to(&host);
     let identity = |name: &str| identity(name, true);
     let config = ConnectionConfig {
         max_frame: 1 << 20,
@@ -516,7 +523,7 @@ fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
         identity("b"),
         Initiator::Us,
         registry(),
-        weak.clone(),
+        Arc::clone(&events),
         config,
     );
     let b = spawn(
@@ -526,7 +533,7 @@ fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
         identity("a"),
         Initiator::Peer,
         registry(),
-        weak,
+        events,
         config,
     );
     (a, b, host)
@@ -602,21 +609,4 @@ async fn large_calls_both_ways_do_not_stall_the_connection() {
         "{:?}",
         host.closed.lock().unwrap()
     );
-}
-
-/// `notify_waiters` takes a lock even when nobody waits, so a write
-/// notifies `drained` only when someone found no room since the last one.
-#[test]
-fn a_write_notifies_drained_only_after_someone_found_no_room() {
-    let mut outbox = link::Outbox::new();
-    outbox.buf.extend_from_slice(&[0; 100]);
-    assert!(outbox.room_or_wait());
-    let batch = outbox.take_batch();
-    assert!(!outbox.wrote(batch), "nobody waits");
-    outbox.buf.resize(link::HIGH_WATER, 0);
-    assert!(!outbox.room_or_wait(), "full");
-    let batch = outbox.take_batch();
-    assert!(outbox.room_or_wait(), "room again once the batch is taken");
-    assert!(outbox.wrote(batch), "the waiter is told");
-    assert!(!outbox.wrote(BytesMut::new()), "and only once");
 }

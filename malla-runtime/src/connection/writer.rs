@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use super::link::{CloseReason, Connection, DEAD_TICKS, Writer};
+use super::lifecycle::CloseReason;
+use super::link::{Connection, DEAD_TICKS};
+use super::outbox::TaskNext;
 use crate::sync::lock;
 use crate::wire::Header;
 
@@ -28,24 +30,25 @@ pub(super) async fn run(conn: Arc<Connection>) {
     tokio::pin!(timer);
 
     loop {
-        match next_batch(&conn) {
-            Next::Write(mut batch, sealed) => {
-                if !sealed && let Err(err) = conn.seal(&mut batch) {
+        let next = conn.out.outbox().next_for_task();
+        match next {
+            TaskNext::Write { mut batch, sealed } => {
+                if !sealed && let Err(err) = conn.out.seal(&mut batch) {
                     conn.close(CloseReason::Io(err));
                     return;
                 }
                 if write(&conn, &mut batch, &mut clock, timer.as_mut()).await.is_err() {
                     return;
                 }
-                if lock(&conn.shared.outbox).wrote(batch) {
-                    conn.shared.drained.notify_waiters();
+                if conn.out.outbox().task_wrote(batch) {
+                    conn.out.drained.notify_waiters();
                 }
                 clock.wrote = true;
             }
-            Next::Wait => {
+            TaskNext::Wait => {
                 clock.arm(&conn, timer.as_mut());
                 tokio::select! {
-                    () = conn.shared.wake_writer.notified() => {
+                    () = conn.out.wake_writer.notified() => {
                         // Whoever woke us runs among other callers woken by the
                         // same burst of replies; tokio would run this task
                         // right after it (the LIFO slot) and send one request
@@ -56,45 +59,7 @@ pub(super) async fn run(conn: Arc<Connection>) {
                     () = &mut timer => clock.fire(&conn),
                 }
             }
-            Next::Finish(rest, fresh) => return finish(&conn, rest, fresh).await,
-        }
-    }
-}
-
-enum Next {
-    /// The task holds the outbox: write this; it is sealed already if it is
-    /// the rest of an earlier batch.
-    Write(BytesMut, bool),
-    /// Nothing for the task to write now.
-    Wait,
-    /// The connection is closed and nobody is writing: the rest of a batch
-    /// (sealed) and the frames queued since are the last bytes.
-    Finish(BytesMut, BytesMut),
-}
-
-fn next_batch(conn: &Connection) -> Next {
-    let mut outbox = lock(&conn.shared.outbox);
-    if outbox.writer == Writer::Soon {
-        outbox.writer = Writer::Task;
-    }
-    match outbox.writer {
-        Writer::Inline => Next::Wait,
-        Writer::Nobody if outbox.closed => {
-            let rest = std::mem::take(&mut outbox.front);
-            let fresh = std::mem::take(&mut outbox.buf);
-            outbox.writer = Writer::Task;
-            Next::Finish(rest, fresh)
-        }
-        Writer::Nobody => Next::Wait,
-        Writer::Task if !outbox.front.is_empty() => Next::Write(std::mem::take(&mut outbox.front), true),
-        Writer::Task if !outbox.buf.is_empty() => Next::Write(outbox.take_batch(), false),
-        Writer::Task | Writer::Soon => {
-            outbox.writer = Writer::Nobody;
-            if outbox.closed {
-                Next::Finish(BytesMut::new(), BytesMut::new())
-            } else {
-                Next::Wait
-            }
+            TaskNext::Finish { rest, fresh } => return finish(&conn, rest, fresh).await,
         }
     }
 }
@@ -107,12 +72,12 @@ async fn write(
     clock: &mut Clock,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<(), ()> {
-    let half = &conn.shared.write_half;
+    let half = &conn.out.half;
     while batch.has_remaining() {
         clock.arm(conn, timer.as_mut());
         tokio::select! {
             ready = poll_fn(|cx| half.poll_writable(cx)) => {
-                let written = ready.and_then(|()| conn.try_write_all(batch));
+                let written = ready.and_then(|()| conn.out.try_write_all(batch));
                 if let Err(err) = written {
                     conn.close(CloseReason::Io(err));
                     return Err(());
@@ -132,14 +97,14 @@ async fn write(
 /// Flushes the last bytes (replies, a goodbye) within a grace period, then
 /// shuts the stream down.
 async fn finish(conn: &Connection, mut last: BytesMut, mut fresh: BytesMut) {
-    if conn.seal(&mut fresh).is_ok() {
+    if conn.out.seal(&mut fresh).is_ok() {
         last.extend_from_slice(&fresh);
     }
-    let half = &conn.shared.write_half;
+    let half = &conn.out.half;
     let _ = tokio::time::timeout(FLUSH_GRACE, async {
         while last.has_remaining() {
             poll_fn(|cx| half.poll_writable(cx)).await?;
-            conn.try_write_all(&mut last)?;
+            conn.out.try_write_all(&mut last)?;
         }
         Ok::<(), std::io::Error>(())
     })
@@ -151,7 +116,7 @@ struct HangUpOnDrop<'a>(&'a Connection);
 
 impl Drop for HangUpOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.shared.write_half.shutdown();
+        self.0.out.half.shutdown();
     }
 }
 
@@ -168,7 +133,7 @@ struct Clock {
 
 impl Clock {
     fn new(conn: &Connection) -> Self {
-        let tick = conn.shared.config.tick;
+        let tick = conn.config.tick;
         Clock {
             tick,
             next_tick: on_the_grid(Instant::now(), tick),
@@ -185,7 +150,7 @@ impl Clock {
 
     /// Points the timer at the next wake-up, including calls queued since.
     fn arm(&mut self, conn: &Connection, timer: Pin<&mut Sleep>) {
-        self.next_deadline = lock(&conn.shared.calls).earliest();
+        self.next_deadline = lock(&conn.calls).earliest();
         let at = self.next_wake();
         if timer.deadline() != at {
             timer.reset(at);
@@ -203,7 +168,7 @@ impl Clock {
     }
 
     fn liveness(&mut self, conn: &Connection) {
-        let bytes = conn.shared.bytes_in.load(Ordering::Relaxed);
+        let bytes = conn.input.bytes_in.load(Ordering::Relaxed);
         if bytes == self.bytes_seen {
             self.silent_ticks += 1;
             if self.silent_ticks >= DEAD_TICKS {

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Ticket};
 use super::dial::{handshake_error, open_tcp};
-use super::links::LinkEvents;
 use super::peer::Peers;
-use crate::connection::{self, CloseReason, Connection, ConnectionConfig, Host, Initiator, Services, Transport};
+use crate::connection::{
+    self, CloseReason, Connection, ConnectionConfig, Initiator, LinkEvent, LinkEvents, Services, Transport,
+};
 use crate::handshake::{self, Identity, Keyring, RejectReason, SessionKeys};
 use crate::telemetry::metrics;
 use crate::wire::Goodbye;
@@ -46,7 +47,8 @@ pub(crate) struct Network {
     peers: Peers,
     admission: Arc<Admission>,
     services: Arc<dyn Services>,
-    links: Weak<dyn LinkEvents>,
+    /// Where links report what happens to them.
+    events: Arc<LinkEvents>,
     stop: CancellationToken,
     shutting_down: AtomicBool,
     /// Connections opened and not yet closed, duplicates included.
@@ -60,7 +62,7 @@ impl Network {
         bound: Option<SocketAddr>,
         config: NetConfig,
         services: Arc<dyn Services>,
-        links: Weak<dyn LinkEvents>,
+        events: Arc<LinkEvents>,
     ) -> Self {
         Network {
             keyring,
@@ -70,7 +72,7 @@ impl Network {
             peers: Peers::default(),
             admission: Admission::new(config.max_handshakes, config.max_handshakes_per_source),
             services,
-            links,
+            events,
             stop: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             open_connections: AtomicUsize::new(0),
@@ -113,7 +115,7 @@ impl Network {
         }
         let down = || Error::NodeDown { node: id.clone() };
         let peer = self.peers.get(id).ok_or_else(down)?;
-        let _dialing = tokio::time::timeout_at(deadline, peer.dialing.lock())
+        let _dialing = tokio::time::timeout_at(deadline, peer.one_dial.lock())
             .await
             .map_err(|_| down())?;
         // Another caller may have connected while we waited.
@@ -126,9 +128,7 @@ impl Network {
             outcome => {
                 // Unreachable, or the address now belongs to another node:
                 // its instances are out until a dial succeeds.
-                if let Some(links) = self.links.upgrade() {
-                    links.link_broken(id);
-                }
+                self.events.post(LinkEvent::DialFailed(id.clone()));
                 outcome.and_then(|_| Err(down()))
             }
         }
@@ -245,7 +245,6 @@ impl Network {
         peer: Identity,
         initiator: Initiator,
     ) -> Arc<Connection> {
-        let host: Weak<dyn Host> = Arc::downgrade(self) as _;
         let hidden = peer.hidden;
         self.open_connections.fetch_add(1, Ordering::AcqRel);
         metrics::connections(self.me().as_str(), 1.0);
@@ -256,7 +255,7 @@ impl Network {
             peer,
             initiator,
             Arc::clone(&self.services),
-            host,
+            Arc::clone(&self.events),
             self.config.connection,
         );
         let installed = self
@@ -265,9 +264,7 @@ impl Network {
             .install(self.me(), Arc::clone(&conn));
         if installed.came_up {
             tracing::info!(node = %self.me(), peer = %conn.peer.name, hidden, ?initiator, "connected");
-            if let Some(links) = self.links.upgrade() {
-                links.link_up(&conn.peer.name, hidden);
-            }
+            self.events.post(LinkEvent::Up(Arc::clone(&installed.current)));
         }
         installed.current
     }
@@ -389,20 +386,17 @@ impl Network {
     }
 }
 
-impl Host for Network {
-    fn connection_closed(&self, conn: &Arc<Connection>, reason: &CloseReason) {
+impl Network {
+    /// Takes in that `conn` closed; true if it was the connection calls to
+    /// its peer used, which leaves the peer unreachable until a new one.
+    pub(crate) fn connection_closed(&self, conn: &Arc<Connection>, reason: &CloseReason) -> bool {
         self.open_connections.fetch_sub(1, Ordering::AcqRel);
         metrics::connections(self.me().as_str(), -1.0);
-        let Some(peer) = self.peers.get(&conn.peer.name) else {
-            return;
-        };
-        if peer.remove(conn) {
+        let was_current = self.peers.get(&conn.peer.name).is_some_and(|peer| peer.remove(conn));
+        if was_current {
             tracing::info!(node = %self.me(), peer = %conn.peer.name, %reason, "disconnected");
-            // Out at once, before gossip agrees.
-            if let Some(links) = self.links.upgrade() {
-                links.link_broken(&conn.peer.name);
-            }
         }
+        was_current
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) struct Peer {
     conn: ArcSwapOption<Connection>,
     state: Mutex<PeerState>,
     /// Serializes dials to this peer, so concurrent callers share one.
-    pub(crate) dialing: tokio::sync::Mutex<()>,
+    pub(crate) one_dial: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -30,7 +30,7 @@ struct PeerState {
     addr: Option<SocketAddr>,
     hidden: bool,
     /// A background dial is under way.
-    dialing: bool,
+    background_dial: bool,
     /// Background dials that failed in a row, and when to try again.
     failures: u32,
     retry_at: Option<Instant>,
@@ -53,7 +53,7 @@ impl Peer {
             id,
             conn: ArcSwapOption::empty(),
             state: Mutex::new(PeerState::default()),
-            dialing: tokio::sync::Mutex::new(()),
+            one_dial: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -74,17 +74,17 @@ impl Peer {
     /// as under way until `dial_finished`.
     pub(crate) fn start_background_dial(&self, now: Instant) -> bool {
         let mut state = self.lock();
-        if state.dialing || state.retry_at.is_some_and(|at| now < at) {
+        if state.background_dial || state.retry_at.is_some_and(|at| now < at) {
             return false;
         }
-        state.dialing = true;
+        state.background_dial = true;
         true
     }
 
     /// Records a background dial's outcome: failures back off exponentially.
     pub(crate) fn dial_finished(&self, succeeded: bool) {
         let mut state = self.lock();
-        state.dialing = false;
+        state.background_dial = false;
         if succeeded {
             state.failures = 0;
             state.retry_at = None;

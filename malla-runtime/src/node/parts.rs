@@ -1,8 +1,10 @@
 //! The one place where the layers meet: a node's parts, and the glue that
 //! carries what one layer reports to the layers that act on it.
 //!
-//! - the network's link events go to membership (routes, events); a hidden
-//!   node that disconnected is forgotten by both;
+//! - link events (a connection up or closed, a dial failed) come here as
+//!   values, in order: the network takes in the closes, membership the
+//!   rest (routes, events); a hidden node that disconnected is forgotten by
+//!   both;
 //! - gossip views go to the network first (addresses to dial), then to
 //!   membership, whose verdict closes the connections of dead nodes,
 //!   forgets the nodes gossip forgot and keeps the live ones connected;
@@ -20,11 +22,12 @@ use tokio::time::Instant;
 use super::introspect::Introspect;
 use super::stats::NodeStats;
 use crate::cluster::{Dns, Reach};
+use crate::connection::{LinkEvent, LinkEvents, LinkOwner};
 use crate::discovery::advert::{Gossiped, ServiceAdvert};
 use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
 use crate::membership::Membership;
-use crate::net::{LinkEvents, Network};
+use crate::net::Network;
 use crate::registry::{LocalService, Registry, Route};
 use crate::{AdminStatus, Error, NodeId};
 
@@ -51,7 +54,7 @@ impl NodeParts {
     pub(super) fn new(
         id: NodeId,
         dns_servers: Vec<SocketAddr>,
-        network: impl FnOnce(Arc<Registry>, Weak<dyn LinkEvents>) -> Network,
+        network: impl FnOnce(Arc<Registry>, Arc<LinkEvents>) -> Network,
     ) -> Arc<NodeParts> {
         Arc::new_cyclic(|this: &Weak<NodeParts>| {
             let registry = Arc::new(Registry::default());
@@ -68,7 +71,7 @@ impl NodeParts {
                 remote: Arc::clone(&route.remote),
             });
             let events = crate::events::channel();
-            let links: Weak<dyn LinkEvents> = this.clone();
+            let links = LinkEvents::new(this.clone() as Weak<dyn LinkOwner>);
             NodeParts {
                 membership: Membership::new(id.clone(), Arc::clone(&registry), events.clone()),
                 network: Arc::new(network(Arc::clone(&registry), links)),
@@ -159,11 +162,26 @@ impl NodeParts {
     }
 }
 
-impl LinkEvents for NodeParts {
-    fn link_up(&self, peer: &NodeId, hidden: bool) {
-        self.membership.link_up(peer, hidden);
+impl LinkOwner for NodeParts {
+    fn handle(&self, event: LinkEvent) {
+        match event {
+            // Not if it closed before its adoption was handled.
+            LinkEvent::Up(conn) if conn.is_usable() => self.membership.link_up(&conn.peer.name, conn.peer.hidden),
+            LinkEvent::Up(_) => {}
+            LinkEvent::Closed(conn, reason) => {
+                if self.network.connection_closed(&conn, &reason) {
+                    // Out at once, before gossip agrees.
+                    self.link_broken(&conn.peer.name);
+                }
+            }
+            // Not if the peer connected meanwhile.
+            LinkEvent::DialFailed(peer) if self.network.connection_now(&peer).is_none() => self.link_broken(&peer),
+            LinkEvent::DialFailed(_) => {}
+        }
     }
+}
 
+impl NodeParts {
     fn link_broken(&self, peer: &NodeId) {
         if self.membership.link_broken(peer) {
             self.network.forget(peer);

@@ -93,7 +93,9 @@ impl Serving {
         self.span.as_deref()
     }
 
-    /// The request answered: `ok`, `bad_request` or `failed`.
+    /// The request answered: `ok`, `bad_request` or `failed`. Its span
+    /// ends here, before the reply leaves: whoever receives the reply finds
+    /// the span finished (exported, for a tracer that exports on close).
     pub(crate) fn finish(&mut self, outcome: &'static str) {
         if std::mem::replace(&mut self.done, true) {
             return;
@@ -101,7 +103,7 @@ impl Serving {
         let telemetry = &self.telemetry;
         telemetry.counters.served.bump();
         telemetry.in_flight.decrement(1.0);
-        if let Some(span) = &self.span {
+        if let Some(span) = self.span.take() {
             span.record("outcome", outcome);
         }
         match telemetry.methods.get(self.method) {

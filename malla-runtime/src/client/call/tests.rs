@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::*;
+use crate::client::remote::RemoteError;
 use crate::connection::ReplyBody;
+use crate::connection::{CallError, Request};
 use crate::manifest::method_id;
 use crate::registry::{Registry, RemoteInstance, Route};
 use crate::sync::lock;
+use crate::wire::Status;
 
 /// What a scripted node answers.
 type Answer = fn() -> Result<ReplyBody, RemoteError>;

@@ -1,0 +1,212 @@
+//! One attempt of a call: the one seam every attempt goes through, to this
+//! node's own instance (in-process) or to another node (over the network),
+//! traced or not; what it came to, as the failover rule reads it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
+
+use super::args::CallArgs;
+use super::call::Call;
+use super::deadline::with_deadline;
+use super::failover::{Target, may_try_next};
+use super::remote::{Remote, RemoteError};
+use crate::connection::{CallError, Deadline, Request};
+use crate::invoke::{InvokeError, panic_message};
+use crate::registry::{LocalService, Refusal};
+use crate::telemetry::TraceContext;
+use crate::telemetry::spans;
+use crate::wire::Status;
+use crate::{Error, NodeId};
+
+/// What one attempt came to.
+pub(super) enum Outcome<R> {
+    /// The call ran (or may have run): this is its answer.
+    Done(Result<R, Error>),
+    /// The call did not run there; the next node may be tried.
+    NotRun(Error),
+}
+
+impl<N: Remote> Call<'_, N> {
+    /// Attempt number `number` of the call, at `target`: the one place
+    /// every attempt goes through, to this node's instance or to another
+    /// node, traced or not.
+    pub(super) async fn attempt<R, A: CallArgs<R>>(
+        &self,
+        target: Target,
+        number: u32,
+        args: &mut A,
+        deadline: Deadline,
+        timeout: Duration,
+        span: Option<&Span>,
+    ) -> Outcome<R> {
+        match span {
+            None => self.run_at(target, args, deadline, timeout, None).await,
+            // Boxed: spans live across the attempt's awaits.
+            Some(span) => Box::pin(self.attempt_traced(target, span, number, args, deadline, timeout)).await,
+        }
+    }
+
+    /// Runs the attempt where `target` says; a remote one carries `trace`.
+    async fn run_at<R, A: CallArgs<R>>(
+        &self,
+        target: Target,
+        args: &mut A,
+        deadline: Deadline,
+        timeout: Duration,
+        trace: Option<TraceContext>,
+    ) -> Outcome<R> {
+        match target {
+            Target::Local(local) => self.attempt_local(&local, args, deadline.at(), timeout).await,
+            Target::Remote(node) => self.attempt_remote(node, args, deadline, timeout, trace).await,
+        }
+    }
+
+    /// An attempt inside its span, a child of the call's `span`; a remote
+    /// one carries the span's trace context.
+    async fn attempt_traced<R, A: CallArgs<R>>(
+        &self,
+        target: Target,
+        span: &Span,
+        number: u32,
+        args: &mut A,
+        deadline: Deadline,
+        timeout: Duration,
+    ) -> Outcome<R> {
+        let node = match &target {
+            Target::Local(_) => self.remote.me().clone(),
+            Target::Remote(node) => node.clone(),
+        };
+        let attempt_span = spans::attempt(span, node.as_str(), number);
+        let trace = match &target {
+            Target::Local(_) => None,
+            Target::Remote(_) => spans::context_of(&attempt_span),
+        };
+        let attempt = self
+            .run_at(target, args, deadline, timeout, trace)
+            .instrument(attempt_span.clone())
+            .await;
+        let outcome = match &attempt {
+            Outcome::Done(Ok(_)) => "ok",
+            Outcome::Done(Err(err)) | Outcome::NotRun(err) => err.outcome(),
+        };
+        attempt_span.record("outcome", outcome);
+        if let Outcome::Done(_) = attempt {
+            span.record("node", node.as_str());
+        }
+        attempt
+    }
+
+    async fn attempt_local<R, A: CallArgs<R>>(
+        &self,
+        local: &Arc<LocalService>,
+        args: &mut A,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Outcome<R> {
+        let me = self.remote.me();
+        let index = match local.accept(self.method.id(), self.method.signature()) {
+            Ok(index) => index,
+            Err(Refusal::NotAvailable) => {
+                return Outcome::NotRun(self.not_available());
+            }
+            Err(Refusal::UnknownMethod | Refusal::SignatureMismatch) => {
+                return Outcome::NotRun(self.signature_mismatch(me.clone()));
+            }
+        };
+
+        // Same trait on both sides: call the implementation directly.
+        if let Some(fut) = local.typed.as_ref().and_then(|h| args.call_direct(h)) {
+            return Outcome::Done(
+                match with_deadline(AssertUnwindSafe(fut).catch_unwind(), deadline).await {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(panic)) => Err(self.remote_error(me.clone(), panic_message(&*panic))),
+                    Err(_) => Err(self.timeout_error(timeout)),
+                },
+            );
+        }
+
+        // A stub or a dynamic call reaching a local service: the dispatcher
+        // runs it as it would a remote node's request, minus the network.
+        let body = match args.encoded() {
+            Ok(body) => body,
+            Err(message) => return Outcome::Done(Err(self.codec_error("encode the arguments of", message))),
+        };
+        let invocation = match local.invoke(index, self.format, body, None) {
+            Ok(invocation) => invocation,
+            Err(err) => return Outcome::Done(Err(self.invoke_error(me.clone(), err))),
+        };
+        let reply = match with_deadline(invocation, deadline).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => return Outcome::Done(Err(self.invoke_error(me.clone(), err))),
+            Err(_) => return Outcome::Done(Err(self.timeout_error(timeout))),
+        };
+        Outcome::Done(self.decode(args, &reply))
+    }
+
+    async fn attempt_remote<R, A: CallArgs<R>>(
+        &self,
+        node: NodeId,
+        args: &mut A,
+        deadline: Deadline,
+        timeout: Duration,
+        trace: Option<TraceContext>,
+    ) -> Outcome<R> {
+        let body = match args.encoded() {
+            Ok(body) => body,
+            Err(message) => return Outcome::Done(Err(self.codec_error("encode the arguments of", message))),
+        };
+        let request = Request {
+            service: &self.service,
+            method: self.method.id(),
+            signature: self.method.signature(),
+            format: self.format,
+            body,
+            trace,
+        };
+        match self.remote.call(&node, request, deadline).await {
+            Ok(bytes) => Outcome::Done(self.decode(args, &bytes)),
+            Err(failure) => {
+                let again = may_try_next(&failure, self.method.is_idempotent());
+                let err = self.remote_failure(node, failure, timeout);
+                if again {
+                    Outcome::NotRun(err)
+                } else {
+                    Outcome::Done(Err(err))
+                }
+            }
+        }
+    }
+
+    fn decode<R, A: CallArgs<R>>(&self, args: &mut A, reply: &[u8]) -> Result<R, Error> {
+        args.decode(reply)
+            .map_err(|message| self.codec_error("decode the reply of", message))
+    }
+
+    /// The error a failed remote attempt reports.
+    fn remote_failure(&self, node: NodeId, failure: RemoteError, timeout: Duration) -> Error {
+        match failure {
+            RemoteError::Unreachable | RemoteError::Call(CallError::NotSent | CallError::Lost) => {
+                Error::NodeDown { node }
+            }
+            RemoteError::Call(CallError::TimedOut) => self.timeout_error(timeout),
+            RemoteError::Call(CallError::TooLarge(err)) => self.codec_error("send", err.to_string()),
+            RemoteError::Call(CallError::Remote(status)) => match status {
+                Status::NotAvailable => self.not_available(),
+                Status::UnknownMethod | Status::SignatureMismatch => self.signature_mismatch(node),
+                Status::Timeout => self.timeout_error(timeout),
+                Status::Overloaded => Error::Overloaded {
+                    service: self.service.clone(),
+                    node,
+                },
+                Status::BadRequest(message) => self.invoke_error(node, InvokeError::BadRequest(message)),
+                Status::Failed(message) => self.invoke_error(node, InvokeError::Failed(message)),
+                Status::Ok => self.remote_error(node, "empty reply".into()),
+            },
+        }
+    }
+}
