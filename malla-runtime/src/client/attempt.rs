@@ -2,11 +2,13 @@
 //! node's own instance (in-process) or to another node (over the network),
 //! traced or not; what it came to, as the failover rule reads it.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -35,34 +37,30 @@ impl<N: Remote> Call<'_, N> {
     /// Attempt number `number` of the call, at `target`: the one place
     /// every attempt goes through, to this node's instance or to another
     /// node, traced or not.
-    pub(super) async fn attempt<R, A: CallArgs<R>>(
-        &self,
+    ///
+    /// Not `async`: a layer of `async fn` would keep its own copy of the
+    /// arguments in every call's future; this returns one of the inner
+    /// futures as it is.
+    pub(super) fn attempt<'s, R, A: CallArgs<R>>(
+        &'s self,
         target: Target,
         number: u32,
-        args: &mut A,
+        args: &'s mut A,
         deadline: Deadline,
         timeout: Duration,
-        span: Option<&Span>,
-    ) -> Outcome<R> {
-        match span {
-            None => self.run_at(target, args, deadline, timeout, None).await,
+        span: Option<&'s Span>,
+    ) -> impl Future<Output = Outcome<R>> {
+        match (target, span) {
+            (Target::Local(local), None) => {
+                Either::Left(Either::Left(self.attempt_local(local, args, deadline.at(), timeout)))
+            }
+            (Target::Remote(node), None) => {
+                Either::Left(Either::Right(self.attempt_remote(node, args, deadline, timeout, None)))
+            }
             // Boxed: spans live across the attempt's awaits.
-            Some(span) => Box::pin(self.attempt_traced(target, span, number, args, deadline, timeout)).await,
-        }
-    }
-
-    /// Runs the attempt where `target` says; a remote one carries `trace`.
-    async fn run_at<R, A: CallArgs<R>>(
-        &self,
-        target: Target,
-        args: &mut A,
-        deadline: Deadline,
-        timeout: Duration,
-        trace: Option<TraceContext>,
-    ) -> Outcome<R> {
-        match target {
-            Target::Local(local) => self.attempt_local(&local, args, deadline.at(), timeout).await,
-            Target::Remote(node) => self.attempt_remote(node, args, deadline, timeout, trace).await,
+            (target, Some(span)) => Either::Right(Box::pin(
+                self.attempt_traced(target, span, number, args, deadline, timeout),
+            )),
         }
     }
 
@@ -86,10 +84,18 @@ impl<N: Remote> Call<'_, N> {
             Target::Local(_) => None,
             Target::Remote(_) => spans::context_of(&attempt_span),
         };
-        let attempt = self
-            .run_at(target, args, deadline, timeout, trace)
-            .instrument(attempt_span.clone())
-            .await;
+        let attempt = match target {
+            Target::Local(local) => {
+                self.attempt_local(local, args, deadline.at(), timeout)
+                    .instrument(attempt_span.clone())
+                    .await
+            }
+            Target::Remote(node) => {
+                self.attempt_remote(node, args, deadline, timeout, trace)
+                    .instrument(attempt_span.clone())
+                    .await
+            }
+        };
         let outcome = match &attempt {
             Outcome::Done(Ok(_)) => "ok",
             Outcome::Done(Err(err)) | Outcome::NotRun(err) => err.outcome(),
@@ -103,7 +109,7 @@ impl<N: Remote> Call<'_, N> {
 
     async fn attempt_local<R, A: CallArgs<R>>(
         &self,
-        local: &Arc<LocalService>,
+        local: Arc<LocalService>,
         args: &mut A,
         deadline: Instant,
         timeout: Duration,

@@ -154,6 +154,7 @@ impl Outbox {
         }
     }
 
+    #[inline]
     pub(super) fn is_closed(&self) -> bool {
         self.closed
     }
@@ -164,6 +165,7 @@ impl Outbox {
     }
 
     /// A fresh request id, greater than every one given before.
+    #[inline]
     pub(super) fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -172,6 +174,7 @@ impl Outbox {
 
     /// Whether there is room below the high-water mark. If not, the caller
     /// is taken to wait for room, which the next write then reports.
+    #[inline]
     pub(super) fn room_or_wait(&mut self) -> bool {
         let room = self.buf.len() + self.front.len() < HIGH_WATER;
         self.room_awaited |= !room;
@@ -182,6 +185,7 @@ impl Outbox {
     /// frame should leave) and says what the queuing task does next.
     /// `Ok(None)`: `Room::Required` found the outbox over its high-water
     /// mark, and nothing was queued.
+    #[inline]
     pub(super) fn queue<T>(
         &mut self,
         room: Room,
@@ -217,12 +221,14 @@ impl Outbox {
     }
 
     /// Where frames are encoded, for `queue`'s `encode`.
+    #[inline]
     pub(super) fn frames(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
 
     /// Takes the outbox for writing on this task if nobody is writing it:
     /// frames queued meanwhile just accumulate.
+    #[inline]
     pub(super) fn cork(&mut self) -> bool {
         if self.writer == Writer::Nobody && !self.closed {
             self.writer = Writer::Inline;
@@ -233,12 +239,14 @@ impl Outbox {
     }
 
     /// Whether a batch's worth of frames is queued.
+    #[inline]
     pub(super) fn batch_ready(&self) -> bool {
         self.buf.len() >= BATCH_BYTES
     }
 
     /// For the task holding the outbox: the next batch to write, or, when
     /// nothing is left, done (letting go with `Release::WhenEmpty`).
+    #[inline]
     pub(super) fn next_round(&mut self, release: Release) -> Round {
         if self.buf.is_empty() || self.closed {
             let wake = match release {
@@ -251,6 +259,7 @@ impl Outbox {
     }
 
     /// The task holding the outbox wrote all of `batch`.
+    #[inline]
     pub(super) fn wrote(&mut self, batch: BytesMut, release: Release) -> Wrote {
         let mut wake = Wake {
             room: self.recycle(batch),
@@ -334,6 +343,7 @@ impl Outbox {
     }
 
     /// The queued frames, for writing; a spare buffer takes their place.
+    #[inline]
     fn take_batch(&mut self) -> BytesMut {
         let spare = std::mem::take(&mut self.spare);
         std::mem::replace(&mut self.buf, spare)
@@ -341,6 +351,7 @@ impl Outbox {
 
     /// Keeps a written batch, emptied, as the spare; true if someone waits
     /// for room.
+    #[inline]
     fn recycle(&mut self, mut batch: BytesMut) -> bool {
         wire::rewind(&mut batch);
         self.spare = batch;
@@ -348,6 +359,7 @@ impl Outbox {
     }
 
     /// Lets go of the outbox the calling task held for writing.
+    #[inline]
     fn let_go(&mut self) -> Wake {
         self.writer = Writer::Nobody;
         // A closing writer task waits for us to finish.

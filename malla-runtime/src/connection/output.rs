@@ -45,11 +45,13 @@ impl Output {
         }
     }
 
+    #[inline]
     pub(super) fn outbox(&self) -> MutexGuard<'_, Outbox> {
         lock(&self.outbox)
     }
 
     /// Wakes whom a change of the outbox asks for.
+    #[inline]
     pub(super) fn wake(&self, wake: Wake) {
         if wake.writer {
             self.wake_writer.notify_one();
