@@ -17,7 +17,9 @@
 //! |---|---|
 //! | `link` | the [`Connection`]: its parts, calls out, retiring and closing |
 //! | `outbox` | queued frames and who writes them: rules as values, no I/O |
-//! | `output` | the outbox's socket and sealer, and writing on the queuing task |
+//! | `output` | the outbox, its socket and its sealer |
+//! | `writing` | writing the outbox on the task that queued a frame |
+//! | `errors` | why a call has no reply, why a connection closed |
 //! | `lifecycle` | usable, retired, closed: when to say goodbye and close |
 //! | `events` | [`LinkEvent`]s, handed to their one owner in order |
 //! | `serving` | [`Request`], and what the connection may run for its peer ([`Services`]) |
@@ -30,6 +32,7 @@
 //! | `transport` | the byte streams (TCP, Unix sockets) |
 
 mod deadline;
+mod errors;
 mod events;
 mod known;
 mod lifecycle;
@@ -42,15 +45,20 @@ mod running;
 mod serving;
 mod transport;
 mod writer;
+mod writing;
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
 pub(crate) use deadline::Deadline;
-pub(crate) use events::{LinkEvent, LinkEvents, LinkOwner};
-pub(crate) use lifecycle::CloseReason;
-pub(crate) use link::{CallError, Connection, ConnectionConfig, Initiator};
+/// What happens to links, as values; see `events`.
+pub(crate) type LinkEvent = events::LinkEvent<Connection>;
+/// The queue of link events in front of their owner.
+pub(crate) type LinkEvents = events::LinkEvents<Connection>;
+pub(crate) use errors::{CallError, CloseReason};
+pub(crate) use events::LinkOwner;
+pub(crate) use link::{Connection, ConnectionConfig, Initiator};
 pub(crate) use pending::ReplyBody;
 pub(crate) use serving::{Request, ServedToPeers, Services};
 pub(crate) use transport::Transport;

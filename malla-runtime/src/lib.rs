@@ -4,20 +4,24 @@
 //!
 //! # Layers
 //!
-//! Modules depend on the ones listed before them, never on later ones; each
-//! layer reaches the layer above only through a trait it is given.
+//! Modules depend on the ones in their own row or the rows before it, never
+//! on later ones; each layer reaches the layer above only through a trait it
+//! is given or a value it hands up. `tests/layers.rs` checks this table
+//! against every `use` in the crate, and that no two files import each
+//! other.
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
 //! | base | `error`, `node_id`, `manifest`, `options`, `events`, `sync`, `telemetry`, `wire` | errors, names, manifests, call options, events, spans, metrics and counters, frames and headers |
 //! | handshake | `handshake` | the mutual HMAC proof that opens every connection |
-//! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, reports its end through `Host` |
-//! | services | `service`, `invoke`, `registry` | served services, the routing slot of each name, and `invoke`, the one dispatch path of local and remote calls |
-//! | network | `net` | dialing, accepting, one connection per peer, background dials; reports links through `LinkEvents` |
+//! | dispatch | `service`, `invoke` | the [`Service`] trait generated servers implement, and `invoke`, the one dispatch path of local and remote calls |
+//! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, posts what happens to it as `LinkEvent`s |
+//! | services | `registry` | served services and the routing slot of each name; what peers may call (`Services`) |
+//! | network | `net` | dialing, accepting, one connection per peer, background dials |
 //! | cluster knowledge | `discovery`, `membership` | gossip on chitchat over sealed UDP (reports views through `ViewSink`); the table of nodes and instances, which publishes routes and events |
 //! | cluster formation | `cluster` | connect targets resolved by DNS, re-resolved periodically (reaches out through `Reach`) |
-//! | calls | `client` | the generated clients' core, the failover rule, and the `Remote` seam to the network |
-//! | node | `node` | the public `Node` API, the builder, and `node/parts.rs`, the one file that wires the layers together |
+//! | calls | `client` | the generated clients' core, the failover rule, one attempt seam for local and remote attempts, and the `Remote` seam to the network |
+//! | node | `node` | the public `Node` API, the builder, and `node/parts.rs`, the one file that wires the layers together and owns their events |
 //!
 //! # The path of a remote call
 //!
@@ -28,26 +32,29 @@
 //! …Client::add                generated: encode/decode functions spanned on the user's types
 //! client.rs      call         the stub check (one atomic load), then a Call
 //! client/call.rs Call::run    the deadline; targets in order (client/failover.rs)
+//! client/attempt.rs           Call::attempt, the one seam of every attempt: local or remote
 //! client/remote.rs            Remote::call for the network
 //! net/network.rs              connection_to: the peer's connection (net/peer.rs), dialing if needed
 //! connection/link.rs          Connection::call: a reply slot (connection/pending.rs), the frame
-//!                             (wire/message.rs) into the outbox, written at once or batched
+//!                             (wire/message.rs) into the outbox (connection/outbox.rs),
+//!                             written at once (connection/writing.rs) or batched
 //!   ── the peer ──
 //! connection/reader.rs        frames in (wire/frame.rs), the header (wire/message.rs)
 //! registry.rs    Services     the served service and method: active, global, same signature
 //! invoke.rs      invoke       the generated dispatcher, panics caught
-//! connection/reader.rs        the reply, polled inline (or a task), queued by connection/link.rs
+//! connection/reader.rs        the reply, polled inline (or a task), queued by connection/writing.rs
 //!   ── back ──
 //! connection/reader.rs        the reply to its waiter (connection/pending.rs)
 //! client/call.rs              decoded by the generated function
 //! ```
 //!
-//! A call to a service served on the same node goes from `client/call.rs`
+//! A call to a service served on the same node goes from `client/attempt.rs`
 //! straight to the implementation (same trait), or through `invoke` when the
 //! client is a manifest stub or a call by name.
 
 #![deny(missing_docs)]
 
+// Declared in the order of the layer table above.
 // base
 mod error;
 mod events;
@@ -57,13 +64,13 @@ mod options;
 mod sync;
 mod telemetry;
 mod wire;
-// handshake and connections
+// handshake, dispatch and connections
 mod connection;
 mod handshake;
-// services
 mod invoke;
-mod registry;
 mod service;
+// services
+mod registry;
 // the network
 mod net;
 // what the cluster knows

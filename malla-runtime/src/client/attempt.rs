@@ -15,7 +15,7 @@ use tracing::{Instrument, Span};
 use super::args::CallArgs;
 use super::call::Call;
 use super::deadline::with_deadline;
-use super::failover::{Target, may_try_next};
+use super::failover::{Outcome, Target, may_try_next};
 use super::remote::{Remote, RemoteError};
 use crate::connection::{CallError, Deadline, Request};
 use crate::invoke::{InvokeError, panic_message};
@@ -24,14 +24,6 @@ use crate::telemetry::TraceContext;
 use crate::telemetry::spans;
 use crate::wire::Status;
 use crate::{Error, NodeId};
-
-/// What one attempt came to.
-pub(super) enum Outcome<R> {
-    /// The call ran (or may have run): this is its answer.
-    Done(Result<R, Error>),
-    /// The call did not run there; the next node may be tried.
-    NotRun(Error),
-}
 
 impl<N: Remote> Call<'_, N> {
     /// Attempt number `number` of the call, at `target`: the one place

@@ -9,8 +9,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use super::args::CallArgs;
-use super::attempt::Outcome;
-use super::failover::{Filter, Targets, least_loaded, no_node_ran, pick_failure};
+use super::failover::{Filter, Outcome, Targets, least_loaded, no_node_ran, pick_failure};
 use super::remote::Remote;
 use crate::connection::Deadline;
 use crate::invoke::InvokeError;

@@ -16,6 +16,14 @@ use crate::registry::{LocalService, RemoteInstance, Route};
 use crate::wire::Status;
 use crate::{Error, NodeId};
 
+/// What one attempt came to.
+pub(super) enum Outcome<R> {
+    /// The call ran (or may have run): this is its answer.
+    Done(Result<R, Error>),
+    /// The call did not run there; the next node may be tried.
+    NotRun(Error),
+}
+
 /// Where one attempt goes.
 pub(super) enum Target {
     Local(Arc<LocalService>),

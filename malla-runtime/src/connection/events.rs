@@ -11,52 +11,54 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
-use super::lifecycle::CloseReason;
-use super::link::Connection;
+use super::errors::CloseReason;
 use crate::NodeId;
 use crate::sync::lock;
 
-/// Something that happened to a link.
+/// Something that happened to a link (`C` is the connection: generic only
+/// so that this file does not depend on the one that defines it).
 #[derive(Debug)]
-pub(crate) enum LinkEvent {
+pub(crate) enum LinkEvent<C> {
     /// A connection was adopted as the one calls to its peer use.
-    Up(Arc<Connection>),
+    Up(Arc<C>),
     /// A connection closed; its pending calls have failed.
-    Closed(Arc<Connection>, CloseReason),
+    Closed(Arc<C>, CloseReason),
     /// Dialing the node failed, or its address answered as another node.
     DialFailed(NodeId),
 }
 
 /// The one owner of link events.
-pub(crate) trait LinkOwner: Send + Sync + 'static {
-    fn handle(&self, event: LinkEvent);
+pub(crate) trait LinkOwner<C>: Send + Sync + 'static {
+    fn handle(&self, event: LinkEvent<C>);
 }
 
 /// The queue in front of the owner, shared by everything that raises link
 /// events.
-pub(crate) struct LinkEvents {
-    owner: Weak<dyn LinkOwner>,
-    queue: Mutex<Queue>,
+pub(crate) struct LinkEvents<C> {
+    owner: Weak<dyn LinkOwner<C>>,
+    queue: Mutex<Queue<C>>,
 }
 
-#[derive(Default)]
-struct Queue {
-    events: VecDeque<LinkEvent>,
+struct Queue<C> {
+    events: VecDeque<LinkEvent<C>>,
     /// A task is handling events: new ones wait for it.
     handling: bool,
 }
 
-impl LinkEvents {
-    pub(crate) fn new(owner: Weak<dyn LinkOwner>) -> Arc<Self> {
+impl<C: 'static> LinkEvents<C> {
+    pub(crate) fn new(owner: Weak<dyn LinkOwner<C>>) -> Arc<Self> {
         Arc::new(LinkEvents {
             owner,
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                events: VecDeque::new(),
+                handling: false,
+            }),
         })
     }
 
     /// Hands `event` to the owner: now, on this task, unless a task is
     /// already handling events, which then handles this one after its own.
-    pub(crate) fn post(&self, event: LinkEvent) {
+    pub(crate) fn post(&self, event: LinkEvent<C>) {
         {
             let mut queue = lock(&self.queue);
             queue.events.push_back(event);
@@ -77,9 +79,9 @@ impl LinkEvents {
     }
 }
 
-struct Handling<'a>(&'a Mutex<Queue>);
+struct Handling<'a, C>(&'a Mutex<Queue<C>>);
 
-impl Drop for Handling<'_> {
+impl<C> Drop for Handling<'_, C> {
     fn drop(&mut self) {
         let mut queue = lock(self.0);
         queue.handling = false;
@@ -96,13 +98,13 @@ mod tests {
     /// Records what it handles, raising one more event while handling the
     /// first, as adopting a connection does when it closes a duplicate.
     struct Recorder {
-        events: Arc<LinkEvents>,
+        events: Arc<LinkEvents<()>>,
         handled: Mutex<Vec<String>>,
         depth: Mutex<usize>,
     }
 
-    impl LinkOwner for Recorder {
-        fn handle(&self, event: LinkEvent) {
+    impl LinkOwner<()> for Recorder {
+        fn handle(&self, event: LinkEvent<()>) {
             *lock(&self.depth) += 1;
             assert_eq!(*lock(&self.depth), 1, "never nested");
             let LinkEvent::DialFailed(node) = event else {
@@ -119,7 +121,7 @@ mod tests {
     #[test]
     fn an_event_raised_while_handling_is_handled_next_not_nested() {
         let recorder = Arc::new_cyclic(|me: &Weak<Recorder>| Recorder {
-            events: LinkEvents::new(me.clone() as Weak<dyn LinkOwner>),
+            events: LinkEvents::new(me.clone() as Weak<dyn LinkOwner<()>>),
             handled: Mutex::new(Vec::new()),
             depth: Mutex::new(0),
         });

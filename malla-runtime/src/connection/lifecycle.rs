@@ -2,44 +2,11 @@
 //! and closes once idle and both sides have said goodbye), closed. The
 //! states and their rules live here, as decisions the link carries out.
 
-use std::fmt;
-use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use crate::sync::lock;
 use crate::wire::Goodbye;
-
-/// Why a connection closed.
-#[derive(Debug)]
-pub(crate) enum CloseReason {
-    /// The peer closed it (end of stream).
-    PeerClosed,
-    /// Reading or writing failed.
-    Io(io::Error),
-    /// The peer sent a frame we cannot read; we stop trusting the stream.
-    BadFrame(String),
-    /// Nothing arrived for several ticks: the peer is gone or partitioned.
-    Silent(Duration),
-    /// Both sides said goodbye: a duplicate retired, or a graceful leave.
-    Goodbye,
-    /// This node closed it (shutdown, or the peer was declared dead).
-    Local(&'static str),
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::PeerClosed => f.write_str("closed by the peer"),
-            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
-            CloseReason::BadFrame(why) => write!(f, "malformed frame: {why}"),
-            CloseReason::Silent(d) => write!(f, "nothing received for {d:?}"),
-            CloseReason::Goodbye => f.write_str("both sides said goodbye"),
-            CloseReason::Local(why) => f.write_str(why),
-        }
-    }
-}
 
 /// Where a connection is in its life.
 #[derive(Default)]

@@ -15,8 +15,9 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::deadline::Deadline;
+use super::errors::{CallError, CloseReason};
 use super::events::{LinkEvent, LinkEvents};
-use super::lifecycle::{CloseReason, Lifecycle};
+use super::lifecycle::Lifecycle;
 use super::outbox::{Flush, Room};
 use super::output::Output;
 use super::pending::{PendingCalls, Reply, ReplyBody};
@@ -25,29 +26,13 @@ use super::serving::{Request, Services};
 use super::transport::WriteHalf;
 use crate::handshake::Identity;
 use crate::sync::lock;
-use crate::wire::{self, FrameError, Goodbye, Header, RecordSealer, Status};
+use crate::wire::{self, Goodbye, Header, RecordSealer};
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Initiator {
     Us,
     Peer,
-}
-
-/// Why a call on this connection has no reply.
-#[derive(Debug)]
-pub(crate) enum CallError {
-    /// The connection was closed or retired before the request was queued:
-    /// it did not run.
-    NotSent,
-    /// The connection was lost while the request was in flight: it may have run.
-    Lost,
-    /// The deadline passed; a cancel was sent.
-    TimedOut,
-    /// The serving node answered with an error status.
-    Remote(Status),
-    /// The request is larger than the peer accepts; it was not sent.
-    TooLarge(FrameError),
 }
 
 /// Settings of a connection.
@@ -81,7 +66,7 @@ pub(crate) struct Connection {
     reader: Mutex<Option<AbortHandle>>,
     pub(super) services: Arc<dyn Services>,
     pub(super) config: ConnectionConfig,
-    events: Arc<LinkEvents>,
+    events: Arc<LinkEvents<Connection>>,
     this: Weak<Connection>,
 }
 
@@ -117,7 +102,7 @@ impl Connection {
         peer: Identity,
         initiator: Initiator,
         services: Arc<dyn Services>,
-        events: Arc<LinkEvents>,
+        events: Arc<LinkEvents<Connection>>,
         config: ConnectionConfig,
     ) -> Arc<Connection> {
         Arc::new_cyclic(|this| Connection {

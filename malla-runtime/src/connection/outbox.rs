@@ -13,7 +13,7 @@
 
 use bytes::BytesMut;
 
-use super::link::CallError;
+use super::errors::CallError;
 use crate::wire;
 
 /// Outbox size above which requests wait for the writer before adding more.

@@ -11,9 +11,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use super::errors::{CallError, CloseReason};
 use super::known::KnownServices;
-use super::lifecycle::CloseReason;
-use super::link::{CallError, Connection};
+use super::link::Connection;
 use super::pending::{INLINE_REPLY, Reply, ReplyBody};
 use super::serving::Request;
 use crate::invoke::{InvokeError, InvokeOutput};

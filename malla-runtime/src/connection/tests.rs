@@ -70,7 +70,7 @@ struct Recorder {
     closed: Mutex<Vec<String>>,
 }
 
-impl LinkOwner for Recorder {
+impl LinkOwner<Connection> for Recorder {
     fn handle(&self, event: LinkEvent) {
         if let LinkEvent::Closed(_, reason) = event {
             self.closed.lock().unwrap().push(reason.to_string());
@@ -80,7 +80,7 @@ impl LinkOwner for Recorder {
 
 /// Where connections report to `host`.
 fn events_to(host: &Arc<Recorder>) -> Arc<LinkEvents> {
-    LinkEvents::new(Arc::downgrade(host) as Weak<dyn LinkOwner>)
+    LinkEvents::new(Arc::downgrade(host) as Weak<dyn LinkOwner<Connection>>)
 }
 
 /// The raw end of the pair, speaking frames by hand.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use super::lifecycle::CloseReason;
+use super::errors::CloseReason;
 use super::link::{Connection, DEAD_TICKS};
 use super::outbox::TaskNext;
 use crate::sync::lock;

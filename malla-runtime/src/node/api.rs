@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-use super::introspect;
+use super::introspect::{self, Figures};
 use super::parts::NodeParts;
 use super::stats::NodeStats;
 use crate::client::Filter;

@@ -6,7 +6,6 @@
 
 use std::sync::{LazyLock, Weak};
 
-use super::parts::NodeParts;
 use super::stats::NodeStats;
 use crate::service::{ArgsDecoder, DispatchError, DispatchErrorKind, DispatchFuture, Format, encode_reply};
 use crate::{MethodManifest, Service, ServiceManifest};
@@ -32,10 +31,15 @@ static METHODS: LazyLock<[MethodManifest; 1]> = LazyLock::new(|| {
 static MANIFEST: LazyLock<ServiceManifest> =
     LazyLock::new(|| ServiceManifest::__new(SERVICE, env!("CARGO_PKG_VERSION"), true, &*METHODS));
 
+/// Where the figures come from: the node.
+pub(super) trait Figures: Send + Sync + 'static {
+    fn stats(&self) -> NodeStats;
+}
+
 /// The service, reading the node it belongs to (weakly: the node's registry
 /// holds the service).
 pub(super) struct Introspect {
-    pub(super) parts: Weak<NodeParts>,
+    pub(super) node: Weak<dyn Figures>,
 }
 
 impl Service for Introspect {
@@ -48,7 +52,7 @@ impl Service for Introspect {
             return Err(DispatchError::unknown_method(method));
         }
         ArgsDecoder::new(format, args)?.finish()?;
-        let stats: Option<NodeStats> = self.parts.upgrade().map(|parts| parts.stats());
+        let stats: Option<NodeStats> = self.node.upgrade().map(|node| node.stats());
         Ok(Box::pin(async move {
             match stats {
                 Some(stats) => encode_reply(format, &stats),

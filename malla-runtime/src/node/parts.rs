@@ -19,10 +19,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use super::introspect::Introspect;
+use super::introspect::{Figures, Introspect};
 use super::stats::NodeStats;
 use crate::cluster::{Dns, Reach};
-use crate::connection::{LinkEvent, LinkEvents, LinkOwner};
+use crate::connection::{Connection, LinkEvent, LinkEvents, LinkOwner};
 use crate::discovery::advert::{Gossiped, ServiceAdvert};
 use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
@@ -59,7 +59,9 @@ impl NodeParts {
         Arc::new_cyclic(|this: &Weak<NodeParts>| {
             let registry = Arc::new(Registry::default());
             // Every node answers `Node::stats_of`, unpublished.
-            let introspect = Introspect { parts: this.clone() };
+            let introspect = Introspect {
+                node: this.clone() as Weak<dyn Figures>,
+            };
             let local = Arc::new(LocalService::new(
                 &id,
                 Box::new(introspect),
@@ -71,7 +73,7 @@ impl NodeParts {
                 remote: Arc::clone(&route.remote),
             });
             let events = crate::events::channel();
-            let links = LinkEvents::new(this.clone() as Weak<dyn LinkOwner>);
+            let links = LinkEvents::new(this.clone() as Weak<dyn LinkOwner<Connection>>);
             NodeParts {
                 membership: Membership::new(id.clone(), Arc::clone(&registry), events.clone()),
                 network: Arc::new(network(Arc::clone(&registry), links)),
@@ -85,11 +87,6 @@ impl NodeParts {
                 this: this.clone(),
             }
         })
-    }
-
-    /// This node's figures now.
-    pub(super) fn stats(&self) -> NodeStats {
-        NodeStats::collect(self)
     }
 
     /// The resolver of connect targets.
@@ -162,7 +159,14 @@ impl NodeParts {
     }
 }
 
-impl LinkOwner for NodeParts {
+impl Figures for NodeParts {
+    fn stats(&self) -> NodeStats {
+        let gossip = self.discovery.get().map(|d| d.stats());
+        NodeStats::collect(&self.id, self.started.elapsed(), &self.registry, &self.network, gossip)
+    }
+}
+
+impl LinkOwner<Connection> for NodeParts {
     fn handle(&self, event: LinkEvent) {
         match event {
             // Not if it closed before its adoption was handled.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::parts::NodeParts;
-use crate::registry::is_internal;
+use crate::net::Network;
+use crate::registry::{Registry, is_internal};
 use crate::telemetry::counters::read;
 use crate::{GossipStats, NodeId};
 
@@ -66,10 +66,16 @@ pub struct ServiceStats {
 }
 
 impl NodeStats {
-    /// The figures of the node made of `parts`, now.
-    pub(super) fn collect(parts: &NodeParts) -> NodeStats {
-        let services = parts
-            .registry
+    /// The figures, now, of the node `node` with this registry, network
+    /// and gossip, up for `uptime`.
+    pub(super) fn collect(
+        node: &NodeId,
+        uptime: Duration,
+        registry: &Registry,
+        network: &Network,
+        gossip: Option<GossipStats>,
+    ) -> NodeStats {
+        let services = registry
             .slots()
             .into_iter()
             .filter(|(name, _)| !is_internal(name))
@@ -100,11 +106,11 @@ impl NodeStats {
             })
             .collect();
         NodeStats {
-            node: parts.id.clone(),
-            uptime: parts.started.elapsed(),
-            connections: parts.network.open_connections() as u64,
+            node: node.clone(),
+            uptime,
+            connections: network.open_connections() as u64,
             services,
-            gossip: parts.discovery.get().map(|d| d.stats()),
+            gossip,
         }
     }
 }
