@@ -10,10 +10,14 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::dns::TestDns;
-use common::nodes::{NodeRuntime, Partition, time_until, wait_until_free};
 use common::*;
 use malla::{Error, Node, NodeId};
+use malla_test_support::dns::TestDns;
+use malla_test_support::{
+    nodes::{NodeRuntime, wait_until_free},
+    partition::Partition,
+    wait::time_until,
+};
 
 const COOKIE: &str = "dns-test-cookie";
 /// Short, so tests take seconds; the default is 5 s.
@@ -206,7 +210,7 @@ async fn a_healed_partition_reconnects_within_one_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_do_not_resolve_are_reported_and_the_node_keeps_running() {
-    let logs = common::logs::capture();
+    let logs = malla_test_support::logs::capture();
     let dns = TestDns::start().await;
     dns.add_srv("_empty._tcp", ".", 7000).await;
     let node = node_at(

@@ -8,9 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::nodes::{NodeRuntime, cluster, listening, time_until};
 use common::*;
 use malla::{AdminStatus, CallOptions, Error, Event, Node, NodeId, RunningStatus, ServeOptions};
+use malla_test_support::{
+    nodes::{NodeRuntime, cluster, listening},
+    wait::time_until,
+};
 
 const COOKIE: &str = "discovery-test-cookie";
 

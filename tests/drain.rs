@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::nodes::cluster;
 use common::*;
 use malla::CallOptions;
+use malla_test_support::nodes::cluster;
 
 const COOKIE: &str = "drain-test-cookie";
 
@@ -23,8 +23,9 @@ fn a_drained_node_finishes_its_work_and_leaves_without_a_failed_call() {
             .run(server.node.serve(GeometryServer::new(Geo::default())))
             .unwrap();
     }
-    let both =
-        common::nodes::wait_until_blocking(Duration::from_secs(5), || caller.node.get_nodes("Geometry").len() == 2);
+    let both = malla_test_support::wait::wait_until_blocking(Duration::from_secs(5), || {
+        caller.node.get_nodes("Geometry").len() == 2
+    });
     assert!(both, "the caller sees both servers");
 
     // Eight callers of a method that is not idempotent and takes 10 ms, so

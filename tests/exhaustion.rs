@@ -7,9 +7,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nodes::{NodeRuntime, listening};
 use common::*;
 use malla::Node;
+use malla_test_support::nodes::{NodeRuntime, listening};
 use tokio::net::TcpStream;
 
 const COOKIE: &str = "exhaustion-test-cookie";

@@ -11,9 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nodes::{NodeRuntime, Partition, cluster, time_until};
 use common::*;
 use malla::{CallOptions, Error, NodeId};
+use malla_test_support::{
+    nodes::{NodeRuntime, cluster},
+    partition::Partition,
+    wait::time_until,
+};
 
 const COOKIE: &str = "failover-test-cookie";
 
@@ -32,7 +36,7 @@ fn servers_and_caller(prefix: &str) -> (Vec<NodeRuntime>, NodeRuntime) {
 }
 
 fn time_until_blocking(done: impl FnMut() -> bool) -> bool {
-    common::nodes::wait_until_blocking(Duration::from_secs(5), done)
+    malla_test_support::wait::wait_until_blocking(Duration::from_secs(5), done)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,9 +138,13 @@ async fn a_partitioned_node_leaves_within_three_seconds() {
     for node in &servers {
         node.run(node.node.serve(GeometryServer::new(Geo::default()))).unwrap();
     }
-    assert!(common::nodes::wait_until_blocking(Duration::from_secs(10), || {
-        caller.node.get_nodes("Geometry").len() == 2 && servers.iter().all(|s| s.node.get_nodes("Geometry").len() == 2)
-    }));
+    assert!(malla_test_support::wait::wait_until_blocking(
+        Duration::from_secs(10),
+        || {
+            caller.node.get_nodes("Geometry").len() == 2
+                && servers.iter().all(|s| s.node.get_nodes("Geometry").len() == 2)
+        }
+    ));
     let victim = servers[1].node.id().clone();
     let partition = match Partition::isolate(isolated) {
         Ok(partition) => partition,

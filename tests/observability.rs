@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::nodes::{NodeRuntime, cluster, listening, wait_until_blocking};
 use common::*;
 use malla::{CallOptions, Error, NodeId};
+use malla_test_support::{
+    nodes::{NodeRuntime, cluster, listening},
+    wait::wait_until_blocking,
+};
 use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use opentelemetry::trace::{SpanId, TracerProvider};
 use opentelemetry::{KeyValue, Value};

@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use common::nodes::{NodeRuntime, listening, time_until};
 use common::*;
 use malla::{CallOptions, Node, NodeId};
+use malla_test_support::{
+    nodes::{NodeRuntime, listening},
+    wait::time_until,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -27,13 +27,15 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nodes::{NodeRuntime, Partition};
 use malla::{CallOptions, Error, Node};
+use malla_test_support::nodes::NodeRuntime;
+use malla_test_support::partition::Partition;
+use malla_test_support::process::role;
 
 const COOKIE: &str = "soak-test-cookie";
 const SERVERS: usize = 3;
@@ -165,14 +167,7 @@ impl Slot {
                 .join(format!("{}-{}.stderr", self.name, self.incarnations)),
         )
         .expect("a file for the server's stderr");
-        let child = Command::new(std::env::current_exe().expect("this test binary"))
-            .args([
-                "soak_server_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let child = role("soak_server_process")
             .env("MALLA_SOAK_ROLE", "server")
             .env("MALLA_SOAK_NAME", &self.name)
             .env("MALLA_SOAK_LISTEN", SocketAddr::from((self.ip, 0)).to_string())
@@ -235,7 +230,7 @@ fn chaos_soak_keeps_every_promise() {
                 | 1
         });
     eprintln!("soak: {secs} s of faults, seed {seed} (MALLA_SOAK_SEED={seed} replays it)");
-    let partitions = partitions_available();
+    let partitions = Partition::available("the soak");
 
     let dir = std::env::temp_dir().join(format!("malla-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory for the logs");
@@ -260,7 +255,7 @@ fn chaos_soak_keeps_every_promise() {
     for slot in &mut slots {
         slot.start(seed_addr);
     }
-    let all_seen = common::nodes::wait_until_blocking(Duration::from_secs(20), || {
+    let all_seen = malla_test_support::wait::wait_until_blocking(Duration::from_secs(20), || {
         caller.node.get_nodes("Ledger").len() == SERVERS
     });
     assert!(all_seen, "the caller sees the {SERVERS} servers");
@@ -473,22 +468,4 @@ fn panicked_servers(dir: &Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// Whether partitions can be cut here: root and `nft`, or the soak is told
-/// to do without.
-fn partitions_available() -> bool {
-    match Partition::isolate(Ipv4Addr::new(127, 0, 0, 250)) {
-        Ok(probe) => {
-            probe.heal();
-            true
-        }
-        Err(why) if std::env::var_os("MALLA_SKIP_PARTITION_TESTS").is_some() => {
-            eprintln!("soak: no partitions ({why})");
-            false
-        }
-        Err(why) => panic!(
-            "the soak cuts partitions with nftables ({why}); run it as root, or set MALLA_SKIP_PARTITION_TESTS=1"
-        ),
-    }
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nodes::{NodeRuntime, listening, localhost};
 use common::*;
 use malla::{CallOptions, Error, Event, Node, NodeId};
+use malla_test_support::nodes::{NodeRuntime, listening, localhost};
 
 const COOKIE: &str = "transport-test-cookie";
 
@@ -71,7 +71,7 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_cookie_is_refused_on_both_sides_and_nothing_is_served() {
-    let logs = common::logs::capture();
+    let logs = malla_test_support::logs::capture();
     let server = geometry_node("cookie-a");
     let intruder = Node::builder("cookie-b")
         .cookie("not-the-cookie")

@@ -10,8 +10,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::nodes::{cluster, wait_until_blocking};
 use malla::{CallOptions, Error};
+use malla_test_support::{nodes::cluster, wait::wait_until_blocking};
 
 const COOKIE: &str = "versions-test-cookie";
 

@@ -20,11 +20,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use malla::Node;
+use malla_test_support::partition::Partition;
+use malla_test_support::process::{clock_ticks_per_second, cpu_ticks, rss_kib, this_binary};
 
 const COOKIE: &str = "scale-harness-cookie";
 const PORT: u16 = 7400;
@@ -135,7 +137,7 @@ impl Cluster {
         let (tx, reports) = mpsc::channel();
         let mut procs = Vec::new();
         for i in 0..n {
-            let mut child = Command::new(std::env::current_exe().expect("this binary"))
+            let mut child = this_binary()
                 .env("SCALE_ROLE", "node")
                 .env("SCALE_INDEX", i.to_string())
                 .stdin(Stdio::piped())
@@ -225,7 +227,7 @@ impl Cluster {
         self.procs
             .iter()
             .filter(|p| p.alive)
-            .map(|p| proc_cpu_ticks(p.child.id()))
+            .map(|p| cpu_ticks(p.child.id()))
             .collect()
     }
 }
@@ -264,13 +266,7 @@ fn measure(n: usize) -> String {
         .collect();
     let cpu_mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
     let cpu_max = cpu.iter().cloned().fold(0.0, f64::max);
-    let rss: f64 = cluster
-        .procs
-        .iter()
-        .map(|p| proc_rss_kib(p.child.id()) as f64)
-        .sum::<f64>()
-        / n as f64
-        / 1024.0;
+    let rss: f64 = cluster.procs.iter().map(|p| rss_kib(p.child.id()) as f64).sum::<f64>() / n as f64 / 1024.0;
     let gossip: f64 = sent0
         .iter()
         .zip(&sent1)
@@ -283,7 +279,11 @@ fn measure(n: usize) -> String {
     cluster.kill(a);
     let kill = cluster.wait(t, limit, |_, p| p.probes == 1);
 
-    let partition = match Partition::isolate(addr(b)) {
+    let ip = match addr(b).ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => unreachable!("the harness listens on IPv4"),
+    };
+    let partition = match Partition::isolate(ip) {
         Ok(cut) => {
             let t = Instant::now();
             let left = cluster.wait(t, limit, |i, p| i == b || p.probes == 0);
@@ -298,76 +298,4 @@ fn measure(n: usize) -> String {
         show(serve),
         show(kill),
     )
-}
-
-/// user + system time of a process, in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |k: usize| fields.get(k).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
-}
-
-fn proc_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// Drops everything to and from one address while it lives (nftables).
-struct Partition {
-    table: String,
-}
-
-impl Partition {
-    fn isolate(addr: SocketAddr) -> Result<Partition, String> {
-        let ip = addr.ip();
-        let table = format!("malla_scale_{}", ip.to_string().replace('.', "_"));
-        let script = format!(
-            "table ip {table} {{\n\
-               chain input {{ type filter hook input priority -10; policy accept; ip saddr {ip} drop\n ip daddr {ip} drop\n }}\n\
-               chain output {{ type filter hook output priority -10; policy accept; ip saddr {ip} drop\n ip daddr {ip} drop\n }}\n\
-             }}\n"
-        );
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run nft: {e}"))?;
-        child
-            .stdin
-            .take()
-            .ok_or("no stdin")?
-            .write_all(script.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let output = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
-        }
-        Ok(Partition { table })
-    }
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .status();
-    }
 }

@@ -1,8 +1,5 @@
-//! Helpers the unit tests of several modules share.
-
-use std::time::Duration;
-
-use tokio::time::Instant;
+//! Helpers the unit tests of several modules share; what the integration
+//! tests share too (waiting, partitions, processes) is in `malla-test-support`.
 
 use crate::NodeId;
 use crate::handshake::Identity;
@@ -17,16 +14,4 @@ pub(crate) fn identity(name: &str, seal: bool) -> Identity {
         max_frame: 1 << 20,
         seal,
     }
-}
-
-/// Whether `condition` holds within `limit`, looking every 5 ms.
-pub(crate) async fn eventually(limit: Duration, condition: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
 }

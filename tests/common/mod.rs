@@ -215,7 +215,3 @@ pub async fn exercise_every_shape(client: &GeometryClient) {
     );
     assert_eq!(client.hello("malla".into()).await.unwrap(), "hello malla");
 }
-
-pub mod dns;
-pub mod logs;
-pub mod nodes;

@@ -16,7 +16,9 @@ use super::*;
 use crate::manifest::method_id;
 use crate::registry::{LocalService, Registry, Route};
 use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, encode_reply};
-use crate::test_support::{eventually, identity};
+use malla_test_support::wait::eventually;
+
+use crate::test_support::identity;
 use crate::wire::{self, Format, FrameCodec, Header, Status};
 use crate::{AdminStatus, MethodManifest, NodeId, Service, ServiceManifest};
 use tokio::time::Instant;

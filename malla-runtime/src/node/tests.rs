@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::NodeId;
 use crate::connection::Initiator;
-use crate::test_support::eventually;
+use malla_test_support::wait::eventually;
 
 async fn node(name: &str) -> Node {
     Node::builder(name)

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use malla::{Node, NodeBuilder};
 use tokio::runtime::Runtime;
 
+use crate::wait::wait_until_blocking;
+
 /// A node and the runtime its tasks run on.
 pub struct NodeRuntime {
     pub node: Node,
@@ -44,6 +46,7 @@ impl NodeRuntime {
         self.rt.as_ref().expect("the node is alive").spawn(fut)
     }
 
+    /// Where the node listens.
     pub fn addr(&self) -> SocketAddr {
         self.node.local_addr().expect("the node listens")
     }
@@ -76,6 +79,7 @@ pub fn wait_until_free(addr: SocketAddr, limit: std::time::Duration) -> bool {
     })
 }
 
+/// A free port on 127.0.0.1, picked when bound.
 pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -107,81 +111,8 @@ pub fn cluster(prefix: &str, n: usize, cookie: &str) -> Vec<NodeRuntime> {
     nodes
 }
 
-/// Polls `done` every 5 ms until it holds or `limit` passes; returns whether
-/// it held. For code outside async contexts.
-pub fn wait_until_blocking(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    done()
-}
-
-/// Polls `done` every 5 ms until it holds or `limit` passes; returns how long
-/// it took, or `None`.
-pub async fn time_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> Option<std::time::Duration> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    done().then(|| start.elapsed())
-}
-
-/// Drops every packet to or from one loopback address, with an nftables
-/// table of its own (needs root and `nft`): a node listening there stops
-/// answering without closing anything. Removed on drop.
-pub struct Partition {
-    table: String,
-}
-
-impl Partition {
-    pub fn isolate(ip: std::net::Ipv4Addr) -> Result<Self, String> {
-        let table = format!("malla_test_{}_{}", std::process::id(), ip.to_string().replace('.', "_"));
-        let script = format!(
-            "table ip {table} {{\n\
-               chain input {{ type filter hook input priority -10; policy accept;\n\
-                 ip saddr {ip} drop\n ip daddr {ip} drop\n }}\n\
-               chain output {{ type filter hook output priority -10; policy accept;\n\
-                 ip saddr {ip} drop\n ip daddr {ip} drop\n }}\n\
-             }}\n"
-        );
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run nft: {e}"))?;
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let output = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !output.status.success() {
-            return Err(format!(
-                "nft refused the rules: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        Ok(Partition { table })
-    }
-
-    /// Lifts the partition.
-    pub fn heal(self) {}
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .status();
-    }
+/// The loopback address 127.0.0.`i`: nodes on addresses of their own can be
+/// partitioned one by one.
+pub fn loopback(i: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, i)
 }
