@@ -153,6 +153,11 @@ async fn join(cli: &Cli) -> Result<Node, String> {
         config.cookie = None;
         config.cookie_file = Some(file.clone());
     }
+    if config.cookie.is_none() && config.cookie_file.is_none() {
+        return Err(
+            "no cookie: set MALLA_COOKIE_FILE (a file holding the cluster's cookie) or MALLA_COOKIE, or pass --cookie-file PATH".into(),
+        );
+    }
     if !cli.dns_servers.is_empty() {
         config.dns_servers = cli.dns_servers.clone();
     }
@@ -177,7 +182,7 @@ async fn join(cli: &Cli) -> Result<Node, String> {
         }
     }
     match refused {
-        Some(err) => Err(format!("{err} (wrong cookie?)")),
+        Some(err) => Err(format!("{err}; check MALLA_COOKIE_FILE, MALLA_COOKIE or --cookie-file")),
         // Not reachable yet: gossip and the reconnect loop keep trying.
         None => Ok(node),
     }

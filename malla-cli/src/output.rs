@@ -30,7 +30,12 @@ pub(crate) fn nodes(members: &[Member], as_json: bool) -> String {
             ]
         })
         .collect();
-    table(&["NODE", "ADDRESS", "STATUS", "SERVICES"], rows)
+    let mut out = table(&["NODE", "ADDRESS", "STATUS", "SERVICES"], rows);
+    if members.iter().any(|m| m.status == MemberStatus::Down) {
+        // Nodes that leave gracefully drop out; a crashed one cannot say so.
+        out.push_str("\ndown: not heard from (crashed or cut off); listed until it returns or the dead-node grace (15 min by default) ends");
+    }
+    out
 }
 
 pub(crate) fn services(node: &Node, as_json: bool) -> String {

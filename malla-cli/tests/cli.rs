@@ -260,7 +260,10 @@ fn mistakes_get_a_clear_message_and_a_failure_status() {
             "no node answered at no-such-host.invalid:7000",
         ),
         // Said at once, not after the 10 s of patience.
-        (&["-c", &seed, "--cookie-file", wrong, "nodes"], "wrong cookie?"),
+        (
+            &["-c", &seed, "--cookie-file", wrong, "nodes"],
+            "wrong cookie; check MALLA_COOKIE_FILE, MALLA_COOKIE or --cookie-file",
+        ),
     ];
     for (args, expected) in cases {
         let started = std::time::Instant::now();
@@ -273,6 +276,25 @@ fn mistakes_get_a_clear_message_and_a_failure_status() {
             assert!(took < std::time::Duration::from_secs(5), "{args:?} took {took:?}");
         }
     }
+}
+
+#[test]
+fn without_a_cookie_the_command_says_where_one_goes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_malla"))
+        .args(["-c", "127.0.0.1:1", "nodes"])
+        .env_remove("MALLA_CONFIG")
+        .env_remove("MALLA_COOKIE_FILE")
+        .env_remove("MALLA_COOKIE")
+        .output()
+        .expect("the command runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no cookie: set MALLA_COOKIE_FILE")
+            && stderr.contains("--cookie-file")
+            && !stderr.contains(".cookie("),
+        "{stderr}"
+    );
 }
 
 #[test]

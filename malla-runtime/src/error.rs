@@ -159,12 +159,30 @@ pub enum Error {
 
 impl Error {
     /// Whether the error says the call surely did not run (so another node may
-    /// be tried): the service was not available there, or its signature differs.
+    /// be tried): the service was not available there, its signature differs,
+    /// or the node was overloaded and refused it before running it.
     pub fn is_not_run(&self) -> bool {
         matches!(
             self,
-            Error::ServiceNotAvailable { .. } | Error::SignatureMismatch { .. }
+            Error::ServiceNotAvailable { .. } | Error::SignatureMismatch { .. } | Error::Overloaded { .. }
         )
+    }
+
+    /// A node that listens, joins a cluster or dials has no cookie.
+    pub(crate) fn no_cookie() -> Error {
+        Error::Config(
+            "no cookie: every node of a cluster needs the same one; call `.cookie(..)` on the builder or set MALLA_COOKIE (with `NodeBuilder::from_env`, MALLA_COOKIE_FILE too)"
+                .into(),
+        )
+    }
+
+    /// A codec error while doing `action` (`"decode the reply of"`) for
+    /// `service.method`.
+    pub(crate) fn codec(action: &str, service: &str, method: &str, message: impl ToString) -> Error {
+        Error::Codec {
+            what: format!("{action} `{service}.{method}`"),
+            message: message.to_string(),
+        }
     }
 
     /// The error's kind in a metric label or span field: `not_available`,

@@ -99,3 +99,71 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         "handler panicked".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::NodeId;
+    use crate::telemetry::ServiceTelemetry;
+    use crate::telemetry::counters::read;
+    use crate::test_support::{AdderService, add_args};
+
+    fn run(method: usize, body: &[u8]) -> (Result<InvokeOutput, InvokeError>, [u64; 2]) {
+        let service = AdderService { global: true };
+        let telemetry = Arc::new(ServiceTelemetry::new(NodeId::from("me").as_str(), service.manifest()));
+        let serving = Serving::start(&telemetry, method, None);
+        let output = invoke(&service, method, Format::Postcard, body, serving)
+            .map(|invocation| invocation.now_or_never().expect("the handlers here finish at once"));
+        let counters = &telemetry.counters;
+        (output, [counters.served.read(), read(&counters.errors)])
+    }
+
+    #[test]
+    fn a_request_runs_its_method_and_replies_encoded() {
+        let (output, tallies) = run(0, &add_args(40, 2));
+        let reply = output.expect("started").expect("answered");
+        assert_eq!(postcard::from_bytes::<i64>(&reply).unwrap(), 42);
+        assert_eq!(tallies, [1, 0]);
+    }
+
+    #[test]
+    fn arguments_that_do_not_decode_are_a_bad_request_and_nothing_runs() {
+        let (output, tallies) = run(0, &[0xff]);
+        assert!(matches!(output, Err(InvokeError::BadRequest(_))), "{output:?}");
+        assert_eq!(tallies, [1, 1]);
+        let (output, _) = run(0, &[add_args(1, 2), vec![7]].concat());
+        assert!(
+            matches!(&output, Err(InvokeError::BadRequest(_))),
+            "trailing bytes: {output:?}"
+        );
+    }
+
+    #[test]
+    fn a_panic_while_dispatching_or_running_is_a_failure_not_a_crash() {
+        let (output, tallies) = run(1, &[]);
+        assert_eq!(
+            output.err(),
+            Some(InvokeError::Failed(
+                "handler panicked: exploded while dispatching".into()
+            ))
+        );
+        assert_eq!(tallies, [1, 1]);
+        let (output, tallies) = run(2, &[]);
+        assert_eq!(
+            output.expect("started"),
+            Err(InvokeError::Failed("handler panicked: exploded while running".into()))
+        );
+        assert_eq!(tallies, [1, 1]);
+    }
+
+    #[test]
+    fn panic_payloads_become_messages() {
+        assert_eq!(panic_message(&"static"), "handler panicked: static");
+        assert_eq!(panic_message(&String::from("owned")), "handler panicked: owned");
+        assert_eq!(panic_message(&42u8), "handler panicked");
+    }
+}

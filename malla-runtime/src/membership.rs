@@ -60,9 +60,11 @@ pub struct Member {
 pub enum MemberStatus {
     /// Up: calls may go there.
     Up,
-    /// Leaving the cluster gracefully.
+    /// Leaving the cluster gracefully; once gone it is no longer listed.
     Leaving,
-    /// Not heard from, or its connection broke.
+    /// Not heard from, or its connection broke: crashed or cut off. Listed
+    /// until it returns or the dead-node grace (15 minutes by default)
+    /// passes.
     Down,
 }
 
@@ -121,9 +123,16 @@ impl State {
             if hidden_by_gossip || matches!(self.links.get(id), Some(Link::Up { hidden: true })) {
                 return None;
             }
+            let connected = matches!(self.links.get(id), Some(Link::Up { .. }));
             let status = if self.up.contains(id) {
                 MemberStatus::Up
             } else if gossiped.is_some_and(|g| g.advertised.status == NodeStatus::Leaving) {
+                // Once its leave has gossiped and it is gone, it has left:
+                // not a member any more, though gossip keeps its state
+                // for the dead-node grace.
+                if !gossiped.is_some_and(|g| g.live) && !connected {
+                    return None;
+                }
                 MemberStatus::Leaving
             } else {
                 MemberStatus::Down

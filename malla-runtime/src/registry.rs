@@ -374,3 +374,136 @@ impl ServedToPeers for LocalService {
         self.telemetry.refused("overloaded");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::method_id;
+    use crate::test_support::{ADD_SIGNATURE, AdderService, add_args};
+
+    fn served(global: bool, admin: AdminStatus) -> Arc<LocalService> {
+        let service = Box::new(AdderService { global });
+        Arc::new(LocalService::new(&NodeId::from("me"), service, BTreeMap::new(), admin))
+    }
+
+    fn serve(registry: &Registry, local: &Arc<LocalService>) {
+        registry.slot(local.name()).update(|route| Route {
+            local: Some(Arc::clone(local)),
+            remote: Arc::clone(&route.remote),
+        });
+    }
+
+    #[test]
+    fn a_name_has_one_slot_shared_by_everyone_who_asks() {
+        let registry = Registry::default();
+        let first = registry.slot("Adder");
+        let second = registry.slot("Adder");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(!first.is_available(), "nothing known yet: the stub case");
+        assert_eq!(registry.slots().len(), 1);
+    }
+
+    #[test]
+    fn availability_follows_the_route() {
+        let registry = Registry::default();
+        let slot = registry.slot("Adder");
+        slot.update(|_| Route {
+            local: None,
+            remote: Arc::from([RemoteInstance::bare("other".into())]),
+        });
+        assert!(slot.is_available(), "a remote instance");
+        slot.update(|_| Route::default());
+        assert!(!slot.is_available());
+        let local = served(true, AdminStatus::Paused);
+        serve(&registry, &local);
+        assert!(!slot.is_available(), "a paused local instance takes nothing");
+        local.set_admin_status(AdminStatus::Active);
+        assert!(!slot.is_available(), "not until the slot is refreshed");
+        slot.refresh();
+        assert!(slot.is_available());
+    }
+
+    #[test]
+    fn a_served_instance_takes_only_the_methods_and_signatures_it_declares() {
+        let local = served(true, AdminStatus::Active);
+        let add = method_id("add");
+        assert_eq!(local.accept(add, ADD_SIGNATURE), Ok(0));
+        assert_eq!(local.accept(add, 0), Ok(0), "an unchecked call by name");
+        assert_eq!(local.accept(add, 1), Err(Refusal::SignatureMismatch));
+        assert_eq!(local.accept(method_id("sub"), 0), Err(Refusal::UnknownMethod));
+        local.set_admin_status(AdminStatus::Inactive);
+        assert_eq!(local.accept(add, ADD_SIGNATURE), Err(Refusal::NotAvailable));
+        assert_eq!(crate::telemetry::counters::read(&local.telemetry.counters.refused), 3);
+    }
+
+    #[test]
+    fn peers_may_call_global_services_only() {
+        let registry = Registry::default();
+        assert_eq!(registry.find("Adder").err(), Some(Status::NotAvailable), "not served");
+        serve(&registry, &served(false, AdminStatus::Active));
+        assert_eq!(registry.find("Adder").err(), Some(Status::NotAvailable), "local only");
+        let registry = Registry::default();
+        serve(&registry, &served(true, AdminStatus::Active));
+        let service = registry.find("Adder").expect("global");
+        let request = Request {
+            service: "Adder",
+            method: method_id("add"),
+            signature: ADD_SIGNATURE,
+            format: Format::Postcard,
+            body: &add_args(2, 3),
+            trace: None,
+        };
+        assert!(service.start(request).is_ok());
+        let wrong = Request {
+            signature: 9,
+            ..request
+        };
+        assert_eq!(service.start(wrong).err(), Some(Status::SignatureMismatch));
+    }
+
+    #[test]
+    fn the_runtime_s_own_services_are_not_listed_as_the_node_s() {
+        let registry = Registry::default();
+        serve(&registry, &served(true, AdminStatus::Active));
+        assert!(is_internal("malla.Introspect") && !is_internal("Adder"));
+        assert_eq!(registry.locals().len(), 1);
+        assert!(registry.local("Adder").is_some() && registry.local("Other").is_none());
+    }
+
+    #[test]
+    fn a_remote_instance_is_skipped_only_for_a_signature_it_publishes_otherwise() {
+        let instance = RemoteInstance {
+            node: "other".into(),
+            vsn: None,
+            signatures: Arc::from([(1, 10), (3, 30)]),
+        };
+        assert!(instance.has_method(1, 10) && instance.has_method(3, 30));
+        assert!(!instance.has_method(1, 11), "another signature");
+        assert!(!instance.has_method(2, 20), "a method it does not have");
+        assert!(instance.has_method(2, 0), "an unchecked call");
+        assert!(
+            RemoteInstance::bare("old".into()).has_method(2, 20),
+            "nothing published: unknown, not none"
+        );
+    }
+
+    #[test]
+    fn round_robin_turns_and_client_metrics_are_per_slot() {
+        let registry = Registry::default();
+        let slot = registry.slot("Adder");
+        let turns: Vec<usize> = (0..3).map(|_| slot.next_turn()).collect();
+        assert_eq!(turns, [0, 1, 2]);
+        let manifest = crate::test_support::Adder::manifest(true);
+        let mut registered = 0;
+        for _ in 0..3 {
+            slot.client_metrics(manifest, || {
+                registered += 1;
+                Arc::from([])
+            });
+        }
+        assert_eq!(
+            registered, 1,
+            "a client's metric handles are registered once per manifest"
+        );
+    }
+}

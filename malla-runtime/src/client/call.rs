@@ -168,10 +168,7 @@ impl<N: Remote> Call<'_, N> {
     }
 
     pub(super) fn codec_error(&self, action: &str, message: String) -> Error {
-        Error::Codec {
-            what: format!("{action} `{}.{}`", self.service, self.method.name()),
-            message,
-        }
+        Error::codec(action, &self.service, self.method.name(), message)
     }
 
     pub(super) fn timeout_error(&self, timeout: Duration) -> Error {

@@ -177,4 +177,63 @@ mod tests {
         let bad_rpc = Advertised::parse("n1", [("rpc", "nowhere"), ("status", "??")].into_iter());
         assert_eq!((bad_rpc.rpc, bad_rpc.status), (None, NodeStatus::Leaving));
     }
+
+    #[test]
+    fn signatures_are_published_and_read_back() {
+        let advert = ServiceAdvert {
+            vsn: "2.0.0".into(),
+            status: RunningStatus::Running,
+            meta: BTreeMap::new(),
+            sigs: vec![(7, 0xfeed), (9, 0xbeef)],
+        };
+        let encoded = advert.encode();
+        assert_eq!(
+            encoded,
+            r#"{"vsn":"2.0.0","status":"running","meta":{},"sigs":[[7,65261],[9,48879]]}"#
+        );
+        let parsed = Advertised::parse("n1", [("svc:Calc", encoded.as_str())].into_iter());
+        assert_eq!(parsed.services["Calc"], advert);
+    }
+
+    #[test]
+    fn an_older_or_newer_advert_still_reads() {
+        // An older node: no metadata, no signatures (unknown, not none).
+        let old = r#"{"vsn":"1.0.0","status":"running"}"#;
+        // A newer node: a field this version does not know.
+        let new = r#"{"vsn":"3.0.0","status":"stopped","meta":{},"sigs":[],"weight":5}"#;
+        let parsed = Advertised::parse("n1", [("svc:Old", old), ("svc:New", new)].into_iter());
+        assert!(parsed.services["Old"].meta.is_empty() && parsed.services["Old"].sigs.is_empty());
+        assert_eq!(parsed.services["New"].status, RunningStatus::Stopped);
+    }
+
+    #[test]
+    fn hidden_leaving_and_defaults() {
+        let parsed = Advertised::parse("n1", std::iter::empty());
+        assert_eq!(
+            (parsed.rpc, parsed.status, parsed.hidden, parsed.services.len()),
+            (None, NodeStatus::Running, false, 0)
+        );
+        let tool = Advertised::parse("cli", [("hidden", "true"), ("status", "leaving")].into_iter());
+        assert!(tool.hidden);
+        assert_eq!(tool.status, NodeStatus::Leaving);
+        assert!(
+            !Advertised::parse("n1", [("hidden", "yes")].into_iter()).hidden,
+            "only `true` hides"
+        );
+    }
+
+    #[test]
+    fn adverts_with_wrong_types_are_skipped() {
+        for bad in [
+            r#"{"vsn":1,"status":"running"}"#,
+            r#"{"vsn":"1","status":"running","sigs":[["a",1]]}"#,
+            r#"{"vsn":"1","status":"running","sigs":[[4294967296,1]]}"#,
+            r#"{"vsn":"1","status":"running","meta":{"k":1}}"#,
+            r#"[]"#,
+            "",
+        ] {
+            let parsed = Advertised::parse("n1", [("svc:Calc", bad)].into_iter());
+            assert!(parsed.services.is_empty(), "{bad:?} was read");
+        }
+    }
 }

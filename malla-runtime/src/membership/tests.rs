@@ -177,6 +177,26 @@ fn leaving_and_hidden_nodes_take_no_calls() {
 }
 
 #[test]
+fn a_node_that_left_is_no_longer_listed_and_a_crashed_one_is_listed_down() {
+    let t = table();
+    let mut left = gossiped(1, true, &[]);
+    left.advertised.status = NodeStatus::Leaving;
+    t.membership
+        .gossip_changed(view(&[("left", left.clone()), ("crashed", gossiped(2, true, &[]))]));
+    assert_eq!(t.membership.members().len(), 2);
+    // Both gone quiet; gossip keeps their state for the dead-node grace.
+    left.live = false;
+    t.membership
+        .gossip_changed(view(&[("left", left), ("crashed", gossiped(2, false, &[]))]));
+    let members = t.membership.members();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(
+        (members[0].node.as_str(), members[0].status),
+        ("crashed", MemberStatus::Down)
+    );
+}
+
+#[test]
 fn nodes_that_are_gone_are_forgotten() {
     let t = table();
     t.membership

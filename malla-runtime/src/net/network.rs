@@ -271,12 +271,7 @@ impl Network {
 
     /// The cluster's cookies; without one, a node can neither dial nor accept.
     pub(crate) fn keyring(&self) -> Result<&Keyring, Error> {
-        self.keyring.as_ref().ok_or_else(|| {
-            Error::Config(
-                "no cookie: set one with `.cookie(..)` or the MALLA_COOKIE environment variable; every node of a cluster must share it"
-                    .into(),
-            )
-        })
+        self.keyring.as_ref().ok_or_else(Error::no_cookie)
     }
 
     /// Refuses new connections from now on; false if already shutting down.
@@ -432,5 +427,125 @@ pub(crate) async fn accept_loop(network: Weak<Network>, listener: TcpListener, s
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::net::UnixStream;
+
+    use super::*;
+    use crate::connection::LinkOwner;
+    use crate::registry::Registry;
+    use crate::test_support::identity;
+
+    /// Takes the link events the way a node does: closes through
+    /// `connection_closed`, recording what it reports.
+    #[derive(Default)]
+    struct Owner {
+        network: std::sync::OnceLock<Weak<Network>>,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl LinkOwner<Connection> for Owner {
+        fn handle(&self, event: LinkEvent) {
+            let seen = match event {
+                LinkEvent::Up(conn) => format!("up {}", conn.peer.name),
+                LinkEvent::Closed(conn, reason) => {
+                    let network = self.network.get().and_then(Weak::upgrade).expect("the network");
+                    let current = network.connection_closed(&conn, &reason);
+                    format!("closed {} current={current}", conn.peer.name)
+                }
+                LinkEvent::DialFailed(peer) => format!("dial failed {peer}"),
+            };
+            self.seen.lock().unwrap().push(seen);
+        }
+    }
+
+    fn network(name: &str, keyring: Option<Keyring>) -> (Arc<Network>, Arc<Owner>) {
+        let owner = Arc::new(Owner::default());
+        let events = LinkEvents::new(Arc::downgrade(&owner) as Weak<dyn LinkOwner<Connection>>);
+        let config = NetConfig {
+            handshake_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_handshakes: 4,
+            max_handshakes_per_source: 2,
+            connection: ConnectionConfig {
+                max_frame: 1 << 20,
+                tick: Duration::from_secs(1),
+                max_handlers: 8,
+            },
+        };
+        let services: Arc<dyn Services> = Arc::new(Registry::default());
+        let network = Arc::new(Network::new(
+            keyring,
+            identity(name, false),
+            None,
+            config,
+            services,
+            events,
+        ));
+        owner.network.set(Arc::downgrade(&network)).unwrap();
+        (network, owner)
+    }
+
+    /// Adopts one end of a socket pair as a connection from `peer`.
+    fn adopt(network: &Arc<Network>, peer: Identity, initiator: Initiator) -> (Arc<Connection>, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (
+            network.adopt(ours, bytes::BytesMut::new(), None, peer, initiator),
+            theirs,
+        )
+    }
+
+    #[test]
+    fn without_a_cookie_it_neither_dials_nor_accepts_and_says_how_to_set_one() {
+        let (network, _) = network("a", None);
+        let err = network.keyring().map(|_| ()).expect_err("no keyring");
+        let text = err.to_string();
+        assert!(text.contains("MALLA_COOKIE") && text.contains(".cookie(.."), "{text}");
+    }
+
+    #[test]
+    fn a_dialer_with_our_name_is_refused_and_so_is_everyone_once_shutting_down() {
+        let (network, _) = network("a", None);
+        assert_eq!(network.decide(&identity("a", false)), Err(RejectReason::DuplicateName));
+        assert_eq!(network.decide(&identity("b", false)), Ok(()));
+        assert!(network.begin_shutdown());
+        assert!(!network.begin_shutdown(), "once");
+        assert_eq!(network.decide(&identity("b", false)), Err(RejectReason::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_second_live_node_under_a_connected_name_is_refused() {
+        let (network, _) = network("a", None);
+        let _b = adopt(&network, identity("b", false), Initiator::Peer);
+        let twin = Identity {
+            incarnation: 2,
+            ..identity("b", false)
+        };
+        assert_eq!(network.decide(&twin), Err(RejectReason::DuplicateName));
+        assert_eq!(network.decide(&identity("b", false)), Ok(()), "the same life redialing");
+    }
+
+    #[tokio::test]
+    async fn only_the_connection_calls_use_breaks_the_link_when_it_closes() {
+        let (network, owner) = network("a", None);
+        let (first, _keep) = adopt(&network, identity("b", false), Initiator::Peer);
+        // `a` sorts first: its own dial wins the tie-break, the peer's retires.
+        let (second, _keep2) = adopt(&network, identity("b", false), Initiator::Us);
+        assert!(Arc::ptr_eq(&network.connection_now(&"b".into()).unwrap(), &second));
+        assert!(!first.is_usable());
+        assert_eq!(network.open_connections(), 2);
+        first.close(CloseReason::Local("test"));
+        second.close(CloseReason::Local("test"));
+        assert_eq!(network.open_connections(), 0);
+        assert_eq!(
+            *owner.seen.lock().unwrap(),
+            ["up b", "closed b current=false", "closed b current=true"]
+        );
+        assert!(network.connection_now(&"b".into()).is_none());
     }
 }

@@ -27,6 +27,10 @@ use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest};
 
+/// What a codec error of a call by name was doing.
+const ENCODE: &str = "encode the arguments of";
+const DECODE: &str = "decode the reply of";
+
 /// A member of a malla cluster.
 ///
 /// ```
@@ -397,17 +401,11 @@ impl Node {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let body = postcard::to_allocvec(args).map_err(|e| Error::Codec {
-            what: format!("encode the arguments of `{service}.{method}`"),
-            message: e.to_string(),
-        })?;
+        let body = postcard::to_allocvec(args).map_err(|e| Error::codec(ENCODE, service, method, e))?;
         let bytes = self
             .call_encoded(service, method, body, options, Format::Postcard)
             .await?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::Codec {
-            what: format!("decode the reply of `{service}.{method}`"),
-            message: e.to_string(),
-        })
+        postcard::from_bytes(&bytes).map_err(|e| Error::codec(DECODE, service, method, e))
     }
 
     /// Calls `service.method` with JSON arguments (an array, one element per
@@ -423,20 +421,12 @@ impl Node {
         options: CallOptions,
     ) -> Result<serde_json::Value, Error> {
         if !args.is_array() {
-            return Err(Error::Codec {
-                what: format!("encode the arguments of `{service}.{method}`"),
-                message: "JSON arguments are an array, one element per argument: `[1, 2]`".into(),
-            });
+            let why = "JSON arguments are an array, one element per argument: `[1, 2]`";
+            return Err(Error::codec(ENCODE, service, method, why));
         }
-        let body = serde_json::to_vec(args).map_err(|e| Error::Codec {
-            what: format!("encode the arguments of `{service}.{method}`"),
-            message: e.to_string(),
-        })?;
+        let body = serde_json::to_vec(args).map_err(|e| Error::codec(ENCODE, service, method, e))?;
         let bytes = self.call_encoded(service, method, body, options, Format::Json).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Codec {
-            what: format!("decode the reply of `{service}.{method}`"),
-            message: e.to_string(),
-        })
+        serde_json::from_slice(&bytes).map_err(|e| Error::codec(DECODE, service, method, e))
     }
 
     /// A dynamic call with pre-encoded arguments; returns the encoded reply.

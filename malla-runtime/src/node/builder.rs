@@ -285,9 +285,7 @@ impl NodeBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let gossips = self.listen.is_some() || !self.gossip.seeds.is_empty() || !targets.is_empty();
         if keyring.is_none() && gossips {
-            return Err(Error::Config(format!(
-                "no cookie: a node that listens or joins a cluster needs one; set it with `.cookie(..)` or the {COOKIE_ENV} environment variable"
-            )));
+            return Err(Error::no_cookie());
         }
         Ok(Checked {
             keyring,
