@@ -66,11 +66,12 @@
 #![deny(missing_docs)]
 
 pub use malla_runtime::{
-    AdminStatus, ArgManifest, Balance, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT,
-    DrainReport, Error, Event, GossipStats, Instance, LONGEST_DURATION, Member, MemberStatus, MethodManifest, Node,
-    NodeBuilder, NodeConfig, NodeId, NodeStats, RunningStatus, ServeOptions, Service, ServiceManifest, ServiceStats,
-    declared_service, declared_services,
+    AdminStatus, ArgManifest, Balance, COOKIE_ENV, CallOptions, ConnectTarget, DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL,
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL,
+    DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, DrainReport, Error, Event, FencingToken, GossipStats, GroupStatus,
+    HeldLock, Instance, LONGEST_DURATION, LockGuard, LockRequest, Member, MemberStatus, MethodManifest, NAME_TTL, Node,
+    NodeBuilder, NodeConfig, NodeId, NodeStats, RegisteredName, RunningStatus, ServeOptions, Service, ServiceManifest,
+    ServiceStats, declared_service, declared_services,
 };
 
 /// Turns a trait into a malla service.

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::advert::{
-    Advertised, Gossiped, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RPC_KEY, SERVICE_PREFIX, STATUS_KEY, ServiceAdvert,
+    Advertised, Gossiped, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RAFT_KEY, RPC_KEY, RaftAdvert, SERVICE_PREFIX,
+    STATUS_KEY, ServiceAdvert,
 };
 use self::sealed_udp::{GossipCounters, GossipStats, SealedUdp, Sealer};
 use crate::handshake::Keyring;
@@ -152,6 +153,25 @@ impl Discovery {
             })
             .await;
         self.spread(also).await;
+    }
+
+    /// Publishes (or updates) this node's part in the consensus group.
+    pub(crate) async fn publish_raft(&self, advert: &RaftAdvert) {
+        let value = advert.encode();
+        let changed = self
+            .handle
+            .with_chitchat(|chitchat| {
+                let state = chitchat.self_node_state();
+                let changed = state.get(RAFT_KEY) != Some(value.as_str());
+                if changed {
+                    state.set(RAFT_KEY, value.clone());
+                }
+                changed
+            })
+            .await;
+        if changed {
+            self.spread([]).await;
+        }
     }
 
     /// Tells the cluster this node is leaving.

@@ -152,6 +152,64 @@ pub enum Error {
     #[error("the node has been shut down")]
     Shutdown,
 
+    /// The consensus group could not be reached with a quorum before the
+    /// deadline: nothing was granted (a request may still be applied if it
+    /// reached the leader; a lock so granted is freed when its lease runs out).
+    #[error("no quorum: {operation} waited {waited:?} for the consensus group ({reason})")]
+    NoQuorum {
+        /// What was asked, e.g. "lock `jobs`".
+        operation: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The last reason it heard.
+        reason: String,
+    },
+
+    /// The lock is held by another holder (on `node`), and stayed held
+    /// for as long as the caller was willing to wait.
+    #[error("lock `{name}` is held by node `{node}`")]
+    LockBusy {
+        /// The lock.
+        name: String,
+        /// The node whose guard holds it.
+        node: NodeId,
+    },
+
+    /// The global name is registered by another node.
+    #[error("the name `{name}` is registered by node `{node}`")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The node that holds it.
+        node: NodeId,
+    },
+
+    /// A lock or name this node does not hold (never held, already
+    /// released, lost to its lease running out, or held with another token).
+    #[error("`{name}` is not held here: {reason}")]
+    NotHeld {
+        /// The lock or name.
+        name: String,
+        /// What holds it instead, if anything.
+        reason: String,
+    },
+
+    /// The lock's lease ran out while the guarded work ran (the node could
+    /// not renew it, as when cut off from a quorum): the work was stopped.
+    #[error("lock `{name}` was lost: its lease ran out before it could be renewed")]
+    LockLost {
+        /// The lock.
+        name: String,
+    },
+
+    /// A lock or name that cannot be one: empty, too long, or a lease out
+    /// of bounds.
+    #[error("invalid lock or name request: {reason}")]
+    InvalidName {
+        /// Why.
+        reason: String,
+    },
+
     /// An I/O error outside of a call (binding a port, for example).
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -200,6 +258,12 @@ impl Error {
             Error::Connect { .. } => "connect",
             Error::Codec { .. } => "codec_error",
             Error::Shutdown => "shutdown",
+            Error::NoQuorum { .. } => "no_quorum",
+            Error::LockBusy { .. } => "lock_busy",
+            Error::NameTaken { .. } => "name_taken",
+            Error::NotHeld { .. } => "not_held",
+            Error::LockLost { .. } => "lock_lost",
+            Error::InvalidName { .. } => "invalid_name",
             Error::Resolve { .. } | Error::AlreadyServed(_) | Error::NotServed(_) | Error::Config(_) | Error::Io(_) => {
                 "other"
             }

@@ -21,6 +21,7 @@
 //! | cluster knowledge | `discovery`, `membership` | gossip on chitchat over sealed UDP (reports views through `ViewSink`); the table of nodes and instances, which publishes routes and events |
 //! | cluster formation | `cluster` | connect targets resolved by DNS, re-resolved periodically (reaches out through `Reach`) |
 //! | calls | `client` | the generated clients' core, the failover rule, one attempt seam for local and remote attempts, and the `Remote` seam to the network |
+//! | coordination | `coord` | locks and global names on an embedded Raft group (openraft) over the node's connections; reaches the node through `Cluster` |
 //! | node | `node` | the public `Node` API, the builder, and `node/parts.rs`, the one file that wires the layers together and owns their events |
 //!
 //! # The path of a remote call
@@ -80,12 +81,18 @@ mod membership;
 mod cluster;
 // the call path
 mod client;
+// coordination
+mod coord;
 // the node, on top
 mod node;
 #[cfg(test)]
 mod test_support;
 
 pub use cluster::ConnectTarget;
+pub use coord::{
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL, FencingToken, GroupStatus, HeldLock, LockGuard, LockRequest, NAME_TTL,
+    RegisteredName,
+};
 pub use discovery::advert::RunningStatus;
 pub use discovery::sealed_udp::GossipStats;
 pub use error::Error;

@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 use crate::NodeId;
-use crate::discovery::advert::{Gossiped, NodeStatus, RunningStatus, ServiceAdvert};
+use crate::discovery::advert::{Gossiped, NodeStatus, RaftAdvert, RunningStatus, ServiceAdvert};
 use crate::events::Event;
 use crate::registry::{Registry, RemoteInstance, Route};
 use crate::sync::lock;
@@ -262,6 +262,16 @@ impl Membership {
 
     pub(crate) fn instances(&self, service: &str) -> Vec<Instance> {
         self.lock().instances.get(service).cloned().unwrap_or_default()
+    }
+
+    /// What the nodes that are up say of their part in the consensus group.
+    pub(crate) fn raft_adverts(&self) -> Vec<(NodeId, RaftAdvert)> {
+        let state = self.lock();
+        state
+            .up
+            .iter()
+            .filter_map(|id| Some((id.clone(), state.gossip.get(id)?.advertised.raft.clone()?)))
+            .collect()
     }
 
     /// Services with a running instance on some up node.

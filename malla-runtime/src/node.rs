@@ -3,7 +3,8 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | `api` | [`Node`] and its whole public API |
+//! | `api` | [`Node`] and its public API: serving, discovery, calls by name, membership |
+//! | `coordination` | locks, global names and the consensus group's membership |
 //! | `builder` | [`NodeBuilder`]: settings, and starting a node step by step |
 //! | `config` | [`NodeConfig`]: settings from a file and the environment |
 //! | `parts` | what a node is made of, and the glue between the layers |
@@ -14,6 +15,7 @@
 mod api;
 mod builder;
 mod config;
+mod coordination;
 mod drain;
 mod introspect;
 mod parts;

@@ -8,6 +8,7 @@
 //! | `hidden` | `true` for hidden nodes (they publish nothing else) |
 //! | `svc:<name>` | `{"vsn":"1.2.0","status":"running","meta":{..}}` per global service |
 //! | `manifest:<name>` | the service's manifest, JSON, for tools |
+//! | `raft` | `{"id":…,"expect":3,"group":…,"leader":"n1","term":4,"member":true}`: the node's part in the consensus group |
 //!
 //! Values from other nodes are checked; a malformed one is skipped (and
 //! logged), never trusted.
@@ -24,6 +25,7 @@ pub(crate) const STATUS_KEY: &str = "status";
 pub(crate) const HIDDEN_KEY: &str = "hidden";
 pub(crate) const SERVICE_PREFIX: &str = "svc:";
 pub(crate) const MANIFEST_PREFIX: &str = "manifest:";
+pub(crate) const RAFT_KEY: &str = "raft";
 
 /// Whether a node is taking part in the cluster or leaving it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,35 @@ impl ServiceAdvert {
     }
 }
 
+/// The value of the `raft` key: what a node says of its part in the
+/// consensus group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RaftAdvert {
+    /// Its member id, were it to be one.
+    pub(crate) id: u64,
+    /// How many voters it expects to bootstrap the group with, if it was
+    /// marked a voter (1: a lone node, its own group); 0 if not a voter.
+    #[serde(default)]
+    pub(crate) expect: usize,
+    /// Whether it runs a member of a group now.
+    #[serde(default)]
+    pub(crate) member: bool,
+    /// The group it is a member of, once named.
+    #[serde(default)]
+    pub(crate) group: Option<u64>,
+    /// The leader as it knows it, and that leader's term.
+    #[serde(default)]
+    pub(crate) leader: Option<String>,
+    #[serde(default)]
+    pub(crate) term: u64,
+}
+
+impl RaftAdvert {
+    pub(crate) fn encode(&self) -> String {
+        serde_json::to_string(self).expect("plain data serializes")
+    }
+}
+
 pub(crate) fn manifest_value(manifest: &ServiceManifest) -> String {
     serde_json::to_string(manifest).expect("plain data serializes")
 }
@@ -95,6 +126,8 @@ pub(crate) struct Advertised {
     pub(crate) status: NodeStatus,
     pub(crate) hidden: bool,
     pub(crate) services: BTreeMap<String, ServiceAdvert>,
+    /// Its part in the consensus group, if it says.
+    pub(crate) raft: Option<RaftAdvert>,
 }
 
 impl Advertised {
@@ -105,6 +138,7 @@ impl Advertised {
             status: NodeStatus::Running,
             hidden: false,
             services: BTreeMap::new(),
+            raft: None,
         };
         for (key, value) in key_values {
             match key {
@@ -123,6 +157,10 @@ impl Advertised {
                     }
                 }
                 HIDDEN_KEY => advertised.hidden = value == "true",
+                RAFT_KEY => match serde_json::from_str::<RaftAdvert>(value) {
+                    Ok(raft) => advertised.raft = Some(raft),
+                    Err(err) => tracing::warn!(%node, "ignoring a malformed consensus advert: {err}"),
+                },
                 _ => {
                     if let Some(service) = key.strip_prefix(SERVICE_PREFIX) {
                         match serde_json::from_str::<ServiceAdvert>(value) {

@@ -61,6 +61,7 @@ fn gossiped(port: u16, live: bool, services: &[(&str, RunningStatus)]) -> Gossip
             rpc: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             status: NodeStatus::Running,
             hidden: false,
+            raft: None,
             services: services
                 .iter()
                 .map(|(name, status)| {

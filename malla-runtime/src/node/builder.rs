@@ -2,6 +2,7 @@
 //! settings, bind the sockets, assemble the parts, start the tasks.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,10 +13,12 @@ use super::api::Node;
 use super::parts::NodeParts;
 use crate::cluster::{ConnectTarget, Reach, reconnect_loop};
 use crate::connection::{ConnectionConfig, Services};
+use crate::coord::{CoordConfig, Role, Storage, Timing};
 use crate::discovery::{Discovery, GossipConfig, ViewSink, Whoami};
 use crate::handshake::{Cookie, Identity, Keyring};
 use crate::net::{NetConfig, Network, accept_loop};
 use crate::options::bounded;
+use crate::registry::Registry;
 use crate::{Error, NodeId};
 
 /// Largest frame a node accepts unless told otherwise.
@@ -61,6 +64,9 @@ pub struct NodeBuilder {
     connect_targets: Vec<String>,
     dns_servers: Vec<SocketAddr>,
     reconnect_interval: Duration,
+    voter: Option<usize>,
+    data_dir: Option<PathBuf>,
+    consensus_timing: Timing,
 }
 
 /// Period of re-resolving connect targets unless told otherwise.
@@ -86,7 +92,59 @@ impl NodeBuilder {
             connect_targets: Vec::new(),
             dns_servers: Vec::new(),
             reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
+            voter: None,
+            data_dir: None,
+            consensus_timing: Timing::default(),
         }
+    }
+
+    /// Makes this node a voter of the cluster's consensus group, which
+    /// starts once `expect` voters marked alike see each other (Consul's
+    /// `bootstrap_expect`: mark exactly `expect` nodes; 3 or 5 survive the
+    /// loss of 1 or 2). `0` makes it a client only. Unmarked, a node with no
+    /// seeds and no connect targets is its own group of one; every other
+    /// node asks the group's leader. Locks, names and strict singletons live
+    /// in the group.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), malla_runtime::Error> {
+    /// let node = malla_runtime::Node::builder("n1")
+    ///     .cookie("a-long-random-cluster-cookie")
+    ///     .listen("127.0.0.1:7000".parse().unwrap())
+    ///     .voter(3)
+    ///     .data_dir("/var/lib/malla/n1")
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn voter(mut self, expect: usize) -> Self {
+        self.voter = Some(expect);
+        self
+    }
+
+    /// Where this node keeps what it must not forget across restarts: the
+    /// consensus group's log and snapshots (in `<dir>/raft/`, synced before
+    /// anything is acknowledged). Without one they live in memory, and a
+    /// restarted voter comes back as a new member (the old one must then be
+    /// removed, `Node::remove_voter`). One directory per node.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The consensus group's heartbeat and election timeout (default 100 ms
+    /// and 400 to 800 ms: a dead leader is replaced in about a second). The
+    /// election timeout is drawn between `election` and twice it.
+    #[doc(hidden)]
+    pub fn consensus_timing(mut self, heartbeat: Duration, election: Duration) -> Self {
+        let heartbeat = bounded(heartbeat).max(Duration::from_millis(10));
+        let election = bounded(election).max(heartbeat * 3);
+        self.consensus_timing = Timing {
+            heartbeat,
+            election_min: election,
+            election_max: election * 2,
+        };
+        self
     }
 
     /// Where to find the cluster, looked up again every
@@ -255,8 +313,10 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, Error> {
         let checked = self.check()?;
         let sockets = self.bind(checked.gossips).await?;
-        let parts = self.assemble(checked.keyring, &sockets);
+        let lone = self.gossip.seeds.is_empty() && checked.targets.is_empty();
+        let parts = self.assemble(checked.keyring, &sockets, lone);
         self.start_tasks(&parts, sockets, checked.targets).await?;
+        parts.coord.start();
         Ok(Node { parts })
     }
 
@@ -329,8 +389,30 @@ impl NodeBuilder {
         })
     }
 
+    /// How this node takes part in the consensus group: as marked, else
+    /// its own group if it is `lone` (no seeds, no connect targets), else a
+    /// client.
+    fn coordination(&self, lone: bool) -> CoordConfig {
+        let role = match self.voter {
+            _ if self.hidden => Role::Client,
+            Some(0) => Role::Client,
+            Some(expect) => Role::Voter { expect },
+            None if lone => Role::Lone,
+            None => Role::Client,
+        };
+        let storage = match &self.data_dir {
+            Some(dir) => Storage::Dir(dir.clone()),
+            None => Storage::Memory,
+        };
+        CoordConfig {
+            role,
+            storage,
+            timing: self.consensus_timing,
+        }
+    }
+
     /// Builds the node's parts; nothing runs yet.
-    fn assemble(&self, keyring: Option<Keyring>, sockets: &Sockets) -> Arc<NodeParts> {
+    fn assemble(&self, keyring: Option<Keyring>, sockets: &Sockets, lone: bool) -> Arc<NodeParts> {
         let id = NodeId::from(self.name.clone());
         let identity = Identity {
             name: id.clone(),
@@ -351,10 +433,18 @@ impl NodeBuilder {
                 max_handlers: self.max_handlers,
             },
         };
-        NodeParts::new(id, self.dns_servers.clone(), |registry, links| {
+        let incarnation = identity.incarnation;
+        let network = |registry: Arc<Registry>, links| {
             let services: Arc<dyn Services> = registry;
             Network::new(keyring, identity, sockets.bound, config, services, links)
-        })
+        };
+        NodeParts::new(
+            id,
+            incarnation,
+            self.dns_servers.clone(),
+            self.coordination(lone),
+            network,
+        )
     }
 
     /// Starts accepting, gossiping and re-resolving the connect targets.

@@ -23,13 +23,14 @@ use super::introspect::{Figures, Introspect};
 use super::stats::NodeStats;
 use crate::cluster::{Dns, Reach};
 use crate::connection::{Connection, LinkEvent, LinkEvents, LinkOwner};
-use crate::discovery::advert::{Gossiped, ServiceAdvert};
+use crate::coord::{Cluster, CoordConfig, Coordinator, RaftService};
+use crate::discovery::advert::{Gossiped, RaftAdvert, ServiceAdvert};
 use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
 use crate::membership::Membership;
 use crate::net::Network;
 use crate::registry::{LocalService, Registry, Route};
-use crate::{AdminStatus, Error, NodeId};
+use crate::{AdminStatus, Error, NodeId, Service};
 
 /// Everything a node is made of; `Node` handles share one.
 pub(super) struct NodeParts {
@@ -38,6 +39,8 @@ pub(super) struct NodeParts {
     pub(super) events: broadcast::Sender<Event>,
     pub(super) network: Arc<Network>,
     pub(super) membership: Membership,
+    /// Locks, names and the consensus group.
+    pub(super) coord: Arc<Coordinator>,
     /// Set once gossip has started (nodes that listen or have seeds).
     pub(super) discovery: OnceLock<Discovery>,
     /// The DNS resolver of connect targets, built on first use.
@@ -53,30 +56,38 @@ impl NodeParts {
     /// Assembles the parts around `network`, which reports its links to them.
     pub(super) fn new(
         id: NodeId,
+        incarnation: u64,
         dns_servers: Vec<SocketAddr>,
+        coordination: CoordConfig,
         network: impl FnOnce(Arc<Registry>, Arc<LinkEvents>) -> Network,
     ) -> Arc<NodeParts> {
         Arc::new_cyclic(|this: &Weak<NodeParts>| {
             let registry = Arc::new(Registry::default());
-            // Every node answers `Node::stats_of`, unpublished.
+            let events = crate::events::channel();
+            let links = LinkEvents::new(this.clone() as Weak<dyn LinkOwner<Connection>>);
+            let network = Arc::new(network(Arc::clone(&registry), links));
+            let cluster = this.clone() as Weak<dyn Cluster>;
+            let coord = Coordinator::new(id.clone(), incarnation, coordination, Arc::clone(&network), cluster);
+            // Every node answers `Node::stats_of` and the consensus group's
+            // requests, unpublished.
             let introspect = Introspect {
                 node: this.clone() as Weak<dyn Figures>,
             };
-            let local = Arc::new(LocalService::new(
-                &id,
-                Box::new(introspect),
-                BTreeMap::new(),
-                AdminStatus::Active,
-            ));
-            registry.slot(local.name()).update(|route| Route {
-                local: Some(local),
-                remote: Arc::clone(&route.remote),
-            });
-            let events = crate::events::channel();
-            let links = LinkEvents::new(this.clone() as Weak<dyn LinkOwner<Connection>>);
+            let raft = RaftService {
+                coordinator: Arc::downgrade(&coord),
+            };
+            let builtin: [Box<dyn Service>; 2] = [Box::new(introspect), Box::new(raft)];
+            for service in builtin {
+                let local = Arc::new(LocalService::new(&id, service, BTreeMap::new(), AdminStatus::Active));
+                registry.slot(local.name()).update(|route| Route {
+                    local: Some(local),
+                    remote: Arc::clone(&route.remote),
+                });
+            }
             NodeParts {
                 membership: Membership::new(id.clone(), Arc::clone(&registry), events.clone()),
-                network: Arc::new(network(Arc::clone(&registry), links)),
+                network,
+                coord,
                 id,
                 registry,
                 events,
@@ -148,14 +159,35 @@ impl NodeParts {
             return;
         }
         tracing::info!(node = %self.id, "shutting down");
+        // What this node holds is free before the others stop routing here.
+        self.coord.leave().await;
         if let Some(discovery) = self.discovery.get() {
             discovery.leave(self.network.connected_addrs()).await;
             tokio::time::sleep(discovery.interval * 2).await;
         }
         self.network.hang_up().await;
+        self.coord.shutdown().await;
         if let Some(discovery) = self.discovery.get() {
             discovery.stop().await;
         }
+    }
+}
+
+impl Cluster for NodeParts {
+    fn adverts(&self) -> Vec<(NodeId, RaftAdvert)> {
+        self.membership.raft_adverts()
+    }
+
+    fn publish(&self, advert: RaftAdvert) {
+        let Some(parts) = self.this.upgrade() else { return };
+        if parts.discovery.get().is_none() || parts.network.identity.hidden {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Some(discovery) = parts.discovery.get() {
+                discovery.publish_raft(&advert).await;
+            }
+        });
     }
 }
 

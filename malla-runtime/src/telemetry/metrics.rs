@@ -24,6 +24,11 @@
 //! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `send_failed`) | gossip datagrams |
 //! | `malla_gossip_bytes_total` | counter | direction | their bytes, sealed, without UDP and IP headers |
 //! | `malla_members` | gauge | status (`up`, `leaving`, `down`) | other visible nodes this node knows |
+//! | `malla_raft_leader` | gauge | | 1 while this node leads the consensus group, else 0 (members only) |
+//! | `malla_raft_term` | gauge | | the group's term as this member knows it |
+//! | `malla_raft_commit_index` | gauge | | the last log entry this member applied |
+//! | `malla_raft_lease_expiries_total` | counter | kind (`lock`, `name`) | leases the leader saw run out and freed |
+//! | `malla_coord_requests_total` | counter | op (`lock`, `unlock`, `renew`, `register`, `unregister`, `whereis`, `admin`), outcome | requests this node made of the group |
 
 use std::time::Instant;
 
@@ -43,6 +48,11 @@ pub(crate) mod name {
     pub(crate) const GOSSIP_DATAGRAMS: &str = "malla_gossip_datagrams_total";
     pub(crate) const GOSSIP_BYTES: &str = "malla_gossip_bytes_total";
     pub(crate) const MEMBERS: &str = "malla_members";
+    pub(crate) const RAFT_LEADER: &str = "malla_raft_leader";
+    pub(crate) const RAFT_TERM: &str = "malla_raft_term";
+    pub(crate) const RAFT_COMMIT: &str = "malla_raft_commit_index";
+    pub(crate) const LEASE_EXPIRIES: &str = "malla_raft_lease_expiries_total";
+    pub(crate) const COORD_REQUESTS: &str = "malla_coord_requests_total";
 }
 
 /// The handles of one method's client metrics.
@@ -213,4 +223,22 @@ pub(crate) fn members(node: &str, [up, leaving, down]: [usize; 3]) {
     for (status, count) in [("up", up), ("leaving", leaving), ("down", down)] {
         gauge!(name::MEMBERS, "node" => node.to_owned(), "status" => status).set(count as f64);
     }
+}
+
+/// How the consensus group stands, as a member sees it.
+pub(crate) fn raft(node: &str, leader: bool, term: u64, commit: u64) {
+    let node = node.to_owned();
+    gauge!(name::RAFT_LEADER, "node" => node.clone()).set(if leader { 1.0 } else { 0.0 });
+    gauge!(name::RAFT_TERM, "node" => node.clone()).set(term as f64);
+    gauge!(name::RAFT_COMMIT, "node" => node).set(commit as f64);
+}
+
+/// The leader freed a lease that ran out.
+pub(crate) fn lease_expired(node: &str, kind: &'static str) {
+    counter!(name::LEASE_EXPIRIES, "node" => node.to_owned(), "kind" => kind).increment(1);
+}
+
+/// A request this node made of the consensus group, by how it ended.
+pub(crate) fn coord_request(node: &str, op: &'static str, outcome: &'static str) {
+    counter!(name::COORD_REQUESTS, "node" => node.to_owned(), "op" => op, "outcome" => outcome).increment(1);
 }
