@@ -116,3 +116,58 @@ fn three_voters_grant_locks_and_keep_granting_after_the_leader_dies() {
             .is_ok_and(|s| s.leader.as_ref().is_some_and(|l| *l != leader))
     }));
 }
+
+/// A client bound to a global name follows it: from a node that leaves to
+/// the one that registers it next, and to one that takes over from a killed
+/// holder once its lease has run out.
+#[test]
+fn a_named_client_follows_its_name() {
+    let nodes = malla_test_support::nodes::cluster("named", 4, COOKIE);
+    let (caller, first, second, third) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3]);
+    for server in [first, second, third] {
+        server
+            .run(server.node.serve(GeometryServer::new(Geo::default())))
+            .unwrap();
+    }
+    let geo = GeometryClient::named(&caller.node, "primary");
+    assert!(
+        matches!(caller.run(geo.count()), Err(Error::ServiceNotAvailable { ref service, .. }) if service.contains("primary")),
+        "not registered yet"
+    );
+    first.run(first.node.register_name("primary", "Geometry")).unwrap();
+    assert!(matches!(
+        second.run(second.node.register_name("primary", "Geometry")),
+        Err(Error::NameTaken { ref node, .. }) if node == first.node.id()
+    ));
+    assert_eq!(caller.run(geo.count()).unwrap(), 1, "first's instance");
+
+    // Leaving frees the name; the next holder gets the calls.
+    first.run(first.node.shutdown());
+    second.run(second.node.register_name("primary", "Geometry")).unwrap();
+    assert_eq!(caller.run(geo.count()).unwrap(), 1, "second's instance, after the move");
+
+    // A killed holder's name is free once its lease runs out.
+    let mut nodes = nodes;
+    nodes[2].kill();
+    let third = &nodes[3];
+    let killed = Instant::now();
+    let token = loop {
+        match third.run(third.node.register_name("primary", "Geometry")) {
+            Ok(token) => break token,
+            Err(Error::NameTaken { .. }) => std::thread::sleep(Duration::from_millis(100)),
+            Err(err) => panic!("{err}"),
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "the name stayed taken");
+    };
+    println!(
+        "a killed holder's name was free after {:?} (lease {:?})",
+        killed.elapsed(),
+        malla::NAME_TTL
+    );
+    let caller = &nodes[0];
+    assert_eq!(
+        caller.run(caller.node.whereis_name("primary")).unwrap(),
+        Some((third.node.id().clone(), token))
+    );
+    assert_eq!(caller.run(geo.count()).unwrap(), 1, "third's instance");
+}

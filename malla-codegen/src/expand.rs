@@ -303,6 +303,13 @@ fn client_impl(svc: &Service) -> TokenStream {
                 #client { __core: self.__core.on_node(node.into()) }
             }
 
+            /// A client of the node that holds the global name `name`
+            /// (`Node::register_name`), found through the consensus group
+            /// and found again when the name moves.
+            pub fn named(node: &#p::Node, name: &str) -> Self {
+                #client { __core: #p::ClientCore::named(node, Self::MANIFEST, name) }
+            }
+
             #(#methods)*
         }
     }

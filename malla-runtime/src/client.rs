@@ -20,6 +20,8 @@ mod failover;
 mod remote;
 
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::net::Network;
@@ -42,6 +44,16 @@ pub struct ClientCore {
     options: Option<Arc<CallOptions>>,
 }
 
+/// Where a client bound to a global name finds the node that holds it.
+pub(crate) trait NameResolver: Send + Sync + 'static {
+    /// The name.
+    fn name(&self) -> &str;
+
+    /// The node holding the name, or `None`: as last found, or read from
+    /// the group again when `fresh` or nothing was found yet.
+    fn holder(&self, fresh: bool) -> Pin<Box<dyn Future<Output = Result<Option<NodeId>, Error>> + Send + '_>>;
+}
+
 /// What every clone of a client shares, with or without options.
 struct ServiceClient {
     network: Arc<Network>,
@@ -52,6 +64,8 @@ struct ServiceClient {
     manifest: &'static ServiceManifest,
     /// Metric handles of each method, in manifest order.
     metrics: Arc<[ClientMethod]>,
+    /// The global name calls go to, for a client bound to one.
+    bound: Option<Arc<dyn NameResolver>>,
 }
 
 static DEFAULT_OPTIONS: CallOptions = CallOptions {
@@ -71,6 +85,7 @@ impl ClientCore {
         node: Arc<dyn Any + Send + Sync>,
         slot: Arc<ServiceSlot>,
         manifest: &'static ServiceManifest,
+        bound: Option<Arc<dyn NameResolver>>,
     ) -> Self {
         let metrics = slot.client_metrics(manifest, || {
             manifest
@@ -86,6 +101,7 @@ impl ClientCore {
                 slot,
                 manifest,
                 metrics,
+                bound,
             }),
             options: None,
         }
@@ -134,6 +150,10 @@ where
 {
     let options = core.options();
     let service = &*core.service;
+    if let Some(bound) = &service.bound {
+        let args = typed_args(args, local, encode, decode);
+        return Box::pin(call_named(core, &**bound, method, args)).await;
+    }
     let metrics = &service.metrics[method];
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
     if options.nodes.is_none() && options.sna_retries == 0 && !service.slot.is_available() {
@@ -153,13 +173,61 @@ where
         format: crate::wire::Format::Postcard,
         metrics,
     };
-    call.run(args::TypedArgs {
+    call.run(typed_args(args, local, encode, decode)).await
+}
+
+fn typed_args<A, L, F, E, D>(args: A, local: F, encode: E, decode: D) -> args::TypedArgs<A, L, F, E, D> {
+    args::TypedArgs {
         value: Some(args),
         direct: Some(local),
         encode: Some(encode),
         decode: Some(decode),
         encoded: None,
         handle: std::marker::PhantomData::<fn(&L)>,
-    })
-    .await
+    }
+}
+
+/// A call of a client bound to a global name: to the node that holds the
+/// name; if no node ran it there (the node is gone, or no longer serves
+/// it), the name is looked up again and, if it moved, the call goes to its
+/// new holder. A call that may have run is not sent again.
+async fn call_named<R, A: args::CallArgs<R>>(
+    core: &ClientCore,
+    bound: &dyn NameResolver,
+    method: usize,
+    mut args: A,
+) -> Result<R, Error> {
+    let service = &*core.service;
+    let not_registered = || Error::ServiceNotAvailable {
+        service: format!(
+            "{} (the name `{}` is not registered)",
+            service.manifest.name(),
+            bound.name()
+        )
+        .into(),
+        requirement: None,
+    };
+    let mut holder = bound.holder(false).await?.ok_or_else(not_registered)?;
+    let mut fresh = false;
+    loop {
+        let options = core.options().clone().nodes([holder.clone()]);
+        let call = call::Call {
+            remote: &service.network,
+            slot: &service.slot,
+            service: service.manifest.name_cow(),
+            method: &service.manifest.methods()[method],
+            options: &options,
+            format: crate::wire::Format::Postcard,
+            metrics: &service.metrics[method],
+        };
+        let (result, ran_nowhere) = call.run_again(&mut args).await;
+        if result.is_ok() || !ran_nowhere || fresh {
+            return result;
+        }
+        fresh = true;
+        match bound.holder(true).await? {
+            Some(moved) if moved != holder => holder = moved,
+            _ => return result,
+        }
+    }
 }

@@ -33,6 +33,7 @@ mod wire;
 pub(crate) use coordinator::{Cluster, CoordConfig, Coordinator, Role};
 pub use locks::{DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL, FencingToken, HeldLock, LockGuard, LockRequest};
 pub(crate) use member::{Storage, Timing};
+pub(crate) use names::NameBinding;
 pub use names::{NAME_TTL, RegisteredName};
 pub(crate) use service::RaftService;
 pub(crate) use wire::Admin;

@@ -38,6 +38,8 @@ struct Tally {
     attempts: u32,
     /// Why the last attempt did not run, until the next one starts.
     not_run: Option<&'static str>,
+    /// An attempt ran (or may have run).
+    ran: bool,
 }
 
 impl<N: Remote> Call<'_, N> {
@@ -52,6 +54,19 @@ impl<N: Remote> Call<'_, N> {
         let result = self.attempts(&mut args, None, &mut tally, started).await;
         self.finish(None, &tally, &result, started);
         result
+    }
+
+    /// Runs the call on `args`, which stay usable for another run; also
+    /// says whether it surely ran nowhere (every attempt was refused before
+    /// running), so that a caller may send it elsewhere.
+    pub(crate) async fn run_again<R, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
+        let span = spans::wanted().then(|| spans::call(&self.service, self.method.name()));
+        let span = span.as_ref().filter(|s| !s.is_disabled());
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let result = self.attempts(args, span, &mut tally, started).await;
+        self.finish(span, &tally, &result, started);
+        (result, !tally.ran)
     }
 
     async fn run_traced<R, A: CallArgs<R>>(&self, mut args: A) -> Result<R, Error> {
@@ -133,7 +148,10 @@ impl<N: Remote> Call<'_, N> {
                     .attempt(target, tally.attempts, args, deadline, timeout, span)
                     .await;
                 match attempt {
-                    Outcome::Done(result) => return result,
+                    Outcome::Done(result) => {
+                        tally.ran = true;
+                        return result;
+                    }
                     Outcome::NotRun(err) => {
                         tally.not_run = Some(err.outcome());
                         failure = Some(pick_failure(failure, err));

@@ -3,7 +3,9 @@
 //! renews for as long as it runs, freed when it unregisters, leaves,
 //! restarts, or stops renewing (it died, or was cut off).
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,6 +14,8 @@ use super::coordinator::Coordinator;
 use super::locks::{FencingToken, REQUEST_TIMEOUT, check_lease, unexpected};
 use super::table::{Command, Key, Response, check_name};
 use super::wire::{Answer, Query};
+use crate::client::NameResolver;
+use crate::sync::lock;
 use crate::{Error, NodeId};
 
 /// How long a name's lease runs unless renewed: how soon a dead holder's
@@ -29,6 +33,42 @@ pub struct RegisteredName {
     pub service: String,
     /// Its grant's fencing token.
     pub token: FencingToken,
+}
+
+/// What a client bound to a global name asks: where the name is, found
+/// once and again when the client says it moved.
+pub(crate) struct NameBinding {
+    coordinator: Weak<Coordinator>,
+    name: String,
+    found: Mutex<Option<NodeId>>,
+}
+
+impl NameBinding {
+    pub(crate) fn new(coordinator: &Arc<Coordinator>, name: &str) -> Self {
+        NameBinding {
+            coordinator: Arc::downgrade(coordinator),
+            name: name.to_owned(),
+            found: Mutex::new(None),
+        }
+    }
+}
+
+impl NameResolver for NameBinding {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn holder(&self, fresh: bool) -> Pin<Box<dyn Future<Output = Result<Option<NodeId>, Error>> + Send + '_>> {
+        Box::pin(async move {
+            if !fresh && let Some(node) = lock(&self.found).clone() {
+                return Ok(Some(node));
+            }
+            let coordinator = self.coordinator.upgrade().ok_or(Error::Shutdown)?;
+            let holder = coordinator.whereis(&self.name).await?.map(|(node, _)| node);
+            *lock(&self.found) = holder.clone();
+            Ok(holder)
+        })
+    }
 }
 
 impl Coordinator {

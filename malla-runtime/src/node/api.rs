@@ -16,8 +16,9 @@ use super::introspect::{self, Figures};
 use super::parts::NodeParts;
 use super::stats::NodeStats;
 use crate::client::Filter;
-use crate::client::{ClientCore, call_encoded};
+use crate::client::{ClientCore, NameResolver, call_encoded};
 use crate::cluster::ConnectTarget;
+use crate::coord::NameBinding;
 use crate::discovery::sealed_udp::GossipStats;
 use crate::events::Event;
 use crate::membership::{Instance, Member};
@@ -454,6 +455,23 @@ impl ClientCore {
             keep_alive,
             parts.registry.slot(manifest.name()),
             manifest,
+            None,
+        )
+    }
+
+    /// What a generated client's `named` calls: a client of the node that
+    /// holds the global name `name`.
+    #[doc(hidden)]
+    pub fn named(node: &Node, manifest: &'static ServiceManifest, name: &str) -> Self {
+        let parts = &node.parts;
+        let keep_alive: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(parts) as _;
+        let binding: Arc<dyn NameResolver> = Arc::new(NameBinding::new(&parts.coord, name));
+        ClientCore::from_parts(
+            Arc::clone(&parts.network),
+            keep_alive,
+            parts.registry.slot(manifest.name()),
+            manifest,
+            Some(binding),
         )
     }
 }

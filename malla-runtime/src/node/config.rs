@@ -17,6 +17,8 @@
 //! max_handlers_per_connection = 1024
 //! max_handshakes = 256
 //! max_handshakes_per_source = 32
+//! voter = 3                                   # a voter of the consensus group, bootstrapping with 3
+//! data_dir = "/var/lib/malla/api-1"           # its log and snapshots survive restarts
 //! ```
 //!
 //! | variable | setting |
@@ -31,6 +33,8 @@
 //! | `MALLA_ALSO_ACCEPT_COOKIE_FILES` | files of cookies also accepted, comma-separated |
 //! | `MALLA_SEALING` | `true` or `false` |
 //! | `MALLA_MAX_HANDLERS_PER_CONNECTION`, `MALLA_MAX_HANDSHAKES`, `MALLA_MAX_HANDSHAKES_PER_SOURCE` | limits |
+//! | `MALLA_VOTER` | voters the consensus group bootstraps with, if this node is one (`0`: not a voter) |
+//! | `MALLA_DATA_DIR` | where the node keeps the group's log and snapshots |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,6 +85,12 @@ pub struct NodeConfig {
     pub max_handshakes: Option<usize>,
     /// Incoming handshakes at once, per source address.
     pub max_handshakes_per_source: Option<usize>,
+    /// Voters the consensus group bootstraps with, if this node is one
+    /// (see [`NodeBuilder::voter`]).
+    pub voter: Option<usize>,
+    /// Where the node keeps what it must not forget (see
+    /// [`NodeBuilder::data_dir`]).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -170,10 +180,14 @@ impl NodeConfig {
             ),
             ("MALLA_MAX_HANDSHAKES", &mut self.max_handshakes),
             ("MALLA_MAX_HANDSHAKES_PER_SOURCE", &mut self.max_handshakes_per_source),
+            ("MALLA_VOTER", &mut self.voter),
         ] {
             if let Some(v) = var(name) {
                 *setting = Some(parse(name, &v, "a number")?);
             }
+        }
+        if let Some(v) = var("MALLA_DATA_DIR").filter(|v| !v.trim().is_empty()) {
+            self.data_dir = Some(v.into());
         }
         if let Some(v) = var("MALLA_DNS_SERVERS") {
             self.dns_servers = list(&v)
@@ -231,6 +245,12 @@ impl NodeConfig {
         }
         if !self.dns_servers.is_empty() {
             builder = builder.dns_servers(self.dns_servers);
+        }
+        if let Some(expect) = self.voter {
+            builder = builder.voter(expect);
+        }
+        if let Some(dir) = self.data_dir {
+            builder = builder.data_dir(dir);
         }
         Ok(builder.connect_targets(self.connect))
     }
@@ -346,6 +366,23 @@ max_handshakes = 64
         };
         let err = missing.builder().unwrap_err().to_string();
         assert!(err.contains("cannot read the cookie file /nonexistent/cookie"), "{err}");
+    }
+
+    #[test]
+    fn voters_and_their_data_come_from_the_file_and_the_environment() {
+        let config = file("name = \"v1\"\nvoter = 3\ndata_dir = \"/var/lib/malla/v1\"\n").unwrap();
+        assert_eq!(config.voter, Some(3));
+        assert_eq!(config.data_dir, Some(PathBuf::from("/var/lib/malla/v1")));
+        let env: HashMap<&str, &str> = HashMap::from([("MALLA_VOTER", "5"), ("MALLA_DATA_DIR", "/data")]);
+        let config = config
+            .with_env_vars(|name| env.get(name).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!((config.voter, config.data_dir), (Some(5), Some(PathBuf::from("/data"))));
+        let err = NodeConfig::default()
+            .with_env_vars(|name| (name == "MALLA_VOTER").then(|| "three".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MALLA_VOTER=`three` is not a number"), "{err}");
     }
 
     #[test]

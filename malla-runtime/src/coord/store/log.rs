@@ -423,3 +423,101 @@ pub(crate) fn read_small<T: DeserializeOwned>(path: &Path) -> io::Result<Option<
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::coord::table::{Command, Key};
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Command::Expire {
+                key: Key::Lock(format!("k{index}")),
+                token: index,
+                renewed_at: index,
+            }),
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("malla-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    async fn indexes(store: &mut LogStore) -> Vec<u64> {
+        store
+            .try_get_log_entries(0..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn what_was_acknowledged_is_there_after_a_restart() {
+        let dir = scratch("restart");
+        {
+            let mut store = LogStore::open(&dir).unwrap();
+            store.save_vote(&Vote::new(3, 7)).await.unwrap();
+            store.blocking_append((1..=5).map(|i| entry(1, i))).await.unwrap();
+            store
+                .truncate(LogId::new(CommittedLeaderId::new(1, 1), 4))
+                .await
+                .unwrap();
+            store.blocking_append([entry(2, 4)]).await.unwrap();
+            store.purge(LogId::new(CommittedLeaderId::new(1, 1), 1)).await.unwrap();
+        }
+        let mut store = LogStore::open(&dir).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 7)));
+        assert_eq!(indexes(&mut store).await, [2, 3, 4]);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| (l.leader_id.term, l.index)), Some((2, 4)));
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_at_the_end_is_cut_off() {
+        let dir = scratch("torn");
+        {
+            let mut store = LogStore::open(&dir).unwrap();
+            store.blocking_append((1..=3).map(|i| entry(1, i))).await.unwrap();
+        }
+        // A crash mid-write leaves half a record.
+        let path = dir.join("log");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        drop(file);
+        // And a flipped byte in the last whole record makes it torn too.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[len as usize - 1] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut store = LogStore::open(&dir).unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2]);
+        store.blocking_append([entry(1, 3)]).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(&dir).unwrap();
+        assert_eq!(
+            indexes(&mut store).await,
+            [1, 2, 3],
+            "appends after the cut are read back"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn one_process_per_data_directory() {
+        let dir = scratch("lock");
+        let _first = LogStore::open(&dir).unwrap();
+        let second = LogStore::open(&dir).err().expect("in use");
+        assert!(second.to_string().contains("in use by another process"), "{second}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
