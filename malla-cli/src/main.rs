@@ -76,6 +76,15 @@ enum Command {
     /// Every node's figures since it started: requests served, in flight,
     /// errors, calls made, failovers, connections and gossip.
     Stats,
+    /// The locks the consensus group holds: holder, fencing token, lease.
+    Locks,
+    /// The global names: holder, service, fencing token.
+    Names,
+    /// The consensus group: leader, term, voters; or a change of its voters.
+    Voters {
+        #[command(subcommand)]
+        change: Option<VoterChange>,
+    },
     /// Calls a method with JSON arguments and prints the JSON reply.
     Call {
         /// The service's wire name.
@@ -88,6 +97,20 @@ enum Command {
         /// Deadline of the call, in milliseconds.
         #[arg(long, default_value_t = 15_000, value_name = "MS")]
         timeout_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoterChange {
+    /// Makes a node a voter (it catches up first; joint consensus).
+    Add {
+        /// The node's name.
+        node: String,
+    },
+    /// Removes a voter (one that died for good, or to shrink the group).
+    Remove {
+        /// The node's name.
+        node: String,
     },
 }
 
@@ -126,6 +149,29 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Stats => {
             settle(&node, &cli).await?;
             Ok(output::stats(&stats(&node).await, cli.json))
+        }
+        Command::Locks => {
+            settle(&node, &cli).await?;
+            node.locks()
+                .await
+                .map(|l| output::locks(&l, cli.json))
+                .map_err(|e| e.to_string())
+        }
+        Command::Names => {
+            settle(&node, &cli).await?;
+            node.names()
+                .await
+                .map(|n| output::names(&n, cli.json))
+                .map_err(|e| e.to_string())
+        }
+        Command::Voters { change } => {
+            settle(&node, &cli).await?;
+            let status = match change {
+                None => node.group_status().await,
+                Some(VoterChange::Add { node: name }) => node.add_voter(&NodeId::from(name.as_str())).await,
+                Some(VoterChange::Remove { node: name }) => node.remove_voter(&NodeId::from(name.as_str())).await,
+            };
+            status.map(|s| output::group(&s, cli.json)).map_err(|e| e.to_string())
         }
         Command::Cookie => unreachable!("answered without joining"),
         Command::Call {

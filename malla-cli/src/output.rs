@@ -1,6 +1,9 @@
 //! What the commands print: aligned tables for people, JSON for scripts.
 
-use malla::{Error, Member, MemberStatus, Node, NodeId, NodeStats, RunningStatus, ServiceManifest};
+use malla::{
+    Error, GroupStatus, HeldLock, Member, MemberStatus, Node, NodeId, NodeStats, RegisteredName, RunningStatus,
+    ServiceManifest,
+};
 use malla_build::{MethodEntry, ServiceEntry};
 use serde_json::json;
 
@@ -110,6 +113,81 @@ pub(crate) fn manifest(manifest: &ServiceManifest, from: &NodeId) -> String {
     malla_build::write_manifest(&header, &[], &[entry])
         .trim_end()
         .to_owned()
+}
+
+pub(crate) fn locks(locks: &[HeldLock], as_json: bool) -> String {
+    if as_json {
+        let rows: Vec<_> = locks
+            .iter()
+            .map(|l| json!({"lock": l.name, "node": l.node.as_str(), "token": l.token.value(), "ttl_ms": l.ttl.as_millis() as u64}))
+            .collect();
+        return serde_json::to_string_pretty(&rows).expect("JSON prints");
+    }
+    let rows = locks
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.node.to_string(),
+                l.token.to_string(),
+                format!("{:?}", l.ttl),
+            ]
+        })
+        .collect();
+    table(&["LOCK", "HOLDER", "TOKEN", "LEASE"], rows)
+}
+
+pub(crate) fn names(names: &[RegisteredName], as_json: bool) -> String {
+    if as_json {
+        let rows: Vec<_> = names
+            .iter()
+            .map(|n| json!({"name": n.name, "node": n.node.as_str(), "service": n.service, "token": n.token.value()}))
+            .collect();
+        return serde_json::to_string_pretty(&rows).expect("JSON prints");
+    }
+    let rows = names
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.node.to_string(),
+                n.service.clone(),
+                n.token.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "NODE", "SERVICE", "TOKEN"], rows)
+}
+
+pub(crate) fn group(status: &GroupStatus, as_json: bool) -> String {
+    let names = |nodes: &[NodeId]| nodes.iter().map(NodeId::to_string).collect::<Vec<_>>();
+    if as_json {
+        let value = json!({
+            "leader": status.leader.as_ref().map(NodeId::as_str),
+            "term": status.term,
+            "commit_index": status.commit_index,
+            "voters": names(&status.voters),
+            "learners": names(&status.learners),
+        });
+        return serde_json::to_string_pretty(&value).expect("JSON prints");
+    }
+    let rows = status
+        .voters
+        .iter()
+        .map(|v| (v, "voter"))
+        .chain(status.learners.iter().map(|l| (l, "learner")))
+        .map(|(node, role)| {
+            let leads = if status.leader.as_ref() == Some(node) {
+                "leader"
+            } else {
+                ""
+            };
+            vec![node.to_string(), role.into(), leads.into()]
+        })
+        .collect();
+    let mut out = table(&["NODE", "ROLE", ""], rows);
+    out.push_str(&format!("\nterm {}, commit index {}", status.term, status.commit_index));
+    out
 }
 
 fn member_status(status: MemberStatus) -> &'static str {

@@ -305,3 +305,38 @@ fn a_new_cookie_is_random_and_strong() {
     assert!(first.trim().chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(first, second);
 }
+
+#[test]
+fn locks_names_and_voters_are_listed() {
+    let cluster = cluster("coord");
+    let seed = cluster.seed.to_string();
+    let (guard, token) = cluster.runtime.as_ref().unwrap().block_on(async {
+        let holder = &cluster._nodes[1];
+        let guard = holder.lock("nightly-report").await.unwrap();
+        let token = cluster._nodes[0]
+            .register_name("calc-primary", "Calculator")
+            .await
+            .unwrap();
+        (guard, token)
+    });
+    let locks = ok(&malla(&["-c", &seed, "locks"]));
+    assert!(
+        locks.contains("nightly-report") && locks.contains("coord2") && locks.contains(&guard.token().to_string()),
+        "{locks}"
+    );
+    let names = ok(&malla(&["-c", &seed, "--json", "names"]));
+    let names: serde_json::Value = serde_json::from_str(&names).unwrap();
+    assert_eq!(names[0]["name"], "calc-primary");
+    assert_eq!(names[0]["node"], "coord1");
+    assert_eq!(names[0]["service"], "Calculator");
+    assert_eq!(names[0]["token"], token.value());
+    let voters = ok(&malla(&["-c", &seed, "voters"]));
+    assert!(voters.contains("coord1") && voters.contains("leader"), "{voters}");
+    // Adding a voter needs one that publishes a member id: a name that is
+    // not a node of the cluster is refused clearly.
+    let refused = malla(&["-c", &seed, "voters", "add", "nobody"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("nobody"), "{stderr}");
+    drop(guard);
+}

@@ -99,6 +99,16 @@ impl LockGuard {
         !*self.lost.borrow() && self.coordinator.keeper.token(&self.key()) == Some(self.token.0)
     }
 
+    /// Until when this node may claim the lock, as its last renewal left it
+    /// (the clock assumption is in the crate docs): past it, or once lost,
+    /// [`is_held`](Self::is_held) says no.
+    pub fn valid_until(&self) -> Option<std::time::Instant> {
+        if *self.lost.borrow() {
+            return None;
+        }
+        self.coordinator.keeper.valid_until(&self.key()).map(Instant::into_std)
+    }
+
     /// Completes when the lock is lost: its lease ran out before it could
     /// be renewed, or the group freed it.
     pub async fn lost(&mut self) {

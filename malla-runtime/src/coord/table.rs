@@ -6,7 +6,7 @@
 //! out (see `leases`); the table just checks that the lease it names is
 //! still the one that lapsed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -124,12 +124,18 @@ pub(crate) enum Response {
     },
 }
 
+/// Releases remembered, so that a release sent again (its first answer was
+/// lost, and it was committed after all) is answered `Released` again.
+pub(crate) const REMEMBERED_RELEASES: usize = 4096;
+
 /// Every lock and name, by key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Table {
     pub(crate) leases: BTreeMap<Key, Lease>,
     /// The group's id, once its first leader has named it.
     pub(crate) group: Option<u64>,
+    /// The last releases, oldest first: key, token, node.
+    released: VecDeque<(Key, u64, String)>,
 }
 
 impl Table {
@@ -165,11 +171,24 @@ impl Table {
             Command::Release { key, token, node } => match self.leases.get(&key) {
                 Some(lease) if lease.token == token && lease.holder.node == node => {
                     self.leases.remove(&key);
+                    if self.released.len() >= REMEMBERED_RELEASES {
+                        self.released.pop_front();
+                    }
+                    self.released.push_back((key, token, node));
                     Response::Released
                 }
-                other => Response::NotHeld {
-                    held: other.map(|l| (l.holder.node.clone(), l.token)),
-                },
+                other => {
+                    let again = self
+                        .released
+                        .iter()
+                        .any(|(k, t, n)| *k == key && *t == token && *n == node);
+                    if again {
+                        return Response::Released;
+                    }
+                    Response::NotHeld {
+                        held: other.map(|l| (l.holder.node.clone(), l.token)),
+                    }
+                }
             },
             Command::Abandon { key, holder } => match self.leases.get(&key) {
                 Some(lease) if lease.holder == holder => {
@@ -323,7 +342,12 @@ mod tests {
             }
         );
         assert_eq!(table.apply(7, release(3, "a")), Response::Released);
-        assert_eq!(table.apply(8, release(3, "a")), Response::NotHeld { held: None });
+        assert_eq!(
+            table.apply(8, release(3, "a")),
+            Response::Released,
+            "the same release again"
+        );
+        assert_eq!(table.apply(8, release(2, "a")), Response::NotHeld { held: None });
         assert_eq!(acquire(&mut table, 9, "x", &b), Response::Granted { token: 9 });
     }
 
