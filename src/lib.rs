@@ -58,10 +58,31 @@
 //! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `send_failed`) |
 //! | `malla_gossip_bytes_total` | counter | direction |
 //! | `malla_members` | gauge | status (`up`, `leaving`, `down`) |
+//! | `malla_raft_leader`, `malla_raft_term`, `malla_raft_commit_index` | gauge | (members of the consensus group) |
+//! | `malla_raft_lease_expiries_total` | counter | kind (`lock`, `name`) |
+//! | `malla_coord_requests_total` | counter | op, outcome |
 //!
 //! - **Figures without a recorder**: [`Node::stats`] and [`Node::stats_of`]
 //!   (any node's, through the built-in `malla.Introspect` service every node
 //!   serves), and `malla stats` in the CLI.
+
+//! # Coordination
+//!
+//! Locks ([`Node::lock`], [`Node::trans`]) and global names
+//! ([`Node::register_name`], [`Node::whereis_name`], `…Client::named`) live
+//! in a consensus group (openraft) that voters form
+//! ([`NodeBuilder::voter`]); nothing is granted without a quorum, so none is
+//! held twice, even across a partition.
+//!
+//! **The clock assumption.** A holder claims a lock until `sent + ttl ×
+//! 0.99`, `sent` being when it sent the request that last granted or renewed
+//! it, on its own monotonic clock ([`LockGuard::valid_until`]); the leader
+//! frees it no sooner than a whole lease after it applied that request, on
+//! its clock. The two never overlap while no clock runs more than 1 % faster
+//! than another over one lease; wall-clock jumps do not matter. What time
+//! cannot guard against (a process paused past its lease) the
+//! [`FencingToken`] does: the resource refuses tokens lower than the
+//! highest it has seen.
 
 #![deny(missing_docs)]
 

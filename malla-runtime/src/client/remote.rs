@@ -56,6 +56,18 @@ impl Remote for Arc<Network> {
                 (conn, deadline.refreshed())
             }
         };
-        conn.call(request, deadline).await.map_err(RemoteError::Call)
+        match conn.call(request, deadline).await {
+            // Retired just now for a duplicate that won the tie-break (both
+            // nodes dialed at once): the request did not leave; the winner
+            // takes it.
+            Err(CallError::NotSent) if !conn.is_closed() => match self.connection_now(node) {
+                // Boxed: rare, and as large as the call itself.
+                Some(winner) if !Arc::ptr_eq(&winner, &conn) => Box::pin(winner.call(request, deadline.refreshed()))
+                    .await
+                    .map_err(RemoteError::Call),
+                _ => Err(RemoteError::Call(CallError::NotSent)),
+            },
+            result => result.map_err(RemoteError::Call),
+        }
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::keeper::Keeper;
 use super::member::{LocalMember, Storage, Timing};
@@ -238,6 +239,7 @@ impl Coordinator {
 
     /// Commits `command` through the leader, trying until `deadline`.
     pub(crate) async fn write(&self, command: Command, deadline: Instant, op: &'static str) -> Result<Response, Error> {
+        let span = tracing::debug_span!("malla.coord", op, node = %self.me);
         let outcome = self
             .ask(deadline, op, |target| {
                 let command = command.clone();
@@ -248,6 +250,7 @@ impl Coordinator {
                     }
                 }
             })
+            .instrument(span)
             .await;
         metrics::coord_request(self.me.as_str(), op, if outcome.is_ok() { "ok" } else { "failed" });
         outcome
@@ -255,6 +258,7 @@ impl Coordinator {
 
     /// A linearizable read through the leader.
     pub(crate) async fn read(&self, query: Query, deadline: Instant, op: &'static str) -> Result<Answer, Error> {
+        let span = tracing::debug_span!("malla.coord", op, node = %self.me);
         self.ask(deadline, op, |target| {
             let query = query.clone();
             async move {
@@ -264,6 +268,7 @@ impl Coordinator {
                 }
             }
         })
+        .instrument(span)
         .await
     }
 

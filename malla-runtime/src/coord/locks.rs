@@ -94,13 +94,13 @@ impl LockGuard {
     }
 
     /// Whether this node may still claim the lock: granted, not released,
-    /// and its lease renewed in time (see the crate docs on the clock).
+    /// and its lease renewed in time (see `malla`'s crate docs: the clock assumption).
     pub fn is_held(&self) -> bool {
         !*self.lost.borrow() && self.coordinator.keeper.token(&self.key()) == Some(self.token.0)
     }
 
     /// Until when this node may claim the lock, as its last renewal left it
-    /// (the clock assumption is in the crate docs): past it, or once lost,
+    /// (`malla`'s crate docs: the clock assumption): past it, or once lost,
     /// [`is_held`](Self::is_held) says no.
     pub fn valid_until(&self) -> Option<std::time::Instant> {
         if *self.lost.borrow() {
