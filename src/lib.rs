@@ -94,6 +94,10 @@ pub use malla_runtime::{
     NodeBuilder, NodeConfig, NodeId, NodeStats, RegisteredName, RunningStatus, ServeOptions, Service, ServiceManifest,
     ServiceStats, declared_service, declared_services,
 };
+pub use malla_runtime::{
+    AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor, MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY_LEN, MAX_METADATA_LEN, Metadata, Rejection, ServeInterceptor, ServedCall,
+};
 
 /// Turns a trait into a malla service.
 ///
@@ -159,7 +163,7 @@ pub mod __private {
 
     pub use malla_runtime::__private::*;
     pub use malla_runtime::ArgManifest;
-    pub use malla_runtime::{CallOptions, Error, MethodManifest, Node, NodeId, Service, ServiceManifest};
+    pub use malla_runtime::{CallOptions, Error, Interceptor, MethodManifest, Node, NodeId, Service, ServiceManifest};
 
     /// Encodes a value as it travels on the wire; for tests and tools.
     pub fn postcard_to_vec<T: ::serde::Serialize>(value: &T) -> ::std::vec::Vec<u8> {

@@ -298,6 +298,13 @@ fn client_impl(svc: &Service) -> TokenStream {
                 #client { __core: self.__core.with_options(options) }
             }
 
+            /// The same client with `interceptor` around its calls and
+            /// attempts, after the node's interceptors and this client's
+            /// earlier ones.
+            pub fn with_interceptor(&self, interceptor: impl #p::Interceptor) -> Self {
+                #client { __core: self.__core.with_interceptor(interceptor) }
+            }
+
             /// The same client, calling only the given node.
             pub fn on_node(&self, node: impl ::core::convert::Into<#p::NodeId>) -> Self {
                 #client { __core: self.__core.on_node(node.into()) }

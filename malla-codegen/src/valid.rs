@@ -8,7 +8,7 @@ use crate::ctxt::Ctxt;
 
 /// Inherent methods of the generated `…Client`; a service method with one of
 /// these names could not be called through the client.
-pub const RESERVED_CLIENT_METHODS: &[&str] = &["new", "with_options", "on_node", "named"];
+pub const RESERVED_CLIENT_METHODS: &[&str] = &["new", "with_options", "with_interceptor", "on_node", "named"];
 
 /// serde implements `Serialize` for tuples of up to 16 elements, and the
 /// arguments travel as one tuple.

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `call` | one call: its deadline, its attempts in turn, its errors |
 //! | `attempt` | one attempt, local or remote: the seam every attempt goes through |
+//! | `intercepted` | a call and its attempts through the client interceptors |
 //! | `failover` | the rule: targets in order, when to move on, which error wins |
 //! | `remote` | the seam to the network: one request to one node |
 //! | `args` | a call's arguments: by value to a direct call, or encoded once |
@@ -17,6 +18,7 @@ mod call;
 mod deadline;
 mod dynamic;
 mod failover;
+mod intercepted;
 mod remote;
 
 use std::any::Any;
@@ -28,7 +30,7 @@ use crate::net::Network;
 use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
 use crate::telemetry::metrics::ClientMethod;
-use crate::{CallOptions, Error, NodeId, ServiceManifest};
+use crate::{CallOptions, Error, Interceptor, Metadata, NodeId, ServiceManifest};
 
 pub(crate) use dynamic::call_encoded;
 pub(crate) use failover::Filter;
@@ -42,7 +44,12 @@ pub(crate) use failover::Filter;
 pub struct ClientCore {
     service: Arc<ServiceClient>,
     options: Option<Arc<CallOptions>>,
+    /// The node's interceptors and this client's, outermost first.
+    layers: Layers,
 }
+
+/// Client interceptors, outermost first.
+pub(crate) type Layers = Arc<[Arc<dyn Interceptor>]>;
 
 /// Where a client bound to a global name finds the node that holds it.
 pub(crate) trait NameResolver: Send + Sync + 'static {
@@ -68,6 +75,8 @@ struct ServiceClient {
     bound: Option<Arc<dyn NameResolver>>,
 }
 
+static NO_METADATA: Metadata = Metadata::new();
+
 static DEFAULT_OPTIONS: CallOptions = CallOptions {
     timeout: None,
     sna_retries: 0,
@@ -86,6 +95,7 @@ impl ClientCore {
         slot: Arc<ServiceSlot>,
         manifest: &'static ServiceManifest,
         bound: Option<Arc<dyn NameResolver>>,
+        layers: Layers,
     ) -> Self {
         let metrics = slot.client_metrics(manifest, || {
             manifest
@@ -104,21 +114,38 @@ impl ClientCore {
                 bound,
             }),
             options: None,
+            layers,
         }
     }
 
     #[doc(hidden)]
     pub fn with_options(&self, options: CallOptions) -> Self {
         ClientCore {
-            service: Arc::clone(&self.service),
             options: Some(Arc::new(options)),
+            ..self.clone()
         }
+    }
+
+    #[doc(hidden)]
+    pub fn with_interceptor(&self, interceptor: impl Interceptor) -> Self {
+        let layers = self.layers.iter().cloned();
+        let layers = layers.chain([Arc::new(interceptor) as Arc<dyn Interceptor>]).collect();
+        ClientCore { layers, ..self.clone() }
     }
 
     #[doc(hidden)]
     pub fn on_node(&self, node: NodeId) -> Self {
         let options = self.options().clone().nodes([node]);
         self.with_options(options)
+    }
+
+    /// The client's interceptors, if it has any.
+    fn layered(&self) -> Option<call::Layered<'_>> {
+        (!self.layers.is_empty()).then(|| call::Layered {
+            layers: &self.layers,
+            metadata: &NO_METADATA,
+            encoded: &[],
+        })
     }
 
     fn options(&self) -> &CallOptions {
@@ -154,26 +181,51 @@ where
         let args = typed_args(args, local, encode, decode);
         return Box::pin(call_named(core, &**bound, method, args)).await;
     }
-    let metrics = &service.metrics[method];
+    if !core.layers.is_empty() {
+        let args = typed_args(args, local, encode, decode);
+        // Boxed: layers are optional, their state is not every call's.
+        // They see the call before the stub would refuse it (they may
+        // answer it themselves).
+        return Box::pin(async move {
+            let layered = core.layered();
+            core.call_of(method, options, layered.as_ref()).run(args).await
+        })
+        .await;
+    }
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
     if options.nodes.is_none() && options.sna_retries == 0 && !service.slot.is_available() {
-        metrics.not_available();
+        service.metrics[method].not_available();
         service.slot.counters.unavailable.bump();
         return Err(Error::ServiceNotAvailable {
             service: service.manifest.name_cow(),
             requirement: options.vsn.as_ref().map(|r| r.text().to_owned()),
         });
     }
-    let call = call::Call {
-        remote: &service.network,
-        slot: &service.slot,
-        service: service.manifest.name_cow(),
-        method: &service.manifest.methods()[method],
-        options,
-        format: crate::wire::Format::Postcard,
-        metrics,
-    };
-    call.run(typed_args(args, local, encode, decode)).await
+    core.call_of(method, options, None)
+        .run(typed_args(args, local, encode, decode))
+        .await
+}
+
+impl ClientCore {
+    /// A call of method number `method` with `options`.
+    fn call_of<'a>(
+        &'a self,
+        method: usize,
+        options: &'a CallOptions,
+        layered: Option<&'a call::Layered<'a>>,
+    ) -> call::Call<'a, Arc<Network>> {
+        let service = &*self.service;
+        call::Call {
+            remote: &service.network,
+            slot: &service.slot,
+            service: service.manifest.name_cow(),
+            method: &service.manifest.methods()[method],
+            options,
+            format: crate::wire::Format::Postcard,
+            metrics: &service.metrics[method],
+            layered,
+        }
+    }
 }
 
 fn typed_args<A, L, F, E, D>(args: A, local: F, encode: E, decode: D) -> args::TypedArgs<A, L, F, E, D> {
@@ -191,7 +243,7 @@ fn typed_args<A, L, F, E, D>(args: A, local: F, encode: E, decode: D) -> args::T
 /// name; if no node ran it there (the node is gone, or no longer serves
 /// it), the name is looked up again and, if it moved, the call goes to its
 /// new holder. A call that may have run is not sent again.
-async fn call_named<R, A: args::CallArgs<R>>(
+async fn call_named<R: Send + 'static, A: args::CallArgs<R>>(
     core: &ClientCore,
     bound: &dyn NameResolver,
     method: usize,
@@ -209,17 +261,10 @@ async fn call_named<R, A: args::CallArgs<R>>(
     };
     let mut holder = bound.holder(false).await?.ok_or_else(not_registered)?;
     let mut fresh = false;
+    let layered = core.layered();
     loop {
         let options = core.options().clone().nodes([holder.clone()]);
-        let call = call::Call {
-            remote: &service.network,
-            slot: &service.slot,
-            service: service.manifest.name_cow(),
-            method: &service.manifest.methods()[method],
-            options: &options,
-            format: crate::wire::Format::Postcard,
-            metrics: &service.metrics[method],
-        };
+        let call = core.call_of(method, &options, layered.as_ref());
         let (result, ran_nowhere) = call.run_again(&mut args).await;
         if result.is_ok() || !ran_nowhere || fresh {
             return result;

@@ -60,7 +60,7 @@ pub(crate) use errors::{CallError, CloseReason};
 pub(crate) use events::LinkOwner;
 pub(crate) use link::{Connection, ConnectionConfig, Initiator};
 pub(crate) use pending::ReplyBody;
-pub(crate) use serving::{Request, ServedToPeers, Services};
+pub(crate) use serving::{Caller, Request, ServedToPeers, Services};
 pub(crate) use transport::Transport;
 
 use crate::handshake::{Identity, SessionKeys};

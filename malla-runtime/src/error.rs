@@ -210,19 +210,44 @@ pub enum Error {
         reason: String,
     },
 
+    /// A server interceptor refused the call before its handler ran (see
+    /// `ServeInterceptor`): the call did not run, and no other node was tried.
+    #[error("`{service}.{method}` refused by {node}: {reason}")]
+    Refused {
+        /// Wire name of the service.
+        service: Cow<'static, str>,
+        /// The method.
+        method: Cow<'static, str>,
+        /// The node that refused it.
+        node: NodeId,
+        /// The interceptor's reason.
+        reason: String,
+    },
+
+    /// Call metadata that cannot be sent: a bad key, or past its bounds
+    /// (16 entries, 4 KiB encoded).
+    #[error("invalid call metadata: {reason}")]
+    InvalidMetadata {
+        /// Why.
+        reason: String,
+    },
+
     /// An I/O error outside of a call (binding a port, for example).
     #[error(transparent)]
     Io(#[from] io::Error),
 }
 
 impl Error {
-    /// Whether the error says the call surely did not run (so another node may
-    /// be tried): the service was not available there, its signature differs,
-    /// or the node was overloaded and refused it before running it.
+    /// Whether the error says the call surely did not run: the service was
+    /// not available there, its signature differs, the node was overloaded
+    /// and refused it before running it, or a server interceptor refused it.
     pub fn is_not_run(&self) -> bool {
         matches!(
             self,
-            Error::ServiceNotAvailable { .. } | Error::SignatureMismatch { .. } | Error::Overloaded { .. }
+            Error::ServiceNotAvailable { .. }
+                | Error::SignatureMismatch { .. }
+                | Error::Overloaded { .. }
+                | Error::Refused { .. }
         )
     }
 
@@ -264,6 +289,8 @@ impl Error {
             Error::NotHeld { .. } => "not_held",
             Error::LockLost { .. } => "lock_lost",
             Error::InvalidName { .. } => "invalid_name",
+            Error::Refused { .. } => "refused",
+            Error::InvalidMetadata { .. } => "invalid_metadata",
             Error::Resolve { .. } | Error::AlreadyServed(_) | Error::NotServed(_) | Error::Config(_) | Error::Io(_) => {
                 "other"
             }

@@ -12,7 +12,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | base | `error`, `node_id`, `manifest`, `options`, `events`, `sync`, `telemetry`, `wire` | errors, names, manifests, call options, events, spans, metrics and counters, frames and headers |
+//! | base | `error`, `node_id`, `manifest`, `metadata`, `options`, `intercept`, `events`, `sync`, `telemetry`, `wire` | errors, names, manifests, call metadata, call options, the interceptor traits, events, spans, metrics and counters, frames and headers |
 //! | handshake | `handshake` | the mutual HMAC proof that opens every connection |
 //! | dispatch | `service`, `invoke` | the [`Service`] trait generated servers implement, and `invoke`, the one dispatch path of local and remote calls |
 //! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, posts what happens to it as `LinkEvent`s |
@@ -59,7 +59,9 @@
 // base
 mod error;
 mod events;
+mod intercept;
 mod manifest;
+mod metadata;
 mod node_id;
 mod options;
 mod sync;
@@ -97,8 +99,16 @@ pub use discovery::advert::RunningStatus;
 pub use discovery::sealed_udp::GossipStats;
 pub use error::Error;
 pub use events::Event;
+pub use intercept::{
+    AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor, Rejection, ServeInterceptor,
+    ServedCall,
+};
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
 pub use membership::{Instance, Member, MemberStatus};
+pub use metadata::{
+    MAX_ENCODED_LEN as MAX_METADATA_LEN, MAX_ENTRIES as MAX_METADATA_ENTRIES, MAX_KEY_LEN as MAX_METADATA_KEY_LEN,
+    Metadata,
+};
 pub use node::{
     COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL,
     DrainReport, Node, NodeBuilder, NodeConfig, NodeStats, ServiceStats,

@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::NodeId;
+use crate::intercept::Installed;
+use crate::{NodeId, ServeInterceptor};
 
 /// Deadline and failover settings of a call.
 ///
@@ -187,6 +188,7 @@ impl CallOptions {
 pub struct ServeOptions {
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) paused: bool,
+    pub(crate) interceptors: Installed<dyn ServeInterceptor>,
 }
 
 impl ServeOptions {
@@ -200,6 +202,15 @@ impl ServeOptions {
     /// Starts the service `Paused`, as Malla's `paused: true`.
     pub fn paused(mut self) -> Self {
         self.paused = true;
+        self
+    }
+
+    /// Runs `interceptor` before every request this service serves, from
+    /// other nodes and from this one, after the node's own
+    /// ([`NodeBuilder::intercept_served`](crate::NodeBuilder::intercept_served)).
+    /// The first that refuses ends the request with [`Error::Refused`](crate::Error::Refused).
+    pub fn intercept(mut self, interceptor: impl ServeInterceptor) -> Self {
+        self.interceptors.0.push(std::sync::Arc::new(interceptor));
         self
     }
 }

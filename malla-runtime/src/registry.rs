@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
-use crate::connection::{Request, ServedToPeers, Services};
+use crate::connection::{Caller, Request, ServedToPeers, Services};
+use crate::intercept::{self, Rejection, ServeInterceptor, ServedCall};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::lock;
@@ -17,7 +18,7 @@ use crate::telemetry::counters::CallCounters;
 use crate::telemetry::metrics::ClientMethod;
 use crate::telemetry::{ServiceTelemetry, Serving, TraceContext};
 use crate::wire::{Format, Status};
-use crate::{AdminStatus, NodeId, ServiceManifest};
+use crate::{AdminStatus, Metadata, NodeId, ServiceManifest};
 
 /// A service served by this node.
 pub(crate) struct LocalService {
@@ -30,6 +31,9 @@ pub(crate) struct LocalService {
     /// The manifest's version, if it is semver.
     pub(crate) vsn: Option<semver::Version>,
     pub(crate) telemetry: Arc<ServiceTelemetry>,
+    /// Server interceptors, the node's then the service's: every request
+    /// passes them, from a peer or from this node.
+    interceptors: Arc<[Arc<dyn ServeInterceptor>]>,
 }
 
 /// Why a served service does not take a request.
@@ -88,7 +92,39 @@ impl LocalService {
             admin: AtomicU8::new(admin.to_u8()),
             vsn: manifest.vsn().parse().ok(),
             telemetry: Arc::new(ServiceTelemetry::new(node.as_str(), manifest)),
+            interceptors: Arc::new([]),
         }
+    }
+
+    /// The same service, its requests passing `interceptors` first.
+    pub(crate) fn intercepted(mut self, interceptors: Arc<[Arc<dyn ServeInterceptor>]>) -> Self {
+        self.interceptors = interceptors;
+        self
+    }
+
+    /// Whether a request for method number `index` from `caller` passes the
+    /// service's interceptors; `metadata` is read only if there are any.
+    #[inline]
+    pub(crate) fn admit(
+        &self,
+        caller: Caller<'_>,
+        local: bool,
+        index: usize,
+        metadata: impl FnOnce() -> Metadata,
+    ) -> Result<(), Rejection> {
+        if self.interceptors.is_empty() {
+            return Ok(());
+        }
+        let metadata = metadata();
+        let call = ServedCall {
+            caller: caller.node,
+            hidden: caller.hidden,
+            local,
+            service: self.name(),
+            method: self.manifest.methods()[index].name(),
+            metadata: &metadata,
+        };
+        intercept::admit(&self.interceptors, &call).inspect_err(|_| self.telemetry.refused("refused"))
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -361,8 +397,13 @@ impl Services for Registry {
 
 /// A request from another node takes the same [`invoke`] as local calls.
 impl ServedToPeers for LocalService {
-    fn start(&self, request: Request<'_>) -> Result<Invocation, Status> {
+    fn start(&self, caller: Caller<'_>, request: Request<'_>) -> Result<Invocation, Status> {
         let index = self.accept(request.method, request.signature)?;
+        // The connection checked the metadata's encoding when it read the frame.
+        self.admit(caller, false, index, || {
+            Metadata::decode(request.metadata).unwrap_or_default()
+        })
+        .map_err(|rejection| Status::Refused(rejection.into_reason()))?;
         self.invoke(index, request.format, request.body, request.trace)
             .map_err(|err| match err {
                 InvokeError::BadRequest(message) => Status::BadRequest(message),
@@ -452,13 +493,18 @@ mod tests {
             format: Format::Postcard,
             body: &add_args(2, 3),
             trace: None,
+            metadata: &[],
         };
-        assert!(service.start(request).is_ok());
+        let caller = Caller {
+            node: &NodeId::from("peer"),
+            hidden: false,
+        };
+        assert!(service.start(caller, request).is_ok());
         let wrong = Request {
             signature: 9,
             ..request
         };
-        assert_eq!(service.start(wrong).err(), Some(Status::SignatureMismatch));
+        assert_eq!(service.start(caller, wrong).err(), Some(Status::SignatureMismatch));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::call::Call;
 use super::deadline::with_deadline;
 use super::failover::{Outcome, Target, may_try_next};
 use super::remote::{Remote, RemoteError};
-use crate::connection::{CallError, Deadline, Request};
+use crate::connection::{CallError, Caller, Deadline, Request};
 use crate::invoke::{InvokeError, panic_message};
 use crate::registry::{LocalService, Refusal};
 use crate::telemetry::TraceContext;
@@ -25,23 +26,70 @@ use crate::telemetry::spans;
 use crate::wire::Status;
 use crate::{Error, NodeId};
 
+/// Where attempt number `number` of a call goes, and its time.
+pub(super) struct AttemptTarget<'s> {
+    pub(super) target: Target,
+    pub(super) number: u32,
+    pub(super) deadline: Deadline,
+    pub(super) timeout: Duration,
+    /// The call's span, if it is traced.
+    pub(super) span: Option<&'s Span>,
+}
+
+impl AttemptTarget<'_> {
+    /// The node it goes to; `me` for this node's own instance.
+    pub(super) fn node<'n>(&'n self, me: &'n NodeId) -> &'n NodeId {
+        match &self.target {
+            Target::Local(_) => me,
+            Target::Remote(node) => node,
+        }
+    }
+
+    pub(super) fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local(_))
+    }
+}
+
+/// An attempt's future when it is not one of the small inner ones.
+type BoxedAttempt<'s, R> = Pin<Box<dyn Future<Output = Outcome<R>> + Send + 's>>;
+
 impl<N: Remote> Call<'_, N> {
-    /// Attempt number `number` of the call, at `target`: the one place
-    /// every attempt goes through, to this node's instance or to another
-    /// node, traced or not.
+    /// One attempt of the call: the one place every attempt goes through,
+    /// to this node's instance or to another node, traced or not,
+    /// intercepted or not.
     ///
     /// Not `async`: a layer of `async fn` would keep its own copy of the
     /// arguments in every call's future; this returns one of the inner
     /// futures as it is.
-    pub(super) fn attempt<'s, R, A: CallArgs<R>>(
+    pub(super) fn attempt<'s, R: Send + 'static, A: CallArgs<R>>(
         &'s self,
-        target: Target,
-        number: u32,
+        at: AttemptTarget<'s>,
         args: &'s mut A,
-        deadline: Deadline,
-        timeout: Duration,
-        span: Option<&'s Span>,
-    ) -> impl Future<Output = Outcome<R>> {
+    ) -> impl Future<Output = Outcome<R>> + Send + 's {
+        if !self.layers().is_empty() {
+            // Boxed: layers are optional, their state is not every call's.
+            let intercepted: BoxedAttempt<'s, R> = Box::pin(self.attempt_intercepted(at, args));
+            return Either::Right(intercepted);
+        }
+        self.attempt_plain(at, args)
+    }
+
+    /// An attempt past the layers, with the metadata they set.
+    pub(super) fn attempt_plain<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        at: AttemptTarget<'s>,
+        args: &'s mut A,
+    ) -> Either<
+        Either<impl Future<Output = Outcome<R>> + Send + 's, impl Future<Output = Outcome<R>> + Send + 's>,
+        BoxedAttempt<'s, R>,
+    > {
+        let AttemptTarget {
+            target,
+            number,
+            deadline,
+            timeout,
+            span,
+        } = at;
         match (target, span) {
             (Target::Local(local), None) => {
                 Either::Left(Either::Left(self.attempt_local(local, args, deadline.at(), timeout)))
@@ -58,7 +106,7 @@ impl<N: Remote> Call<'_, N> {
 
     /// An attempt inside its span, a child of the call's `span`; a remote
     /// one carries the span's trace context.
-    async fn attempt_traced<R, A: CallArgs<R>>(
+    async fn attempt_traced<R: Send + 'static, A: CallArgs<R>>(
         &self,
         target: Target,
         span: &Span,
@@ -99,7 +147,7 @@ impl<N: Remote> Call<'_, N> {
         attempt
     }
 
-    async fn attempt_local<R, A: CallArgs<R>>(
+    async fn attempt_local<R: Send + 'static, A: CallArgs<R>>(
         &self,
         local: Arc<LocalService>,
         args: &mut A,
@@ -116,6 +164,14 @@ impl<N: Remote> Call<'_, N> {
                 return Outcome::NotRun(self.signature_mismatch(me.clone()));
             }
         };
+        // The service's interceptors see this node's own calls too.
+        let caller = Caller {
+            node: me,
+            hidden: self.remote.is_hidden(),
+        };
+        if let Err(rejection) = local.admit(caller, true, index, || self.metadata().clone()) {
+            return Outcome::Done(Err(self.refused(me.clone(), rejection.into_reason())));
+        }
 
         // Same trait on both sides: call the implementation directly.
         if let Some(fut) = local.typed.as_ref().and_then(|h| args.call_direct(h)) {
@@ -146,7 +202,7 @@ impl<N: Remote> Call<'_, N> {
         Outcome::Done(self.decode(args, &reply))
     }
 
-    async fn attempt_remote<R, A: CallArgs<R>>(
+    async fn attempt_remote<R: Send + 'static, A: CallArgs<R>>(
         &self,
         node: NodeId,
         args: &mut A,
@@ -165,6 +221,7 @@ impl<N: Remote> Call<'_, N> {
             format: self.format,
             body,
             trace,
+            metadata: self.encoded_metadata(),
         };
         match self.remote.call(&node, request, deadline).await {
             Ok(bytes) => Outcome::Done(self.decode(args, &bytes)),
@@ -180,7 +237,7 @@ impl<N: Remote> Call<'_, N> {
         }
     }
 
-    fn decode<R, A: CallArgs<R>>(&self, args: &mut A, reply: &[u8]) -> Result<R, Error> {
+    fn decode<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A, reply: &[u8]) -> Result<R, Error> {
         args.decode(reply)
             .map_err(|message| self.codec_error("decode the reply of", message))
     }
@@ -203,6 +260,7 @@ impl<N: Remote> Call<'_, N> {
                 },
                 Status::BadRequest(message) => self.invoke_error(node, InvokeError::BadRequest(message)),
                 Status::Failed(message) => self.invoke_error(node, InvokeError::Failed(message)),
+                Status::Refused(reason) => self.refused(node, reason),
                 Status::Ok => self.remote_error(node, "empty reply".into()),
             },
         }

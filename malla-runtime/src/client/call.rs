@@ -3,12 +3,14 @@
 //! made safer).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::Span;
 
 use super::args::CallArgs;
+use super::attempt::AttemptTarget;
 use super::failover::{Filter, Outcome, Targets, least_loaded, no_node_ran, pick_failure};
 use super::remote::Remote;
 use crate::connection::Deadline;
@@ -18,7 +20,7 @@ use crate::telemetry::counters;
 use crate::telemetry::metrics::ClientMethod;
 use crate::telemetry::spans;
 use crate::wire::Format;
-use crate::{Balance, CallOptions, Error, MethodManifest, NodeId};
+use crate::{Balance, CallOptions, Error, Interceptor, Metadata, MethodManifest, NodeId};
 
 pub(crate) struct Call<'a, N> {
     pub(crate) remote: &'a N,
@@ -30,6 +32,40 @@ pub(crate) struct Call<'a, N> {
     pub(crate) format: Format,
     /// The method's metric handles.
     pub(crate) metrics: &'a ClientMethod,
+    /// Client interceptors and the metadata they set; `None` (one word in
+    /// every call's future): none, and the call takes the path it took
+    /// before interceptors existed.
+    pub(crate) layered: Option<&'a Layered<'a>>,
+}
+
+/// What a call with interceptors carries.
+pub(crate) struct Layered<'a> {
+    /// Outermost first; empty past them (an attempt's inner call).
+    pub(crate) layers: &'a [Arc<dyn Interceptor>],
+    /// Metadata each attempt sends.
+    pub(crate) metadata: &'a Metadata,
+    /// The same, encoded (an attempt's inner call only).
+    pub(crate) encoded: &'a [u8],
+}
+
+/// No metadata, for calls without layers.
+static NO_METADATA: Metadata = Metadata::new();
+
+impl<N> Call<'_, N> {
+    /// The interceptors still to run.
+    pub(super) fn layers(&self) -> &[Arc<dyn Interceptor>] {
+        self.layered.map_or(&[], |l| l.layers)
+    }
+
+    /// The metadata an attempt sends.
+    pub(super) fn metadata(&self) -> &Metadata {
+        self.layered.map_or(&NO_METADATA, |l| l.metadata)
+    }
+
+    /// The same, encoded.
+    pub(super) fn encoded_metadata(&self) -> &[u8] {
+        self.layered.map_or(&[], |l| l.encoded)
+    }
 }
 
 /// What a call did, for its span and metrics.
@@ -43,7 +79,11 @@ struct Tally {
 }
 
 impl<N: Remote> Call<'_, N> {
-    pub(crate) async fn run<R, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
+    pub(crate) async fn run<R: Send + 'static, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
+        if !self.layers().is_empty() {
+            // Boxed: layers are optional, their state is not every call's.
+            return Box::pin(self.run_intercepted(&mut args)).await.0;
+        }
         if spans::wanted() {
             // Spans live across the call's awaits: boxed, so that a call
             // nobody traces keeps the small future it had without them.
@@ -59,7 +99,15 @@ impl<N: Remote> Call<'_, N> {
     /// Runs the call on `args`, which stay usable for another run; also
     /// says whether it surely ran nowhere (every attempt was refused before
     /// running), so that a caller may send it elsewhere.
-    pub(crate) async fn run_again<R, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
+    pub(crate) async fn run_again<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
+        if !self.layers().is_empty() {
+            return Box::pin(self.run_intercepted(args)).await;
+        }
+        self.run_plain(args).await
+    }
+
+    /// [`run_again`](Self::run_again) past the call layers.
+    pub(super) async fn run_plain<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
         let span = spans::wanted().then(|| spans::call(&self.service, self.method.name()));
         let span = span.as_ref().filter(|s| !s.is_disabled());
         let started = Instant::now();
@@ -69,7 +117,7 @@ impl<N: Remote> Call<'_, N> {
         (result, !tally.ran)
     }
 
-    async fn run_traced<R, A: CallArgs<R>>(&self, mut args: A) -> Result<R, Error> {
+    async fn run_traced<R: Send + 'static, A: CallArgs<R>>(&self, mut args: A) -> Result<R, Error> {
         let span = spans::call(&self.service, self.method.name());
         let span = (!span.is_disabled()).then_some(&span);
         let started = Instant::now();
@@ -96,7 +144,7 @@ impl<N: Remote> Call<'_, N> {
         self.slot.counters.calls.bump();
     }
 
-    async fn attempts<R, A: CallArgs<R>>(
+    async fn attempts<R: Send + 'static, A: CallArgs<R>>(
         &self,
         args: &mut A,
         span: Option<&Span>,
@@ -144,9 +192,14 @@ impl<N: Remote> Call<'_, N> {
                 }
                 tally.attempts += 1;
                 let deadline = Deadline::counted_from(clock.take().unwrap_or_else(Instant::now), deadline);
-                let attempt = self
-                    .attempt(target, tally.attempts, args, deadline, timeout, span)
-                    .await;
+                let at = AttemptTarget {
+                    target,
+                    number: tally.attempts,
+                    deadline,
+                    timeout,
+                    span,
+                };
+                let attempt = self.attempt(at, args).await;
                 match attempt {
                     Outcome::Done(result) => {
                         tally.ran = true;
@@ -202,6 +255,15 @@ impl<N: Remote> Call<'_, N> {
             service: self.service.clone(),
             method: self.method.name_cow(),
             node,
+        }
+    }
+
+    pub(super) fn refused(&self, node: NodeId, reason: String) -> Error {
+        Error::Refused {
+            service: self.service.clone(),
+            method: self.method.name_cow(),
+            node,
+            reason,
         }
     }
 

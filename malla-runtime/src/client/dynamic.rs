@@ -2,15 +2,16 @@
 //! (Malla's `Malla.remote/4`, and `malla call` with JSON).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::args::CallArgs;
-use super::call::Call;
+use super::call::{Call, Layered};
 use super::remote::Remote;
 use crate::registry::ServiceSlot;
 use crate::service::{LocalFuture, LocalHandle};
 use crate::telemetry::metrics::ClientMethod;
 use crate::wire::Format;
-use crate::{CallOptions, Error, MethodManifest, declared_services};
+use crate::{CallOptions, Error, Interceptor, Metadata, MethodManifest, declared_services};
 
 /// Calls `service.method` with arguments encoded in `format`; returns the
 /// reply in the same format. Routed and failed over like a generated
@@ -18,15 +19,20 @@ use crate::{CallOptions, Error, MethodManifest, declared_services};
 pub(crate) async fn call_encoded<N: Remote>(
     remote: &N,
     slot: &ServiceSlot,
-    service: &str,
-    method: &str,
-    body: Vec<u8>,
+    (service, method): (&str, &str),
+    (body, format): (Vec<u8>, Format),
     options: &CallOptions,
-    format: Format,
+    layers: &[Arc<dyn Interceptor>],
 ) -> Result<Vec<u8>, Error> {
     let manifest = declared_method(service, method).unwrap_or_else(|| MethodManifest::unchecked(method));
     // Handles made per call: calls by name are for tools, not hot paths.
     let metrics = ClientMethod::new(remote.me().as_str(), service, method);
+    let no_metadata = Metadata::new();
+    let layered = (!layers.is_empty()).then_some(Layered {
+        layers,
+        metadata: &no_metadata,
+        encoded: &[],
+    });
     Call {
         remote,
         slot,
@@ -35,6 +41,7 @@ pub(crate) async fn call_encoded<N: Remote>(
         options,
         format,
         metrics: &metrics,
+        layered: layered.as_ref(),
     }
     .run(Encoded(body))
     .await

@@ -23,6 +23,9 @@ pub(crate) trait Remote: Send + Sync {
     /// The name of this node.
     fn me(&self) -> &NodeId;
 
+    /// Whether this node is hidden (a tool).
+    fn is_hidden(&self) -> bool;
+
     /// Calls from this node to `node` waiting for their replies now.
     fn in_flight(&self, node: &NodeId) -> usize;
 
@@ -38,6 +41,10 @@ pub(crate) trait Remote: Send + Sync {
 impl Remote for Arc<Network> {
     fn me(&self) -> &NodeId {
         Network::me(self)
+    }
+
+    fn is_hidden(&self) -> bool {
+        self.identity.hidden
     }
 
     fn in_flight(&self, node: &NodeId) -> usize {

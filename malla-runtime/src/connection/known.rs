@@ -38,7 +38,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::connection::Request;
+    use crate::connection::{Caller, Request};
     use crate::invoke::Invocation;
 
     struct Counting(AtomicUsize);
@@ -46,7 +46,7 @@ mod tests {
     struct Named;
 
     impl ServedToPeers for Named {
-        fn start(&self, _: Request<'_>) -> Result<Invocation, Status> {
+        fn start(&self, _: Caller<'_>, _: Request<'_>) -> Result<Invocation, Status> {
             Err(Status::Overloaded)
         }
 

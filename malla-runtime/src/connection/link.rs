@@ -165,6 +165,7 @@ impl Connection {
                     deadline_us: deadline.left().as_micros() as u64,
                     format: request.format,
                     trace: request.trace,
+                    metadata: request.metadata,
                 };
                 if let Err(err) = wire::encode(outbox.frames(), max, &header, request.body) {
                     lock(&self.calls).cancel(id);

@@ -15,7 +15,7 @@ use super::errors::{CallError, CloseReason};
 use super::known::KnownServices;
 use super::link::Connection;
 use super::pending::{INLINE_REPLY, Reply, ReplyBody};
-use super::serving::Request;
+use super::serving::{Caller, Request};
 use crate::invoke::{InvokeError, InvokeOutput};
 use crate::options::bounded;
 use crate::sync::lock;
@@ -194,6 +194,7 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                 deadline_us,
                 format,
                 trace,
+                metadata,
             } => {
                 if id <= *last_request {
                     let why = format!("request id {id} after {last_request}: ids must grow");
@@ -208,6 +209,7 @@ async fn read_frames(conn: &Arc<Connection>, buf: &mut BytesMut, state: ReadStat
                     format,
                     body,
                     trace,
+                    metadata,
                 };
                 // Held only when more frames follow: a lone request's reply
                 // leaves as soon as it is queued.
@@ -241,7 +243,11 @@ async fn serve(conn: &Arc<Connection>, known: &mut KnownServices, id: u64, reque
         service.overloaded();
         return conn.respond(id, Status::Overloaded);
     }
-    let mut handler = match service.start(request) {
+    let caller = Caller {
+        node: &conn.peer.name,
+        hidden: conn.peer.hidden,
+    };
+    let mut handler = match service.start(caller, request) {
         Ok(handler) => handler,
         Err(status) => return conn.respond(id, status),
     };

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::NodeId;
 use crate::invoke::Invocation;
 use crate::telemetry::TraceContext;
 use crate::wire::{Format, Status};
@@ -21,6 +22,15 @@ pub(crate) struct Request<'a> {
     pub(crate) body: &'a [u8],
     /// The caller's trace context, if it has one.
     pub(crate) trace: Option<TraceContext>,
+    /// The call's metadata, encoded; empty: none.
+    pub(crate) metadata: &'a [u8],
+}
+
+/// Who sent a request: the peer its connection's handshake proved.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub(crate) node: &'a NodeId,
+    pub(crate) hidden: bool,
 }
 
 /// What a connection may run for its peer: the node's services, as a peer
@@ -37,9 +47,9 @@ pub(crate) trait Services: Send + Sync + 'static {
 
 /// A service a peer may call.
 pub(crate) trait ServedToPeers: Send + Sync + 'static {
-    /// Starts the method a request names, or says which status answers it
-    /// instead.
-    fn start(&self, request: Request<'_>) -> Result<Invocation, Status>;
+    /// Starts the method a request from `caller` names, or says which
+    /// status answers it instead.
+    fn start(&self, caller: Caller<'_>, request: Request<'_>) -> Result<Invocation, Status>;
 
     /// A request was refused as `Overloaded` before `start`: for the
     /// service's tallies.

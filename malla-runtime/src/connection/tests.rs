@@ -203,6 +203,7 @@ fn request<'a>(id: u64, service: &'a str, method: &str, signature: u64) -> Heade
         deadline_us: 5_000_000,
         format: Format::Postcard,
         trace: None,
+        metadata: &[],
     }
 }
 
@@ -312,6 +313,7 @@ async fn extreme_deadlines_do_not_panic() {
             deadline_us,
             format: Format::Postcard,
             trace: None,
+            metadata: &[],
         };
         raw.send(&header, &postcard::to_allocvec(&10u64).unwrap()).await;
     }
@@ -413,6 +415,7 @@ fn echo_request(method: u32, body: &[u8]) -> Request<'_> {
         format: Format::Postcard,
         body,
         trace: None,
+        metadata: &[],
     }
 }
 

@@ -100,6 +100,7 @@ pub(crate) async fn call<Q: Serialize, A: DeserializeOwned>(
         format: Format::Postcard,
         body: &body,
         trace: None,
+        metadata: &[],
     };
     let reply = conn.call(request, Deadline::from_now(deadline)).await.map_err(|err| {
         let why = RpcFailure(format!("{} to {node}: {err:?}", method.name()));

@@ -73,12 +73,9 @@ impl Node {
                 "cannot serve `{name}`: names starting with `{INTERNAL_PREFIX}` are the runtime's own"
             )));
         }
-        let local = Arc::new(LocalService::new(
-            &self.parts.id,
-            Box::new(service),
-            options.metadata,
-            admin,
-        ));
+        let interceptors = self.parts.layers.served.then(&options.interceptors);
+        let local = LocalService::new(&self.parts.id, Box::new(service), options.metadata, admin);
+        let local = Arc::new(local.intercepted(interceptors));
         let slot = self.parts.registry.slot(&name);
         let mut already = false;
         slot.update(|route| {
@@ -440,7 +437,9 @@ impl Node {
         format: Format,
     ) -> Result<Vec<u8>, Error> {
         let slot = self.parts.registry.slot(service);
-        call_encoded(&self.parts.network, &slot, service, method, body, &options, format).await
+        let layers = &self.parts.layers.calls;
+        let (network, target) = (&self.parts.network, (service, method));
+        call_encoded(network, &slot, target, (body, format), &options, layers).await
     }
 }
 
@@ -456,6 +455,7 @@ impl ClientCore {
             parts.registry.slot(manifest.name()),
             manifest,
             None,
+            Arc::clone(&parts.layers.calls),
         )
     }
 
@@ -472,6 +472,7 @@ impl ClientCore {
             parts.registry.slot(manifest.name()),
             manifest,
             Some(binding),
+            Arc::clone(&parts.layers.calls),
         )
     }
 }

@@ -10,16 +10,17 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::Instrument;
 
 use super::api::Node;
-use super::parts::NodeParts;
+use super::parts::{NodeLayers, NodeParts};
 use crate::cluster::{ConnectTarget, Reach, reconnect_loop};
 use crate::connection::{ConnectionConfig, Services};
 use crate::coord::{CoordConfig, Role, Storage, Timing};
 use crate::discovery::{Discovery, GossipConfig, ViewSink, Whoami};
 use crate::handshake::{Cookie, Identity, Keyring};
+use crate::intercept::Installed;
 use crate::net::{NetConfig, Network, accept_loop};
 use crate::options::bounded;
 use crate::registry::Registry;
-use crate::{Error, NodeId};
+use crate::{Error, Interceptor, NodeId, ServeInterceptor};
 
 /// Largest frame a node accepts unless told otherwise.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -67,6 +68,8 @@ pub struct NodeBuilder {
     voter: Option<usize>,
     data_dir: Option<PathBuf>,
     consensus_timing: Timing,
+    intercept: Installed<dyn Interceptor>,
+    intercept_served: Installed<dyn ServeInterceptor>,
 }
 
 /// Period of re-resolving connect targets unless told otherwise.
@@ -95,7 +98,45 @@ impl NodeBuilder {
             voter: None,
             data_dir: None,
             consensus_timing: Timing::default(),
+            intercept: Installed::default(),
+            intercept_served: Installed::default(),
         }
+    }
+
+    /// Runs `interceptor` around every call this node's clients make (and
+    /// around each attempt), before the interceptors of the client
+    /// (`…Client::with_interceptor`); in the order installed. See
+    /// [`Interceptor`] for what it can do.
+    ///
+    /// ```
+    /// use malla_runtime::{CallInfo, Decision, Interceptor};
+    ///
+    /// struct Tenant;
+    ///
+    /// impl Interceptor for Tenant {
+    ///     fn before_call(&self, call: &mut CallInfo<'_>) -> Decision {
+    ///         match call.metadata.insert("tenant", b"acme".to_vec()) {
+    ///             Ok(()) => Decision::Continue,
+    ///             Err(err) => Decision::Refuse(err),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let builder = malla_runtime::Node::builder("n1").intercept(Tenant);
+    /// ```
+    pub fn intercept(mut self, interceptor: impl Interceptor) -> Self {
+        self.intercept.0.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Runs `interceptor` before every request for a service this node
+    /// serves (from other nodes and from this one), before the service's own
+    /// ([`ServeOptions::intercept`](crate::ServeOptions::intercept)); the
+    /// runtime's `malla.` services pass none (the cookie guards them). See
+    /// [`ServeInterceptor`].
+    pub fn intercept_served(mut self, interceptor: impl ServeInterceptor) -> Self {
+        self.intercept_served.0.push(Arc::new(interceptor));
+        self
     }
 
     /// Makes this node a voter of the cluster's consensus group, which
@@ -438,11 +479,16 @@ impl NodeBuilder {
             let services: Arc<dyn Services> = registry;
             Network::new(keyring, identity, sockets.bound, config, services, links)
         };
+        let layers = NodeLayers {
+            calls: self.intercept.then(&Installed::default()),
+            served: self.intercept_served.clone(),
+        };
         NodeParts::new(
             id,
             incarnation,
             self.dns_servers.clone(),
             self.coordination(lone),
+            layers,
             network,
         )
     }

@@ -21,16 +21,18 @@ use tokio::time::Instant;
 
 use super::introspect::{Figures, Introspect};
 use super::stats::NodeStats;
+use crate::client::Layers;
 use crate::cluster::{Dns, Reach};
 use crate::connection::{Connection, LinkEvent, LinkEvents, LinkOwner};
 use crate::coord::{Cluster, CoordConfig, Coordinator, RaftService};
 use crate::discovery::advert::{Gossiped, RaftAdvert, ServiceAdvert};
 use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
+use crate::intercept::Installed;
 use crate::membership::Membership;
 use crate::net::Network;
 use crate::registry::{LocalService, Registry, Route};
-use crate::{AdminStatus, Error, NodeId, Service};
+use crate::{AdminStatus, Error, NodeId, ServeInterceptor, Service};
 
 /// Everything a node is made of; `Node` handles share one.
 pub(super) struct NodeParts {
@@ -49,7 +51,16 @@ pub(super) struct NodeParts {
     dns_servers: Vec<SocketAddr>,
     /// When the node was assembled, for its uptime.
     pub(super) started: std::time::Instant,
+    pub(super) layers: NodeLayers,
     this: Weak<NodeParts>,
+}
+
+/// The node's own interceptors.
+pub(super) struct NodeLayers {
+    /// Around its clients' calls, outermost first.
+    pub(super) calls: Layers,
+    /// Before its services' handlers, ahead of each service's own.
+    pub(super) served: Installed<dyn ServeInterceptor>,
 }
 
 impl NodeParts {
@@ -59,6 +70,7 @@ impl NodeParts {
         incarnation: u64,
         dns_servers: Vec<SocketAddr>,
         coordination: CoordConfig,
+        layers: NodeLayers,
         network: impl FnOnce(Arc<Registry>, Arc<LinkEvents>) -> Network,
     ) -> Arc<NodeParts> {
         Arc::new_cyclic(|this: &Weak<NodeParts>| {
@@ -95,6 +107,7 @@ impl NodeParts {
                 dns: OnceLock::new(),
                 dns_servers,
                 started: std::time::Instant::now(),
+                layers,
                 this: this.clone(),
             }
         })

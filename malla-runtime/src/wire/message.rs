@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use super::frame::{FrameError, LEN_PREFIX};
+use crate::metadata::MetadataError;
 use crate::telemetry::TraceContext;
 
 /// The header of every frame after the handshake.
@@ -32,6 +33,8 @@ pub(crate) enum Header<'a> {
         /// The caller's trace, if it has one: the serving node's span
         /// becomes a child of the caller's attempt.
         trace: Option<TraceContext>,
+        /// The call's metadata, encoded (`crate::metadata`); empty: none.
+        metadata: &'a [u8],
     },
     /// The answer to request `id`. The body holds the encoded reply if
     /// `status` is `Ok`.
@@ -84,6 +87,8 @@ pub(crate) enum Status {
     /// The serving node runs as many handlers for this connection as it
     /// allows: the request was refused before it ran.
     Overloaded,
+    /// A server interceptor refused the request before it ran, saying why.
+    Refused(String),
 }
 
 /// Frame kinds: the first byte of every frame.
@@ -95,6 +100,8 @@ mod kind {
     pub(super) const GOODBYE: u8 = 4;
     /// A request with a trace context after its fixed fields.
     pub(super) const TRACED_REQUEST: u8 = 5;
+    /// A request with metadata (and perhaps a trace context).
+    pub(super) const REQUEST_WITH_METADATA: u8 = 6;
 }
 
 /// A frame whose header cannot be read. The connection that carried it is
@@ -110,6 +117,8 @@ pub(crate) enum HeaderError {
     NotUtf8,
     #[error("a service name of {0} bytes is longer than 65535")]
     NameTooLong(usize),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
 }
 
 /// Appends a frame holding `header` and `body` to `out`, unless it would
@@ -125,13 +134,15 @@ pub(crate) enum HeaderError {
 /// | 3 ping | |
 /// | 4 goodbye | `why u8` |
 /// | 5 traced request | as a request, with `trace_id [u8; 16], span_id [u8; 8], flags u8` before `service` |
+/// | 6 request with metadata | as a request, with `traced u8`, the trace fields if `traced` is 1, and `metadata_len u16` before `service`; the metadata after `service` |
 ///
 /// It is written and read field by field with no intermediate buffer: a
 /// request header is a few stores, where a serde encoding cost a tenth of a
-/// call's instructions.
+/// call's instructions. A request without metadata is kind 0 or 5, as it was
+/// before metadata existed.
 pub(crate) fn encode(out: &mut BytesMut, max: usize, header: &Header<'_>, body: &[u8]) -> Result<(), FrameError> {
-    let (mut fixed, text) = layout(header).map_err(|err| FrameError::Io(std::io::Error::other(err)))?;
-    let len = fixed.len - LEN_PREFIX + text.len() + body.len();
+    let (mut fixed, text, extra) = layout(header).map_err(|err| FrameError::Io(std::io::Error::other(err)))?;
+    let len = fixed.len - LEN_PREFIX + text.len() + extra.len() + body.len();
     if len > max || len > u32::MAX as usize {
         return Err(FrameError::TooLarge { len, max });
     }
@@ -141,13 +152,14 @@ pub(crate) fn encode(out: &mut BytesMut, max: usize, header: &Header<'_>, body: 
     out.reserve(LEN_PREFIX + len);
     out.extend_from_slice(fixed.bytes());
     out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(extra);
     out.extend_from_slice(body);
     Ok(())
 }
 
 /// The frame's length prefix (left for `encode` to fill) and the header's
-/// fixed fields, and the text that follows them.
-fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str), HeaderError> {
+/// fixed fields, the text that follows them, and the bytes after the text.
+fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str, &'h [u8]), HeaderError> {
     let mut fixed = Fixed {
         buf: [0; FIXED_MAX],
         len: LEN_PREFIX,
@@ -161,30 +173,40 @@ fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str), HeaderError> {
             deadline_us,
             format,
             trace,
+            metadata,
         } => {
             let name_len = u16::try_from(service.len()).map_err(|_| HeaderError::NameTooLong(service.len()))?;
-            fixed.put(&[if trace.is_some() {
-                kind::TRACED_REQUEST
-            } else {
-                kind::REQUEST
-            }]);
+            let kind = match (metadata.is_empty(), trace.is_some()) {
+                (false, _) => kind::REQUEST_WITH_METADATA,
+                (true, true) => kind::TRACED_REQUEST,
+                (true, false) => kind::REQUEST,
+            };
+            fixed.put(&[kind]);
             fixed.put(&id.to_le_bytes());
             fixed.put(&method.to_le_bytes());
             fixed.put(&signature.to_le_bytes());
             fixed.put(&deadline_us.to_le_bytes());
             fixed.put(&[format.code()]);
             fixed.put(&name_len.to_le_bytes());
+            if kind == kind::REQUEST_WITH_METADATA {
+                fixed.put(&[u8::from(trace.is_some())]);
+            }
             if let Some(trace) = trace {
                 fixed.put(&trace.to_bytes());
             }
-            service
+            if kind == kind::REQUEST_WITH_METADATA {
+                // Bounded by MAX_ENCODED_LEN when the metadata was built.
+                let len = u16::try_from(metadata.len()).map_err(|_| MetadataError::TooLarge(metadata.len()))?;
+                fixed.put(&len.to_le_bytes());
+            }
+            return Ok((fixed, service, metadata));
         }
         Header::Response { id, ref status } => {
             fixed.put(&[kind::RESPONSE]);
             fixed.put(&id.to_le_bytes());
             fixed.put(&[status.code()]);
             match status {
-                Status::BadRequest(message) | Status::Failed(message) => {
+                Status::BadRequest(message) | Status::Failed(message) | Status::Refused(message) => {
                     // Longer than a frame is refused by the frame's own limit.
                     fixed.put(&(message.len().min(u32::MAX as usize) as u32).to_le_bytes());
                     message
@@ -206,11 +228,11 @@ fn layout<'h>(header: &'h Header<'_>) -> Result<(Fixed, &'h str), HeaderError> {
             ""
         }
     };
-    Ok((fixed, text))
+    Ok((fixed, text, &[]))
 }
 
-/// The longest fixed part: a traced request's.
-const FIXED_MAX: usize = LEN_PREFIX + 1 + 31 + TraceContext::LEN;
+/// The longest fixed part: a traced request's with metadata.
+const FIXED_MAX: usize = LEN_PREFIX + 1 + 31 + 1 + TraceContext::LEN + 2;
 
 /// The fixed-size part of a frame, assembled on the stack.
 struct Fixed {
@@ -234,17 +256,40 @@ impl Fixed {
 pub(crate) fn decode(frame: &[u8]) -> Result<(Header<'_>, &[u8]), HeaderError> {
     let mut input = Input(frame);
     let header = match input.u8()? {
-        code @ (kind::REQUEST | kind::TRACED_REQUEST) => {
+        code @ (kind::REQUEST | kind::TRACED_REQUEST | kind::REQUEST_WITH_METADATA) => {
             // One length check for the fixed fields, then reads at fixed
             // offsets.
             let fixed: [u8; 31] = input.take()?;
             let format = Format::from_code(fixed[28])?;
-            let trace = if code == kind::TRACED_REQUEST {
+            let with_metadata = code == kind::REQUEST_WITH_METADATA;
+            let traced = match with_metadata {
+                true => match input.u8()? {
+                    0 => false,
+                    1 => true,
+                    code => {
+                        return Err(HeaderError::Unknown {
+                            what: "trace flag",
+                            code,
+                        });
+                    }
+                },
+                false => code == kind::TRACED_REQUEST,
+            };
+            let trace = if traced {
                 TraceContext::from_bytes(&input.take()?)
             } else {
                 None
             };
+            let metadata_len = if with_metadata {
+                usize::from(u16::from_le_bytes(input.take()?))
+            } else {
+                0
+            };
             let service = input.text(u16::from_le_bytes([fixed[29], fixed[30]]) as usize)?;
+            let metadata = input.bytes(metadata_len)?;
+            if with_metadata {
+                crate::metadata::validate(metadata)?;
+            }
             Header::Request {
                 id: u64::from_le_bytes(array(&fixed[0..8])),
                 service,
@@ -253,6 +298,7 @@ pub(crate) fn decode(frame: &[u8]) -> Result<(Header<'_>, &[u8]), HeaderError> {
                 deadline_us: u64::from_le_bytes(array(&fixed[20..28])),
                 format,
                 trace,
+                metadata,
             }
         }
         kind::RESPONSE => {
@@ -261,6 +307,7 @@ pub(crate) fn decode(frame: &[u8]) -> Result<(Header<'_>, &[u8]), HeaderError> {
             let status = match fixed[8] {
                 status::BAD_REQUEST => Status::BadRequest(input.message()?),
                 status::FAILED => Status::Failed(input.message()?),
+                status::REFUSED => Status::Refused(input.message()?),
                 code => Status::plain(code)?,
             };
             Header::Response { id, status }
@@ -307,13 +354,14 @@ impl<'a> Input<'a> {
         self.take().map(u64::from_le_bytes)
     }
 
-    fn text(&mut self, len: usize) -> Result<&'a str, HeaderError> {
-        if self.0.len() < len {
-            return Err(HeaderError::Truncated);
-        }
-        let (text, rest) = self.0.split_at(len);
+    fn bytes(&mut self, len: usize) -> Result<&'a [u8], HeaderError> {
+        let (bytes, rest) = self.0.split_at_checked(len).ok_or(HeaderError::Truncated)?;
         self.0 = rest;
-        std::str::from_utf8(text).map_err(|_| HeaderError::NotUtf8)
+        Ok(bytes)
+    }
+
+    fn text(&mut self, len: usize) -> Result<&'a str, HeaderError> {
+        std::str::from_utf8(self.bytes(len)?).map_err(|_| HeaderError::NotUtf8)
     }
 
     fn message(&mut self) -> Result<String, HeaderError> {
@@ -332,6 +380,7 @@ mod status {
     pub(super) const FAILED: u8 = 5;
     pub(super) const TIMEOUT: u8 = 6;
     pub(super) const OVERLOADED: u8 = 7;
+    pub(super) const REFUSED: u8 = 8;
 }
 
 impl Status {
@@ -345,6 +394,7 @@ impl Status {
             Status::Failed(_) => status::FAILED,
             Status::Timeout => status::TIMEOUT,
             Status::Overloaded => status::OVERLOADED,
+            Status::Refused(_) => status::REFUSED,
         }
     }
 
@@ -414,6 +464,7 @@ mod tests {
             deadline_us: 15_000_000,
             format: Format::Postcard,
             trace: None,
+            metadata: &[],
         };
         encode(&mut out, 1024, &request, &[1, 2, 3]).unwrap();
         encode(
@@ -458,6 +509,7 @@ mod tests {
                 deadline_us: 0,
                 format: Format::Json,
                 trace: None,
+                metadata: &[],
             },
             Header::Request {
                 id: 2,
@@ -467,6 +519,27 @@ mod tests {
                 deadline_us: 1,
                 format: Format::Postcard,
                 trace: TraceContext::new([1; 16], [2; 8], 1),
+                metadata: &[],
+            },
+            Header::Request {
+                id: 4,
+                service: "WithMetadata",
+                method: 7,
+                signature: 9,
+                deadline_us: 1,
+                format: Format::Postcard,
+                trace: None,
+                metadata: &[1, 1, b'k', 2, 0, b'v', b'w'],
+            },
+            Header::Request {
+                id: 5,
+                service: "TracedWithMetadata",
+                method: 7,
+                signature: 9,
+                deadline_us: 1,
+                format: Format::Postcard,
+                trace: TraceContext::new([1; 16], [2; 8], 1),
+                metadata: &[1, 1, b'k', 0, 0],
             },
             Header::Cancel { id: 3 },
             Header::Ping,
@@ -482,6 +555,7 @@ mod tests {
             Status::Failed(String::new()),
             Status::Timeout,
             Status::Overloaded,
+            Status::Refused("no token".into()),
         ] {
             headers.push(Header::Response { id: 9, status });
         }
@@ -518,6 +592,7 @@ mod tests {
             deadline_us: 0,
             format: Format::Postcard,
             trace,
+            metadata: &[],
         };
         let mut out = BytesMut::new();
         encode(&mut out, 1024, &request(TraceContext::new([1; 16], [2; 8], 0)), &[]).unwrap();
@@ -546,12 +621,12 @@ mod tests {
         );
         let mut response = vec![1];
         response.extend_from_slice(&7u64.to_le_bytes());
-        response.push(8);
+        response.push(9);
         assert_eq!(
             unknown(&response),
             HeaderError::Unknown {
                 what: "status",
-                code: 8
+                code: 9
             }
         );
         let mut failed = response.clone();
@@ -570,6 +645,7 @@ mod tests {
             deadline_us: 0,
             format: Format::Postcard,
             trace: None,
+            metadata: &[],
         };
         assert!(encode(&mut out, usize::MAX, &request, &[]).is_err());
         assert!(out.is_empty(), "nothing is queued for a header that cannot be written");
@@ -581,6 +657,7 @@ mod tests {
             deadline_us: 0,
             format: Format::Postcard,
             trace: None,
+            metadata: &[],
         };
         assert!(matches!(
             encode(&mut out, 40, &small, &[0; 10]),

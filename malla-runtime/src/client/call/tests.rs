@@ -29,6 +29,10 @@ impl Remote for Scripted {
         &self.me
     }
 
+    fn is_hidden(&self) -> bool {
+        false
+    }
+
     fn in_flight(&self, _node: &NodeId) -> usize {
         0
     }
@@ -117,6 +121,7 @@ async fn call_counted(
         options: &options,
         format: Format::Postcard,
         metrics: &metrics,
+        layered: None,
     }
     .run(Byte)
     .await;

@@ -1,0 +1,423 @@
+//! Call layers: interceptors on the caller's side, around a whole call and
+//! around each of its attempts, and on the serving side, before a handler.
+//!
+//! They see a call's service, method, options, target and [`Metadata`],
+//! never its decoded arguments, so one interceptor serves every service.
+//! Their hooks are plain functions, as tonic's interceptors are: work that
+//! must wait (fetching a token) belongs in a task that refreshes what the
+//! hook reads.
+//!
+//! **Order.** A call runs the node's interceptors
+//! ([`NodeBuilder::intercept`](crate::NodeBuilder::intercept)) in the order
+//! installed, then the client's (`…Client::with_interceptor`), in the order
+//! installed; the `after_*` hooks run in the reverse order, as layers
+//! unwind. On the serving side the node's
+//! ([`NodeBuilder::intercept_served`](crate::NodeBuilder::intercept_served))
+//! run before the service's ([`ServeOptions::intercept`](crate::ServeOptions::intercept)),
+//! and the first that refuses ends the request.
+//!
+//! **Cost.** With none installed nothing runs and nothing is allocated: a
+//! stub still answers with one atomic load, a call takes the path it took
+//! before interceptors existed.
+//!
+//! **And the failover rule.** An attempt refused by
+//! [`Interceptor::before_attempt`] did not run: the call moves on to the next
+//! node. A call refused by [`Interceptor::before_call`] ran nowhere. A
+//! request refused by a server interceptor did not run either
+//! ([`Error::Refused`], which [`Error::is_not_run`] counts), but the call
+//! stops there: a node that refuses a caller is running the same rules as
+//! its peers. [`AfterCall::Retry`] sends a call again only if it ran
+//! nowhere or its method is idempotent, and never past its deadline.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::wire::Format;
+use crate::{CallOptions, Error, Metadata, MethodManifest, NodeId};
+
+/// A client-side call layer: every hook has a default that does nothing,
+/// so an interceptor implements only the ones it needs.
+///
+/// ```
+/// use malla_runtime::{CallInfo, Decision, Interceptor};
+///
+/// /// Adds the caller's token to every call.
+/// struct Token(Vec<u8>);
+///
+/// impl Interceptor for Token {
+///     fn before_call(&self, call: &mut CallInfo<'_>) -> Decision {
+///         match call.metadata.insert("authorization", self.0.clone()) {
+///             Ok(()) => Decision::Continue,
+///             Err(err) => Decision::Refuse(err),
+///         }
+///     }
+/// }
+/// ```
+pub trait Interceptor: Send + Sync + 'static {
+    /// Before the call's first attempt: may read and add metadata, change
+    /// the options (deadline, nodes, balance), or answer or refuse the call
+    /// itself, in which case no later layer and no attempt runs.
+    fn before_call(&self, call: &mut CallInfo<'_>) -> Decision {
+        let _ = call;
+        Decision::Continue
+    }
+
+    /// After the call, past failover, with its outcome: may ask for the
+    /// whole call to run again (see the module docs for when it does).
+    fn after_call(&self, call: &CallInfo<'_>, outcome: &CallOutcome<'_>) -> AfterCall {
+        let _ = (call, outcome);
+        AfterCall::Finish
+    }
+
+    /// Before each attempt, local or remote: may add metadata for this
+    /// attempt, or refuse it; a refused attempt did not run, and the call
+    /// moves on to the next node.
+    fn before_attempt(&self, attempt: &mut AttemptInfo<'_>) -> Result<(), Error> {
+        let _ = attempt;
+        Ok(())
+    }
+
+    /// After each attempt that was sent (or started locally), with its outcome.
+    fn after_attempt(&self, attempt: &AttemptInfo<'_>, outcome: &AttemptOutcome<'_>) {
+        let _ = (attempt, outcome);
+    }
+}
+
+/// A shared interceptor is one too: keep an `Arc` to read what it saw.
+impl<T: Interceptor + ?Sized> Interceptor for std::sync::Arc<T> {
+    fn before_call(&self, call: &mut CallInfo<'_>) -> Decision {
+        (**self).before_call(call)
+    }
+
+    fn after_call(&self, call: &CallInfo<'_>, outcome: &CallOutcome<'_>) -> AfterCall {
+        (**self).after_call(call, outcome)
+    }
+
+    fn before_attempt(&self, attempt: &mut AttemptInfo<'_>) -> Result<(), Error> {
+        (**self).before_attempt(attempt)
+    }
+
+    fn after_attempt(&self, attempt: &AttemptInfo<'_>, outcome: &AttemptOutcome<'_>) {
+        (**self).after_attempt(attempt, outcome)
+    }
+}
+
+/// What [`Interceptor::before_call`] decides.
+#[derive(Debug)]
+pub enum Decision {
+    /// Go on: the next layer, then the call's attempts.
+    Continue,
+    /// Answer the call with this reply, encoded as the call's format
+    /// ([`CallInfo::encode_reply`]); nothing is sent.
+    Answer(Vec<u8>),
+    /// Fail the call with this error; nothing is sent.
+    Refuse(Error),
+}
+
+/// What [`Interceptor::after_call`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterCall {
+    /// The outcome stands.
+    Finish,
+    /// Run the whole call again, if it ran nowhere or its method is
+    /// idempotent, and its deadline has not passed; otherwise the outcome stands.
+    Retry,
+}
+
+/// A call, as its interceptors see it.
+#[derive(Debug)]
+pub struct CallInfo<'a> {
+    service: &'a str,
+    method: &'a MethodManifest,
+    /// The call's options; a change applies to the call's attempts.
+    pub options: CallOptions,
+    /// Metadata sent with each attempt.
+    pub metadata: Metadata,
+    started: Instant,
+    run: u32,
+    format: Format,
+}
+
+impl<'a> CallInfo<'a> {
+    pub(crate) fn new(service: &'a str, method: &'a MethodManifest, options: CallOptions, format: Format) -> Self {
+        CallInfo {
+            service,
+            method,
+            options,
+            metadata: Metadata::new(),
+            started: Instant::now(),
+            run: 0,
+            format,
+        }
+    }
+
+    /// The service's wire name.
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    /// The method: name, id, whether it is idempotent.
+    pub fn method(&self) -> &MethodManifest {
+        self.method
+    }
+
+    /// When the call started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// How many times the call ran again at an `after_call`'s asking: 0
+    /// on its first run.
+    pub fn retries(&self) -> u32 {
+        self.run
+    }
+
+    pub(crate) fn next_run(&mut self) {
+        self.run += 1;
+    }
+
+    /// `reply` encoded as this call expects its reply, for
+    /// [`Decision::Answer`]. The reply must have the method's return type.
+    pub fn encode_reply<T: Serialize>(&self, reply: &T) -> Result<Vec<u8>, Error> {
+        let encoded = match self.format {
+            Format::Postcard => postcard::to_stdvec(reply).map_err(|e| e.to_string()),
+            Format::Json => serde_json::to_vec(reply).map_err(|e| e.to_string()),
+        };
+        encoded.map_err(|message| {
+            Error::codec(
+                "encode an interceptor's reply to",
+                self.service,
+                self.method.name(),
+                message,
+            )
+        })
+    }
+}
+
+/// How a call ended, for [`Interceptor::after_call`].
+#[derive(Debug)]
+pub struct CallOutcome<'a> {
+    pub(crate) result: Result<(), &'a Error>,
+    pub(crate) ran: bool,
+    pub(crate) elapsed: Duration,
+}
+
+impl CallOutcome<'_> {
+    /// The call's error, if it failed.
+    pub fn error(&self) -> Option<&Error> {
+        self.result.err()
+    }
+
+    /// Whether it succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// Whether it ran (or may have run) somewhere: false when every
+    /// attempt was refused before running, or none was made.
+    pub fn ran(&self) -> bool {
+        self.ran
+    }
+
+    /// How long the call took, its attempts and failover included.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+/// One attempt of a call, as its interceptors see it.
+#[derive(Debug)]
+pub struct AttemptInfo<'a> {
+    pub(crate) service: &'a str,
+    pub(crate) method: &'a MethodManifest,
+    pub(crate) node: &'a NodeId,
+    pub(crate) local: bool,
+    pub(crate) number: u32,
+    /// Metadata sent with this attempt: the call's, and what this
+    /// attempt's interceptors add.
+    pub metadata: Metadata,
+}
+
+impl AttemptInfo<'_> {
+    /// The service's wire name.
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    /// The method.
+    pub fn method(&self) -> &MethodManifest {
+        self.method
+    }
+
+    /// The node this attempt goes to.
+    pub fn node(&self) -> &NodeId {
+        self.node
+    }
+
+    /// Whether it goes to this node's own instance, in-process.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// Its number in the call, from 1.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+}
+
+/// How one attempt ended, for [`Interceptor::after_attempt`].
+#[derive(Debug)]
+pub struct AttemptOutcome<'a> {
+    pub(crate) result: Result<(), &'a Error>,
+    pub(crate) ran: bool,
+    pub(crate) elapsed: Duration,
+}
+
+impl AttemptOutcome<'_> {
+    /// The attempt's error, if it failed.
+    pub fn error(&self) -> Option<&Error> {
+        self.result.err()
+    }
+
+    /// Whether it succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// Whether it ran (or may have run) there: false when it was refused
+    /// before running (not connected, not available, overloaded), so the
+    /// call moved on.
+    pub fn ran(&self) -> bool {
+        self.ran
+    }
+
+    /// How long the attempt took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+/// A server-side call layer, run before the handler of every request a
+/// service serves (from another node, or from this one's own clients).
+///
+/// ```
+/// use malla_runtime::{Rejection, ServeInterceptor, ServedCall};
+///
+/// /// `Malla.authorize`: callers must present the token.
+/// struct RequireToken(Vec<u8>);
+///
+/// impl ServeInterceptor for RequireToken {
+///     fn before(&self, call: &ServedCall<'_>) -> Result<(), Rejection> {
+///         match call.metadata().get("authorization") {
+///             Some(token) if token == self.0.as_slice() => Ok(()),
+///             _ => Err(Rejection::new("a valid `authorization` token is required")),
+///         }
+///     }
+/// }
+/// ```
+pub trait ServeInterceptor: Send + Sync + 'static {
+    /// Whether the request may run; a rejection reaches the caller as
+    /// [`Error::Refused`], and the handler never runs.
+    fn before(&self, call: &ServedCall<'_>) -> Result<(), Rejection>;
+}
+
+/// A request about to be served, as a [`ServeInterceptor`] sees it.
+#[derive(Debug)]
+pub struct ServedCall<'a> {
+    pub(crate) caller: &'a NodeId,
+    pub(crate) hidden: bool,
+    pub(crate) local: bool,
+    pub(crate) service: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) metadata: &'a Metadata,
+}
+
+impl ServedCall<'_> {
+    /// The calling node, as its handshake proved (it holds the cookie).
+    pub fn caller(&self) -> &NodeId {
+        self.caller
+    }
+
+    /// Whether the caller is a hidden node (a tool such as `malla`).
+    pub fn is_hidden(&self) -> bool {
+        self.hidden
+    }
+
+    /// Whether the call comes from this node itself, in-process.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The service's wire name.
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    /// The method's name.
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    /// The call's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        self.metadata
+    }
+}
+
+/// Why a [`ServeInterceptor`] refuses a request; the caller gets it as
+/// [`Error::Refused`]'s reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection(String);
+
+impl Rejection {
+    /// A rejection saying `reason` (sent to the caller: name no secret in it).
+    pub fn new(reason: impl Into<String>) -> Self {
+        Rejection(reason.into())
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn into_reason(self) -> String {
+        self.0
+    }
+}
+
+/// Interceptors as a builder or options value keeps them: shown as a count.
+pub(crate) struct Installed<T: ?Sized>(pub(crate) Vec<std::sync::Arc<T>>);
+
+impl<T: ?Sized> Clone for Installed<T> {
+    fn clone(&self) -> Self {
+        Installed(self.0.clone())
+    }
+}
+
+impl<T: ?Sized> Default for Installed<T> {
+    fn default() -> Self {
+        Installed(Vec::new())
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Installed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} interceptors", self.0.len())
+    }
+}
+
+impl<T: ?Sized> Installed<T> {
+    /// These, then `more`, as the one list a call or request runs.
+    pub(crate) fn then(&self, more: &Installed<T>) -> std::sync::Arc<[std::sync::Arc<T>]> {
+        self.0.iter().chain(&more.0).cloned().collect()
+    }
+}
+
+/// Runs `interceptors` in order on `call`; the first rejection wins.
+pub(crate) fn admit(
+    interceptors: &[std::sync::Arc<dyn ServeInterceptor>],
+    call: &ServedCall<'_>,
+) -> Result<(), Rejection> {
+    interceptors.iter().try_for_each(|interceptor| interceptor.before(call))
+}
