@@ -99,10 +99,8 @@ pub use discovery::advert::RunningStatus;
 pub use discovery::sealed_udp::GossipStats;
 pub use error::Error;
 pub use events::Event;
-pub use intercept::{
-    AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor, Rejection, ServeInterceptor,
-    ServedCall,
-};
+pub use intercept::served::{Rejection, ServeInterceptor, ServedCall};
+pub use intercept::{AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor};
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
 pub use membership::{Instance, Member, MemberStatus};
 pub use metadata::{

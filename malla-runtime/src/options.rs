@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::intercept::Installed;
-use crate::{NodeId, ServeInterceptor};
+use crate::NodeId;
+use crate::intercept::served::{Installed, ServeInterceptor};
 
 /// Deadline and failover settings of a call.
 ///

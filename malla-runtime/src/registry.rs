@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
 use crate::connection::{Caller, Request, ServedToPeers, Services};
-use crate::intercept::{self, Rejection, ServeInterceptor, ServedCall};
+use crate::intercept::served::{self, Rejection, ServeInterceptor, ServedCall};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
 use crate::sync::lock;
@@ -124,7 +124,7 @@ impl LocalService {
             method: self.manifest.methods()[index].name(),
             metadata: &metadata,
         };
-        intercept::admit(&self.interceptors, &call).inspect_err(|_| self.telemetry.refused("refused"))
+        served::admit(&self.interceptors, &call).inspect_err(|_| self.telemetry.refused("refused"))
     }
 
     pub(crate) fn name(&self) -> &str {

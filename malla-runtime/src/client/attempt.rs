@@ -16,7 +16,7 @@ use tracing::{Instrument, Span};
 use super::args::CallArgs;
 use super::call::Call;
 use super::deadline::with_deadline;
-use super::failover::{Outcome, Target, may_try_next};
+use super::failover::{AttemptTarget, Outcome, Target, may_try_next};
 use super::remote::{Remote, RemoteError};
 use crate::connection::{CallError, Caller, Deadline, Request};
 use crate::invoke::{InvokeError, panic_message};
@@ -25,30 +25,6 @@ use crate::telemetry::TraceContext;
 use crate::telemetry::spans;
 use crate::wire::Status;
 use crate::{Error, NodeId};
-
-/// Where attempt number `number` of a call goes, and its time.
-pub(super) struct AttemptTarget<'s> {
-    pub(super) target: Target,
-    pub(super) number: u32,
-    pub(super) deadline: Deadline,
-    pub(super) timeout: Duration,
-    /// The call's span, if it is traced.
-    pub(super) span: Option<&'s Span>,
-}
-
-impl AttemptTarget<'_> {
-    /// The node it goes to; `me` for this node's own instance.
-    pub(super) fn node<'n>(&'n self, me: &'n NodeId) -> &'n NodeId {
-        match &self.target {
-            Target::Local(_) => me,
-            Target::Remote(node) => node,
-        }
-    }
-
-    pub(super) fn is_local(&self) -> bool {
-        matches!(self.target, Target::Local(_))
-    }
-}
 
 /// An attempt's future when it is not one of the small inner ones.
 type BoxedAttempt<'s, R> = Pin<Box<dyn Future<Output = Outcome<R>> + Send + 's>>;

@@ -10,8 +10,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use super::args::CallArgs;
-use super::attempt::AttemptTarget;
-use super::failover::{Filter, Outcome, Targets, least_loaded, no_node_ran, pick_failure};
+use super::failover::{AttemptTarget, Filter, Outcome, Targets, least_loaded, no_node_ran, pick_failure};
 use super::remote::Remote;
 use crate::connection::Deadline;
 use crate::invoke::InvokeError;

@@ -8,9 +8,12 @@
 //! method is idempotent; one that timed out never does.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Span;
 
 use super::remote::RemoteError;
-use crate::connection::CallError;
+use crate::connection::{CallError, Deadline};
 use crate::options::VsnRequirement;
 use crate::registry::{LocalService, RemoteInstance, Route};
 use crate::wire::Status;
@@ -28,6 +31,30 @@ pub(super) enum Outcome<R> {
 pub(super) enum Target {
     Local(Arc<LocalService>),
     Remote(NodeId),
+}
+
+/// Where attempt number `number` of a call goes, and its time.
+pub(super) struct AttemptTarget<'s> {
+    pub(super) target: Target,
+    pub(super) number: u32,
+    pub(super) deadline: Deadline,
+    pub(super) timeout: Duration,
+    /// The call's span, if it is traced.
+    pub(super) span: Option<&'s Span>,
+}
+
+impl AttemptTarget<'_> {
+    /// The node it goes to; `me` for this node's own instance.
+    pub(super) fn node<'n>(&'n self, me: &'n NodeId) -> &'n NodeId {
+        match &self.target {
+            Target::Local(_) => me,
+            Target::Remote(node) => node,
+        }
+    }
+
+    pub(super) fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local(_))
+    }
 }
 
 /// Which discovered instances a call may reach: those that meet its version

@@ -6,9 +6,8 @@
 use std::time::Instant;
 
 use super::args::CallArgs;
-use super::attempt::AttemptTarget;
 use super::call::{Call, Layered};
-use super::failover::Outcome;
+use super::failover::{AttemptTarget, Outcome};
 use super::remote::Remote;
 use crate::intercept::{AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision};
 use crate::{CallOptions, Error};

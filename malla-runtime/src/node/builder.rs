@@ -16,7 +16,7 @@ use crate::connection::{ConnectionConfig, Services};
 use crate::coord::{CoordConfig, Role, Storage, Timing};
 use crate::discovery::{Discovery, GossipConfig, ViewSink, Whoami};
 use crate::handshake::{Cookie, Identity, Keyring};
-use crate::intercept::Installed;
+use crate::intercept::served::Installed;
 use crate::net::{NetConfig, Network, accept_loop};
 use crate::options::bounded;
 use crate::registry::Registry;

@@ -28,7 +28,7 @@ use crate::coord::{Cluster, CoordConfig, Coordinator, RaftService};
 use crate::discovery::advert::{Gossiped, RaftAdvert, ServiceAdvert};
 use crate::discovery::{Discovery, ViewSink};
 use crate::events::Event;
-use crate::intercept::Installed;
+use crate::intercept::served::Installed;
 use crate::membership::Membership;
 use crate::net::Network;
 use crate::registry::{LocalService, Registry, Route};
