@@ -96,8 +96,11 @@ pub use malla_runtime::{
 };
 pub use malla_runtime::{
     AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor, MAX_METADATA_ENTRIES,
-    MAX_METADATA_KEY_LEN, MAX_METADATA_LEN, Metadata, Rejection, ServeInterceptor, ServedCall,
+    MAX_METADATA_KEY_LEN, MAX_METADATA_LEN, Metadata, OutlierEjection, Rejection, RetryBudget, ServeInterceptor,
+    ServedCall,
 };
+#[cfg(feature = "tower")]
+pub use malla_runtime::{CallService, NamedCall};
 
 /// Turns a trait into a malla service.
 ///

@@ -232,3 +232,91 @@ fn metadata_past_its_bound_is_a_clear_error_and_sends_nothing() {
     assert!(err.to_string().contains("more than 4096"), "{err}");
     assert_eq!(book.0.load(Ordering::SeqCst), 0);
 }
+
+#[malla::service(global)]
+pub trait Slow {
+    #[malla(idempotent)]
+    async fn wait(&self, ms: u64) -> u64;
+}
+
+struct Sleeper;
+
+impl Slow for Sleeper {
+    async fn wait(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+
+/// Two nodes serve `Slow`; `busy` takes one handler per connection, and a
+/// long call holds it, so the caller's next attempts there are `Overloaded`.
+fn one_busy_one_free(prefix: &str) -> (NodeRuntime, NodeRuntime, NodeRuntime) {
+    let busy = start(&format!("{prefix}-busy"), None, |b| b.max_handlers_per_connection(1));
+    busy.run(busy.node.serve(SlowServer::new(Sleeper))).unwrap();
+    let free = start(&format!("{prefix}-free"), Some(busy.addr()), |b| b);
+    free.run(free.node.serve(SlowServer::new(Sleeper))).unwrap();
+    let caller = start(&format!("{prefix}-caller"), Some(busy.addr()), |b| b);
+    let formed = wait_until_blocking(Duration::from_secs(10), || caller.node.get_nodes("Slow").len() == 2);
+    assert!(formed, "the caller sees both instances");
+    let hold = SlowClient::new(&caller.node).with_options(CallOptions::default().nodes([busy.node.id().clone()]));
+    caller.spawn(async move { hold.wait(20_000).await });
+    // The holder's request is in before the test's calls go out.
+    std::thread::sleep(Duration::from_millis(300));
+    (busy, free, caller)
+}
+
+#[test]
+fn outlier_ejection_skips_a_node_whose_attempts_keep_failing() {
+    let (busy, free, caller) = one_busy_one_free("outlier");
+    let ejection = Arc::new(malla::OutlierEjection::new().consecutive_failures(2));
+    let seen = Arc::new(Attempts::default());
+    let options = CallOptions::default().nodes([busy.node.id().clone(), free.node.id().clone()]);
+    let client = SlowClient::new(&caller.node)
+        .with_options(options)
+        .with_interceptor(Arc::clone(&ejection))
+        .with_interceptor(Arc::clone(&seen));
+    for _ in 0..4 {
+        assert_eq!(caller.run(client.wait(1)).unwrap(), 1, "the free node answers");
+    }
+    let attempts = seen.0.lock().unwrap().clone();
+    println!("attempts seen: {attempts:?}");
+    let to_busy = attempts.iter().filter(|a| a.0.ends_with("-busy")).count();
+    assert_eq!(to_busy, 2, "two overloaded attempts, then the node is skipped");
+    assert!(
+        attempts.iter().filter(|a| a.0.ends_with("-busy")).all(|a| !a.3),
+        "they did not run"
+    );
+    assert!(ejection.ejected_until(busy.node.id()).is_some());
+    assert!(ejection.ejected_until(free.node.id()).is_none());
+}
+
+/// Counts every attempt of the calls it sees.
+#[derive(Default)]
+struct CountAttempts(AtomicU64);
+
+impl Interceptor for CountAttempts {
+    fn after_attempt(&self, _: &AttemptInfo<'_>, _: &AttemptOutcome<'_>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_retry_budget_bounds_how_often_failed_calls_run_again() {
+    let (busy, _free, caller) = one_busy_one_free("budget");
+    // No share of calls, a reserve of 1 a second over 10 s: 10 retries.
+    let budget = Arc::new(malla::RetryBudget::new(Duration::from_secs(10), 1, 0.0));
+    let attempts = Arc::new(CountAttempts::default());
+    let client = SlowClient::new(&caller.node)
+        .with_options(CallOptions::default().nodes([busy.node.id().clone()]))
+        .with_interceptor(Arc::clone(&budget))
+        .with_interceptor(Arc::clone(&attempts));
+    let err = caller.run(client.wait(1)).unwrap_err();
+    assert!(matches!(err, Error::Overloaded { .. }), "{err}");
+    let first = attempts.0.swap(0, Ordering::SeqCst);
+    let err = caller.run(client.wait(1)).unwrap_err();
+    assert!(matches!(err, Error::Overloaded { .. }), "{err}");
+    let second = attempts.0.load(Ordering::SeqCst);
+    println!("attempts: first call {first}, second call {second}");
+    assert_eq!(first, 11, "one run and the reserve's ten retries");
+    assert_eq!(second, 1, "the budget is spent");
+}

@@ -36,7 +36,12 @@ use serde::Serialize;
 use crate::wire::Format;
 use crate::{CallOptions, Error, Metadata, MethodManifest, NodeId};
 
+mod budget;
+mod outliers;
 pub(crate) mod served;
+
+pub use budget::RetryBudget;
+pub use outliers::OutlierEjection;
 
 /// A client-side call layer: every hook has a default that does nothing,
 /// so an interceptor implements only the ones it needs.

@@ -100,7 +100,9 @@ pub use discovery::sealed_udp::GossipStats;
 pub use error::Error;
 pub use events::Event;
 pub use intercept::served::{Rejection, ServeInterceptor, ServedCall};
-pub use intercept::{AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor};
+pub use intercept::{
+    AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor, OutlierEjection, RetryBudget,
+};
 pub use manifest::{ArgManifest, MethodManifest, ServiceManifest, declared_service, declared_services};
 pub use membership::{Instance, Member, MemberStatus};
 pub use metadata::{
@@ -111,6 +113,8 @@ pub use node::{
     COOKIE_ENV, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_HANDSHAKES, DEFAULT_RECONNECT_INTERVAL,
     DrainReport, Node, NodeBuilder, NodeConfig, NodeStats, ServiceStats,
 };
+#[cfg(feature = "tower")]
+pub use node::{CallService, NamedCall};
 pub use node_id::NodeId;
 pub use options::{Balance, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, LONGEST_DURATION, ServeOptions};
 pub use service::{AdminStatus, Service};

@@ -20,6 +20,8 @@ mod drain;
 mod introspect;
 mod parts;
 mod stats;
+#[cfg(feature = "tower")]
+mod tower;
 
 pub use api::Node;
 pub use builder::{
@@ -29,6 +31,8 @@ pub use builder::{
 pub use config::NodeConfig;
 pub use drain::DrainReport;
 pub use stats::{NodeStats, ServiceStats};
+#[cfg(feature = "tower")]
+pub use tower::{CallService, NamedCall};
 
 #[cfg(test)]
 mod tests;

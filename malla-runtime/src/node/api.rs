@@ -29,8 +29,8 @@ use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest};
 
 /// What a codec error of a call by name was doing.
-const ENCODE: &str = "encode the arguments of";
-const DECODE: &str = "decode the reply of";
+pub(super) const ENCODE: &str = "encode the arguments of";
+pub(super) const DECODE: &str = "decode the reply of";
 
 /// A member of a malla cluster.
 ///
@@ -428,7 +428,7 @@ impl Node {
     }
 
     /// A dynamic call with pre-encoded arguments; returns the encoded reply.
-    async fn call_encoded(
+    pub(super) async fn call_encoded(
         &self,
         service: &str,
         method: &str,
