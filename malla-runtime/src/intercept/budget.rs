@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{AfterCall, CallInfo, CallOutcome, Decision, Interceptor};
+use super::hooks::{AfterCall, CallInfo, CallOutcome, Decision, Interceptor};
 use crate::Error;
 
 /// Slots the budget's window is cut into: deposits age out a tenth of the

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{AttemptInfo, AttemptOutcome, Interceptor};
+use super::hooks::{AttemptInfo, AttemptOutcome, Interceptor};
 use crate::{Error, NodeId};
 
 /// Skips a node for a while after its attempts fail several times in a row.
