@@ -10,7 +10,9 @@
 //! - [`Contender::Tarpc`]: tarpc 0.38 over TCP (bincode) serving the same `add`;
 //! - [`Contender::Malla`]: a malla node calling another, sealed (the default);
 //! - [`Contender::MallaUnsealed`]: the same with sealing off on both nodes,
-//!   to show what sealing costs.
+//!   to show what sealing costs;
+//! - [`Contender::MallaLayered`]: sealed, with one trivial interceptor on
+//!   each side (a counter), to show what call layers cost.
 //!
 //! All client work runs inside a spawned task, so no contender pays for
 //! hopping to the `block_on` thread.
@@ -71,15 +73,17 @@ pub enum Contender {
     Tarpc,
     Malla,
     MallaUnsealed,
+    MallaLayered,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 5] = [
+    pub const ALL: [Contender; 6] = [
         Contender::Raw,
         Contender::RawMux,
         Contender::Tarpc,
         Contender::Malla,
         Contender::MallaUnsealed,
+        Contender::MallaLayered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Contender {
             Contender::Tarpc => "tarpc",
             Contender::Malla => "malla",
             Contender::MallaUnsealed => "malla unsealed",
+            Contender::MallaLayered => "malla+layers",
         }
     }
 }
@@ -105,7 +110,8 @@ pub struct Contenders {
     tarpc: TarpcBenchClient,
     malla: BenchClient,
     malla_unsealed: BenchClient,
-    _malla_nodes: [malla::Node; 2],
+    malla_layered: BenchClient,
+    _malla_nodes: [malla::Node; 3],
 }
 
 impl Contenders {
@@ -118,6 +124,7 @@ impl Contenders {
         let tarpc_addr = server_rt.block_on(tarpc_server());
         let (malla_node, malla) = malla_pair(&server_rt, &client_rt, true);
         let (unsealed_node, malla_unsealed) = malla_pair(&server_rt, &client_rt, false);
+        let (layered_node, malla_layered) = layered_pair(&server_rt, &client_rt);
         let tarpc = client_rt.block_on(tarpc_client(tarpc_addr));
         let raw = client_rt.block_on(async {
             let stream = TcpStream::connect(raw_addr).await.unwrap();
@@ -134,7 +141,8 @@ impl Contenders {
             tarpc,
             malla,
             malla_unsealed,
-            _malla_nodes: [malla_node, unsealed_node],
+            malla_layered,
+            _malla_nodes: [malla_node, unsealed_node, layered_node],
         }
     }
 
@@ -183,7 +191,7 @@ impl Contenders {
                     }
                 }))
             }
-            Contender::Malla | Contender::MallaUnsealed => {
+            Contender::Malla | Contender::MallaUnsealed | Contender::MallaLayered => {
                 let malla = self.malla(who);
                 self.in_task(timed(calls, move |i| {
                     let malla = malla.clone();
@@ -245,7 +253,7 @@ impl Contenders {
                     }
                 }))
             }
-            Contender::Malla | Contender::MallaUnsealed => {
+            Contender::Malla | Contender::MallaUnsealed | Contender::MallaLayered => {
                 let malla = self.malla(who);
                 self.in_task(callers(move || {
                     let malla = malla.clone();
@@ -262,6 +270,7 @@ impl Contenders {
     fn malla(&self, who: Contender) -> BenchClient {
         match who {
             Contender::MallaUnsealed => self.malla_unsealed.clone(),
+            Contender::MallaLayered => self.malla_layered.clone(),
             _ => self.malla.clone(),
         }
     }
@@ -322,6 +331,34 @@ fn malla_pair(server_rt: &Runtime, client_rt: &Runtime, sealed: bool) -> (malla:
     client_rt.block_on(malla_client(&format!("client-of-{name}"), addr, name, sealed))
 }
 
+/// Like [`malla_pair`], sealed, with a trivial interceptor on each side.
+fn layered_pair(server_rt: &Runtime, client_rt: &Runtime) -> (malla::Node, BenchClient) {
+    let addr = server_rt.block_on(async {
+        let options = malla::ServeOptions::default().intercept(Counted::default());
+        serve_bench("server-layered", true, options).await
+    });
+    let (node, client) = client_rt.block_on(malla_client("client-of-server-layered", addr, "server-layered", true));
+    (node, client.with_interceptor(Counted::default()))
+}
+
+/// The trivial interceptor: counts what it sees, changes nothing.
+#[derive(Default)]
+struct Counted(AtomicU64);
+
+impl malla::Interceptor for Counted {
+    fn before_call(&self, _: &mut malla::CallInfo<'_>) -> malla::Decision {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        malla::Decision::Continue
+    }
+}
+
+impl malla::ServeInterceptor for Counted {
+    fn before(&self, _: &malla::ServedCall<'_>) -> Result<(), malla::Rejection> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// A node called `name` (cookie `bench`, sealing or not) connected to the
 /// server `server` at `addr`, and a client of its `Bench`.
 pub async fn malla_client(name: &str, addr: SocketAddr, server: &str, sealed: bool) -> (malla::Node, BenchClient) {
@@ -339,6 +376,10 @@ pub async fn malla_client(name: &str, addr: SocketAddr, server: &str, sealed: bo
 /// Starts a node serving `Bench` on loopback (cookie `bench`), sealing or
 /// not, that lives as long as the runtime; returns its address.
 pub async fn malla_server(name: &str, sealed: bool) -> SocketAddr {
+    serve_bench(name, sealed, malla::ServeOptions::default()).await
+}
+
+async fn serve_bench(name: &str, sealed: bool, options: malla::ServeOptions) -> SocketAddr {
     let server = malla::Node::builder(name)
         .cookie("bench")
         .sealing(sealed)
@@ -346,7 +387,7 @@ pub async fn malla_server(name: &str, sealed: bool) -> SocketAddr {
         .start()
         .await
         .unwrap();
-    server.serve(BenchServer::new(Adder)).await.unwrap();
+    server.serve_with(BenchServer::new(Adder), options).await.unwrap();
     let addr = server.local_addr().unwrap();
     // The benchmark process ends with it.
     std::mem::forget(server);

@@ -102,12 +102,13 @@ fn report(title: &str, rows: &[[f64; N]], scale: impl Fn(f64) -> f64) {
             scale(median(rows.iter().map(|row| row[i])))
         );
     }
-    let (raw, mux, tarpc, sealed, unsealed) = (
+    let (raw, mux, tarpc, sealed, unsealed, layered) = (
         Contender::Raw,
         Contender::RawMux,
         Contender::Tarpc,
         Contender::Malla,
         Contender::MallaUnsealed,
+        Contender::MallaLayered,
     );
     println!(
         "  malla / raw tcp: {:.3}   malla / raw mux: {:.3}   malla unsealed / raw tcp: {:.3}   malla / malla unsealed: {:.3}   malla / tarpc: {:.3}",
@@ -117,6 +118,7 @@ fn report(title: &str, rows: &[[f64; N]], scale: impl Fn(f64) -> f64) {
         ratio(sealed, unsealed),
         ratio(sealed, tarpc),
     );
+    println!("  malla+layers / malla: {:.3}", ratio(layered, sealed));
     println!("  (medians of per-round ratios)");
 }
 
