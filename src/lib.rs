@@ -101,6 +101,9 @@ pub use malla_runtime::{
 };
 #[cfg(feature = "tower")]
 pub use malla_runtime::{CallService, NamedCall};
+pub use malla_runtime::{
+    DEFAULT_SINGLETON_LEASE, Deactivation, Singleton, SingletonHooks, SingletonMode, SingletonStatus,
+};
 
 /// Turns a trait into a malla service.
 ///

@@ -84,6 +84,7 @@ static DEFAULT_OPTIONS: CallOptions = CallOptions {
     nodes: None,
     vsn: None,
     balance: crate::Balance::LocalFirst,
+    key: None,
 };
 
 impl ClientCore {

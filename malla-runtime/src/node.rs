@@ -19,6 +19,7 @@ mod coordination;
 mod drain;
 mod introspect;
 mod parts;
+mod singletons;
 mod stats;
 #[cfg(feature = "tower")]
 mod tower;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::NodeId;
 use crate::intercept::served::{Installed, ServeInterceptor};
+use crate::singleton::Singleton;
 
 /// Deadline and failover settings of a call.
 ///
@@ -25,6 +26,7 @@ pub struct CallOptions {
     pub(crate) nodes: Option<Vec<NodeId>>,
     pub(crate) vsn: Option<Arc<VsnRequirement>>,
     pub(crate) balance: Balance,
+    pub(crate) key: Option<u64>,
 }
 
 /// How a call picks the first node to try among the instances that may take
@@ -155,6 +157,23 @@ impl CallOptions {
         self
     }
 
+    /// Routes the call by `key` (an entity id, a tenant, a user): every call
+    /// with the same key goes to the same instance, the one with the
+    /// highest rendezvous score for it among the instances that may take
+    /// the call, and fails over in score order. Every node that sees the
+    /// same instances picks the same one; when an instance leaves, only
+    /// its keys move, about 1/N of them. The key overrides the balance,
+    /// this node's own instance included: it is one candidate among the
+    /// others. Keys are bytes: pass integers as `to_be_bytes()`.
+    ///
+    /// ```
+    /// let for_user = malla_runtime::CallOptions::default().key("user-1842");
+    /// ```
+    pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.key = Some(crate::rendezvous::key_hash(key.as_ref()));
+        self
+    }
+
     /// Call these nodes, in this order, instead of the discovered ones.
     pub fn nodes<I, N>(mut self, nodes: I) -> Self
     where
@@ -189,6 +208,7 @@ pub struct ServeOptions {
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) paused: bool,
     pub(crate) interceptors: Installed<dyn ServeInterceptor>,
+    pub(crate) singleton: Option<Singleton>,
 }
 
 impl ServeOptions {
@@ -202,6 +222,15 @@ impl ServeOptions {
     /// Starts the service `Paused`, as Malla's `paused: true`.
     pub fn paused(mut self) -> Self {
         self.paused = true;
+        self
+    }
+
+    /// Serves it as a singleton: of all the nodes serving it, one instance
+    /// is active and the others stand by, answering `ServiceNotAvailable`
+    /// (callers fail over to the owner). See [`SingletonMode`](crate::SingletonMode)
+    /// for what each mode promises.
+    pub fn singleton(mut self, singleton: Singleton) -> Self {
+        self.singleton = Some(singleton);
         self
     }
 

@@ -13,6 +13,7 @@ use crate::connection::{Caller, Request, ServedToPeers, Services};
 use crate::intercept::served::{self, Rejection, ServeInterceptor, ServedCall};
 use crate::invoke::{Invocation, InvokeError, invoke};
 use crate::service::{LocalHandle, Service};
+use crate::singleton::{Singleton, SingletonState};
 use crate::sync::lock;
 use crate::telemetry::counters::CallCounters;
 use crate::telemetry::metrics::ClientMethod;
@@ -34,6 +35,8 @@ pub(crate) struct LocalService {
     /// Server interceptors, the node's then the service's: every request
     /// passes them, from a peer or from this node.
     interceptors: Arc<[Arc<dyn ServeInterceptor>]>,
+    /// Set for a singleton: only its active instance takes requests.
+    pub(crate) singleton: Option<Arc<SingletonState>>,
 }
 
 /// Why a served service does not take a request.
@@ -93,7 +96,15 @@ impl LocalService {
             vsn: manifest.vsn().parse().ok(),
             telemetry: Arc::new(ServiceTelemetry::new(node.as_str(), manifest)),
             interceptors: Arc::new([]),
+            singleton: None,
         }
+    }
+
+    /// The same service, served as a singleton: it stands by until its
+    /// node makes it the active instance.
+    pub(crate) fn into_singleton(mut self, config: Singleton) -> Self {
+        self.singleton = Some(Arc::new(SingletonState::new(self.name(), config)));
+        self
     }
 
     /// The same service, its requests passing `interceptors` first.
@@ -152,7 +163,7 @@ impl LocalService {
     }
 
     fn method_to_run(&self, id: u32, signature: u64) -> Result<usize, Refusal> {
-        if !self.is_active() {
+        if !self.is_active() || self.singleton.as_ref().is_some_and(|s| !s.is_active()) {
             return Err(Refusal::NotAvailable);
         }
         let &index = self.method_index.get(&id).ok_or(Refusal::UnknownMethod)?;

@@ -182,8 +182,11 @@ impl<N: Remote> Call<'_, N> {
                 Balance::RoundRobin => self.slot.next_turn(),
                 Balance::LeastLoaded => least_loaded(&route, filter, |node| self.remote.in_flight(node)),
             };
-            let mut targets =
-                Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter).starting_at(start);
+            let targets = Targets::new(self.remote.me(), &route, self.options.nodes.as_deref(), filter);
+            let mut targets = match self.options.key {
+                Some(key) => targets.keyed(key),
+                None => targets.starting_at(start),
+            };
             for target in targets.by_ref() {
                 if let Some(reason) = tally.not_run.take() {
                     self.metrics.failover(reason);

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tracing::Span;
 
 use super::remote::RemoteError;
@@ -17,7 +18,7 @@ use crate::connection::{CallError, Deadline};
 use crate::options::VsnRequirement;
 use crate::registry::{LocalService, RemoteInstance, Route};
 use crate::wire::Status;
-use crate::{Error, NodeId};
+use crate::{Error, NodeId, rendezvous};
 
 /// What one attempt came to.
 pub(super) enum Outcome<R> {
@@ -96,7 +97,13 @@ pub(super) struct Targets<'r> {
     /// A node skipped because its method has another signature (or is
     /// missing): what the call reports if no node runs it.
     mismatched: Option<&'r NodeId>,
+    /// With a key: every instance, this node's included, in the order of
+    /// their rendezvous scores for it (`LOCAL` stands for this node's).
+    ranked: Option<SmallVec<[usize; 8]>>,
 }
+
+/// This node's own instance, in a keyed order.
+const LOCAL: usize = usize::MAX;
 
 impl<'r> Targets<'r> {
     pub(super) fn new(me: &'r NodeId, route: &'r Route, explicit: Option<&'r [NodeId]>, filter: Filter<'r>) -> Self {
@@ -108,7 +115,31 @@ impl<'r> Targets<'r> {
             start: 0,
             next: 0,
             mismatched: None,
+            ranked: None,
         }
+    }
+
+    /// Walks every instance in the order of their scores for `key`
+    /// (highest first), this node's own among them; an explicit list of
+    /// nodes still comes as listed.
+    pub(super) fn keyed(mut self, key: u64) -> Self {
+        let local = self
+            .route
+            .local
+            .as_ref()
+            .map(|_| (LOCAL, rendezvous::score(key, self.me)));
+        let remote = (self.route.remote.iter().enumerate()).map(|(i, r)| (i, rendezvous::score(key, &r.node)));
+        let mut scored: SmallVec<[(usize, u64); 8]> = local.into_iter().chain(remote).collect();
+        let name = |at: usize| {
+            if at == LOCAL {
+                self.me
+            } else {
+                &self.route.remote[at].node
+            }
+        };
+        scored.sort_unstable_by(|(a, sa), (b, sb)| sb.cmp(sa).then_with(|| name(*a).cmp(name(*b))));
+        self.ranked = Some(scored.into_iter().map(|(at, _)| at).collect());
+        self
     }
 
     /// A node the walk skipped for its method's signature, if any.
@@ -161,6 +192,23 @@ impl Iterator for Targets<'_> {
                     // This node: only if it serves the service.
                     if let Some(local) = &self.route.local {
                         return Some(Target::Local(Arc::clone(local)));
+                    }
+                }
+                None if self.ranked.is_some() => {
+                    let ranked = self.ranked.as_ref().expect("keyed");
+                    let at = *ranked.get(index)?;
+                    if at == LOCAL {
+                        if let Some(local) = self.route.local.as_ref().filter(|l| self.filter.admits_local(l)) {
+                            return Some(Target::Local(Arc::clone(local)));
+                        }
+                        continue;
+                    }
+                    let instance = &self.route.remote[at];
+                    if self.filter.admits(instance) {
+                        return Some(Target::Remote(instance.node.clone()));
+                    }
+                    if self.filter.meets_vsn(instance) {
+                        self.mismatched.get_or_insert(&instance.node);
                     }
                 }
                 None if index == 0 => {
@@ -345,6 +393,53 @@ mod tests {
         // This node in the list but not serving: skipped.
         assert_eq!(names(Targets::new(&me, &route, Some(&listed), all)), ["b", "x"]);
         assert_eq!(names(Targets::new(&me, &route, Some(&[]), all)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_key_walks_every_instance_in_score_order_the_same_from_every_node() {
+        let names = |targets: Targets<'_>| -> Vec<String> {
+            targets
+                .map(|t| match t {
+                    Target::Local(_) => "local".to_owned(),
+                    Target::Remote(id) => id.to_string(),
+                })
+                .collect()
+        };
+        let ids: Vec<NodeId> = ["a", "b", "c", "d"].map(NodeId::from).into();
+        let outsider = NodeId::from("outsider");
+        let everyone = Route {
+            local: None,
+            remote: ids.iter().cloned().map(RemoteInstance::bare).collect(),
+        };
+        for k in 0..200u32 {
+            let key = rendezvous::key_hash(&k.to_be_bytes());
+            let from_outside = names(Targets::new(&outsider, &everyone, None, Filter::default()).keyed(key));
+            assert_eq!(from_outside.len(), 4, "every instance, once");
+            assert_eq!(from_outside[0], rendezvous::owner(key, &ids).unwrap().as_str());
+            // From each node, whose own instance is local: the same order.
+            for me in &ids {
+                let route = Route {
+                    local: Some(Arc::new(LocalService::new(
+                        me,
+                        Box::new(crate::test_support::AdderService { global: true }),
+                        Default::default(),
+                        crate::AdminStatus::Active,
+                    ))),
+                    remote: ids
+                        .iter()
+                        .filter(|n| *n != me)
+                        .cloned()
+                        .map(RemoteInstance::bare)
+                        .collect(),
+                };
+                let seen = names(Targets::new(me, &route, None, Filter::default()).keyed(key));
+                let seen: Vec<String> = seen
+                    .into_iter()
+                    .map(|n| if n == "local" { me.to_string() } else { n })
+                    .collect();
+                assert_eq!(seen, from_outside, "key {k} from {me}");
+            }
+        }
     }
 
     #[test]

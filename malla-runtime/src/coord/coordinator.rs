@@ -318,7 +318,14 @@ impl Coordinator {
                 } else {
                     Target::Node(node.clone(), (deadline - now).min(Duration::from_secs(3)))
                 };
-                match request(target).await {
+                // Bounded here too when this node serves it: a leader cut
+                // off from its quorum would otherwise wait on a commit that
+                // never comes, and a renewal so stuck would tell its lock's
+                // holder late that the lock is lost.
+                let answer = tokio::time::timeout_at(deadline, request(target))
+                    .await
+                    .unwrap_or_else(|_| Err(Refusal::Failed("no answer before the deadline".into())));
+                match answer {
                     Ok(answer) => {
                         *lock(&self.leader) = Some(node);
                         return Ok(answer);

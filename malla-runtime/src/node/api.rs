@@ -25,8 +25,9 @@ use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
 use crate::options::VsnRequirement;
 use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
+use crate::singleton::SingletonStatus;
 use crate::wire::Format;
-use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest};
+use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest, rendezvous};
 
 /// What a codec error of a call by name was doing.
 pub(super) const ENCODE: &str = "encode the arguments of";
@@ -75,7 +76,11 @@ impl Node {
         }
         let interceptors = self.parts.layers.served.then(&options.interceptors);
         let local = LocalService::new(&self.parts.id, Box::new(service), options.metadata, admin);
-        let local = Arc::new(local.intercepted(interceptors));
+        let local = local.intercepted(interceptors);
+        let local = Arc::new(match options.singleton {
+            Some(singleton) => local.into_singleton(singleton),
+            None => local,
+        });
         let slot = self.parts.registry.slot(&name);
         let mut already = false;
         slot.update(|route| {
@@ -94,6 +99,7 @@ impl Node {
         }
         tracing::info!(node = %self.parts.id, service = %name, global = local.manifest.is_global(), "serving");
         self.parts.publish(&local).await;
+        super::singletons::start(&self.parts, &local);
         Ok(())
     }
 
@@ -440,6 +446,33 @@ impl Node {
         let layers = &self.parts.layers.calls;
         let (network, target) = (&self.parts.network, (service, method));
         call_encoded(network, &slot, target, (body, format), &options, layers).await
+    }
+}
+
+impl Node {
+    /// The singletons served here: mode, whether this instance is active,
+    /// the owner as this node knows it, token, since when.
+    pub fn singletons(&self) -> Vec<SingletonStatus> {
+        let locals = self.parts.registry.locals();
+        locals
+            .iter()
+            .filter_map(|l| l.singleton.as_ref())
+            .map(|s| s.status())
+            .collect()
+    }
+
+    /// The active instance of the singleton `service` as this node knows
+    /// it: if served here, what its task last decided; otherwise the gossip
+    /// mode's choice over the instances this node sees (a strict
+    /// singleton's owner is the holder of the lock
+    /// `malla.singleton.<service>`: `node.locks()`).
+    pub fn singleton_owner(&self, service: &str) -> Option<NodeId> {
+        if let Some(state) = self.parts.registry.local(service).and_then(|l| l.singleton.clone()) {
+            return state.status().owner;
+        }
+        let route = self.parts.registry.slot(service).route_full();
+        let key = rendezvous::key_hash(service.as_bytes());
+        rendezvous::owner(key, route.remote.iter().map(|r| &r.node)).cloned()
     }
 }
 
