@@ -319,3 +319,83 @@ fn strict_mode_never_two_leases_at_once_across_a_partition_or_a_kill() {
     println!("strict mode: {} activations, overlap {overlap:?}", intervals.len());
     assert_eq!(overlap, Duration::ZERO, "never two active leases at once");
 }
+
+#[test]
+fn draining_the_owner_hands_over_with_no_failed_call() {
+    for mode in [SingletonMode::Gossip, SingletonMode::Strict] {
+        let log = Arc::new(Log::default());
+        let first = if mode == SingletonMode::Gossip { 41 } else { 51 };
+        let (nodes, caller) = cluster(&format!("drain-{}", mode.as_str()), first, 3, mode, &log);
+        let owner = active(&nodes).remove(0);
+        let client = calls(&caller);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let (client, stop) = (client.clone(), Arc::clone(&stop));
+            caller.spawn(async move {
+                let (mut ok, mut failed, mut slowest) = (0u32, 0u32, Duration::ZERO);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match client.who().await {
+                        Ok(_) => ok += 1,
+                        Err(err) => {
+                            eprintln!("failed: {err}");
+                            failed += 1;
+                        }
+                    }
+                    slowest = slowest.max(started.elapsed());
+                }
+                (ok, failed, slowest)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let drained = &nodes[index_of(&nodes, &owner)];
+        let report = drained.run(drained.node.drain(Duration::from_secs(5))).unwrap();
+        let others: Vec<&NodeRuntime> = nodes.iter().filter(|n| n.node.id().as_str() != owner).collect();
+        assert!(wait_until_blocking(Duration::from_secs(15), || {
+            others.iter().filter(|n| n.node.singletons()[0].active).count() == 1
+        }));
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed, slowest) = caller.run(load).unwrap();
+        // From the old owner standing by to the new one active.
+        let changes = log.0.lock().unwrap().clone();
+        let stood_by = changes.iter().find(|c| c.0 == owner && !c.1).map(|c| c.2).unwrap();
+        let next = changes
+            .iter()
+            .find(|c| c.0 != owner && c.1 && c.2 >= stood_by)
+            .map(|c| c.2);
+        let gap = next.map(|n| n - stood_by).unwrap_or_default();
+        println!(
+            "{} mode: drained the owner ({report:?}): {ok} calls answered, {failed} failed, slowest {slowest:?}, hand-over gap {gap:?}",
+            mode.as_str()
+        );
+        assert_eq!(failed, 0, "no call fails across the hand-over");
+        assert!(ok > 0);
+    }
+}
+
+#[malla::service(global, singleton)]
+pub trait Clock {
+    async fn now(&self) -> u64;
+}
+
+impl Clock for Named {
+    async fn now(&self) -> u64 {
+        7
+    }
+}
+
+#[test]
+fn the_attribute_makes_a_plain_serve_a_singleton() {
+    let node = NodeRuntime::start(builder("attr-single", Ipv4Addr::LOCALHOST, None));
+    node.run(node.node.serve(ClockServer::new(Named("attr-single".into()))))
+        .unwrap();
+    assert!(wait_until_blocking(Duration::from_secs(5), || node
+        .node
+        .singletons()
+        .iter()
+        .any(|s| s.service == "Clock"
+            && s.active
+            && s.mode == SingletonMode::Gossip)));
+    assert_eq!(node.run(ClockClient::new(&node.node).now()).unwrap(), 7);
+}

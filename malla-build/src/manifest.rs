@@ -220,6 +220,8 @@ impl Reader<'_> {
                 vsn: entry.vsn.clone(),
                 name: Some(syn::LitStr::new(name, Span::call_site())),
                 krate: syn::parse_quote!(::malla),
+                // A stub calls; how the service is served is its server's.
+                singleton: None,
             },
             methods,
         };

@@ -19,6 +19,15 @@ pub struct ServiceAttrs {
     pub name: Option<syn::LitStr>,
     /// Path of the `malla` crate for generated code (`crate = "::my_malla"`).
     pub krate: syn::Path,
+    /// Served as a singleton (`singleton`, `singleton = "strict"`).
+    pub singleton: Option<SingletonAttr>,
+}
+
+/// The singleton mode a service asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingletonAttr {
+    Gossip,
+    Strict,
 }
 
 /// Options given to `#[malla(..)]` on a method.
@@ -30,7 +39,7 @@ pub struct MethodAttrs {
     pub timeout_ms: Option<u64>,
 }
 
-const SERVICE_OPTIONS: &str = "`global`, `vsn`, `name`, `crate`";
+const SERVICE_OPTIONS: &str = "`global`, `singleton`, `vsn`, `name`, `crate`";
 const METHOD_OPTIONS: &str = "`idempotent`, `timeout_ms`";
 
 /// One option's value, recording a duplicate as an error on the second use
@@ -62,12 +71,29 @@ pub(crate) fn service_attrs(cx: &Ctxt, args: TokenStream) -> ServiceAttrs {
     let mut vsn = Attr::none(cx, "vsn");
     let mut name = Attr::none(cx, "name");
     let mut krate = Attr::none(cx, "crate");
+    let mut singleton = Attr::none(cx, "singleton");
 
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("global") {
             // #[malla::service(global)]
             no_value(cx, &meta, "global")?;
             global.set(&meta, ());
+        } else if meta.path.is_ident("singleton") {
+            // #[malla::service(global, singleton)] or singleton = "strict"
+            if meta.input.peek(syn::Token![=]) {
+                let lit: syn::LitStr = meta.value()?.parse()?;
+                match lit.value().as_str() {
+                    "gossip" => singleton.set(&meta, (SingletonAttr::Gossip, meta.path.clone())),
+                    "strict" => singleton.set(&meta, (SingletonAttr::Strict, meta.path.clone())),
+                    _ => cx.error_spanned_by(
+                        &lit,
+                        "a singleton's mode is `\"gossip\"` (the default) or `\"strict\"` (a lease from the consensus group)",
+                    ),
+                }
+            } else {
+                no_value(cx, &meta, "singleton")?;
+                singleton.set(&meta, (SingletonAttr::Gossip, meta.path.clone()));
+            }
         } else if meta.path.is_ident("vsn") {
             // #[malla::service(vsn = "1.2.0")]
             if let Some(lit) = string_value(cx, &meta, "vsn", "vsn = \"1.2.0\"")? {
@@ -107,7 +133,15 @@ pub(crate) fn service_attrs(cx: &Ctxt, args: TokenStream) -> ServiceAttrs {
         cx.syn_error(err);
     }
 
+    let global_set = global.value.is_some();
+    if let (false, Some((_, path))) = (global_set, &singleton.value) {
+        cx.error_spanned_by(
+            path,
+            "a singleton is one instance cluster-wide: it needs `global`, as in `#[malla::service(global, singleton)]`",
+        );
+    }
     ServiceAttrs {
+        singleton: singleton.value.map(|(mode, _)| mode),
         global: global.value.is_some(),
         vsn: vsn.value.unwrap_or_default(),
         name: name.value,
@@ -214,7 +248,7 @@ fn method_option(path: &syn::Path) -> Option<&'static str> {
 }
 
 fn service_option(path: &syn::Path) -> Option<&'static str> {
-    ["global", "vsn", "name", "crate"]
+    ["global", "singleton", "vsn", "name", "crate"]
         .into_iter()
         .find(|o| path.is_ident(o))
 }

@@ -10,7 +10,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::ast::{Method, Service};
-use crate::attr::{self, private_span};
+use crate::attr::{self, SingletonAttr, private_span};
 
 /// Everything `#[malla::service]` emits for a valid service: the rewritten
 /// trait, `…Server`, `…Client`, the manifest and its registration. A service
@@ -177,6 +177,21 @@ fn server_impl(svc: &Service) -> TokenStream {
         }
     });
 
+    let singleton = match svc.attrs.singleton {
+        None => quote!(),
+        Some(mode) => {
+            let mode = match mode {
+                SingletonAttr::Gossip => quote!(Gossip),
+                SingletonAttr::Strict => quote!(Strict),
+            };
+            quote! {
+                fn singleton(&self) -> ::core::option::Option<#p::SingletonMode> {
+                    ::core::option::Option::Some(#p::SingletonMode::#mode)
+                }
+            }
+        }
+    };
+
     quote! {
         impl<T: #trait_ident> #p::Service for #server<T> {
             fn manifest(&self) -> &'static #p::ServiceManifest {
@@ -199,6 +214,8 @@ fn server_impl(svc: &Service) -> TokenStream {
                 let local: #p::Arc<dyn #local> = ::core::clone::Clone::clone(&self.__service) as _;
                 ::core::option::Option::Some(#p::LocalHandle::new(local))
             }
+
+            #singleton
         }
     }
 }

@@ -131,4 +131,5 @@ pub mod __private {
         ArgsDecoder, ArgsEncoder, DispatchError, DispatchFuture, Format, LocalFuture, LocalHandle, NoLocal,
         assert_sendable, decode_reply, encode_reply, no_local,
     };
+    pub use crate::singleton::SingletonMode;
 }

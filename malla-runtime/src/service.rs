@@ -29,6 +29,13 @@ pub trait Service: Send + Sync + 'static {
     fn local_handle(&self) -> Option<LocalHandle> {
         None
     }
+
+    /// The singleton mode `#[malla::service(global, singleton)]` asks for:
+    /// how the service is served unless its `ServeOptions` say otherwise.
+    #[doc(hidden)]
+    fn singleton(&self) -> Option<crate::SingletonMode> {
+        None
+    }
 }
 
 /// Future returned by [`Service::dispatch`]: the encoded reply.

@@ -25,7 +25,7 @@ use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
 use crate::options::VsnRequirement;
 use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
-use crate::singleton::SingletonStatus;
+use crate::singleton::{Singleton, SingletonStatus};
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest, rendezvous};
 
@@ -75,9 +75,10 @@ impl Node {
             )));
         }
         let interceptors = self.parts.layers.served.then(&options.interceptors);
+        let singleton = options.singleton.or_else(|| service.singleton().map(Singleton::new));
         let local = LocalService::new(&self.parts.id, Box::new(service), options.metadata, admin);
         let local = local.intercepted(interceptors);
-        let local = Arc::new(match options.singleton {
+        let local = Arc::new(match singleton {
             Some(singleton) => local.into_singleton(singleton),
             None => local,
         });
