@@ -102,7 +102,8 @@ pub use malla_runtime::{
 #[cfg(feature = "tower")]
 pub use malla_runtime::{CallService, NamedCall};
 pub use malla_runtime::{
-    DEFAULT_SINGLETON_LEASE, Deactivation, Singleton, SingletonHooks, SingletonMode, SingletonStatus,
+    DEFAULT_SINGLETON_LEASE, Deactivation, SINGLETON_METADATA, Singleton, SingletonHooks, SingletonMode,
+    SingletonStatus, singleton_lock,
 };
 
 /// Turns a trait into a malla service.

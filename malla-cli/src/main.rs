@@ -80,6 +80,9 @@ enum Command {
     Locks,
     /// The global names: holder, service, fencing token.
     Names,
+    /// The singleton services: mode, owner, fencing token (strict mode),
+    /// the nodes standing by.
+    Singletons,
     /// The consensus group: leader, term, voters; or a change of its voters.
     Voters {
         #[command(subcommand)]
@@ -156,6 +159,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map(|l| output::locks(&l, cli.json))
                 .map_err(|e| e.to_string())
+        }
+        Command::Singletons => {
+            settle(&node, &cli).await?;
+            output::singletons(&node, cli.json).await
         }
         Command::Names => {
             settle(&node, &cli).await?;

@@ -312,3 +312,65 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out.extend(rows.iter().map(|row| line(row.iter().map(String::as_str).collect())));
     out.join("\n")
 }
+
+/// Singletons as the hidden node sees them: a gossip singleton's owner is
+/// the one its view names (as every node with the same view does); a
+/// strict one's is the holder of its lease, read from the consensus group.
+pub(crate) async fn singletons(node: &Node, as_json: bool) -> Result<String, String> {
+    let mut names: Vec<String> = node.members().into_iter().flat_map(|m| m.services).collect();
+    names.sort();
+    names.dedup();
+    let mut rows = Vec::new();
+    let mut locks = None;
+    for service in names {
+        let instances = node.get_instances(&service);
+        let Some(mode) = instances
+            .iter()
+            .find_map(|i| i.metadata.get(malla::SINGLETON_METADATA).cloned())
+        else {
+            continue;
+        };
+        let (owner, token) = if mode == "strict" {
+            if locks.is_none() {
+                locks = Some(node.locks().await.map_err(|e| e.to_string())?);
+            }
+            let lock = malla::singleton_lock(&service);
+            let held = locks.iter().flatten().find(|l| l.name == lock);
+            (held.map(|l| l.node.clone()), held.map(|l| l.token.value()))
+        } else {
+            (node.singleton_owner(&service), None)
+        };
+        let standby: Vec<String> = instances
+            .iter()
+            .filter(|i| Some(&i.node) != owner.as_ref())
+            .map(|i| i.node.to_string())
+            .collect();
+        rows.push((service, mode, owner, token, standby));
+    }
+    if as_json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(service, mode, owner, token, standby)| {
+                json!({"service": service, "mode": mode, "owner": owner.as_ref().map(NodeId::as_str), "token": token, "standby": standby})
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&rows).expect("JSON prints"));
+    }
+    let rows = rows
+        .into_iter()
+        .map(|(service, mode, owner, token, standby)| {
+            vec![
+                service,
+                mode,
+                owner.map_or("-".into(), |o| o.to_string()),
+                token.map_or("-".into(), |t| t.to_string()),
+                if standby.is_empty() {
+                    "-".into()
+                } else {
+                    standby.join(",")
+                },
+            ]
+        })
+        .collect();
+    Ok(table(&["SERVICE", "MODE", "OWNER", "TOKEN", "STANDBY"], rows))
+}

@@ -340,3 +340,79 @@ fn locks_names_and_voters_are_listed() {
     assert!(stderr.contains("nobody"), "{stderr}");
     drop(guard);
 }
+
+#[malla::service(global, singleton)]
+pub trait Reporter {
+    async fn run(&self) -> u32;
+}
+
+#[malla::service(global, singleton = "strict")]
+pub trait Billing {
+    async fn charge(&self) -> u32;
+}
+
+impl Reporter for Calc {
+    async fn run(&self) -> u32 {
+        1
+    }
+}
+
+impl Billing for Calc {
+    async fn charge(&self) -> u32 {
+        2
+    }
+}
+
+#[test]
+fn singletons_are_listed_with_mode_owner_and_token() {
+    let cluster = cluster("single");
+    let seed = cluster.seed.to_string();
+    let (gossip_owner, strict_owner, token) = cluster.runtime.as_ref().unwrap().block_on(async {
+        for node in &cluster._nodes {
+            node.serve(ReporterServer::new(Calc)).await.unwrap();
+            node.serve(BillingServer::new(Calc)).await.unwrap();
+        }
+        let owner = |service: &'static str| {
+            let nodes = &cluster._nodes;
+            move || {
+                nodes
+                    .iter()
+                    .find(|n| n.singletons().iter().any(|s| s.service == service && s.active))
+                    .map(|n| (n.id().clone(), n.singletons()))
+            }
+        };
+        for _ in 0..500 {
+            let settled = cluster._nodes.iter().all(|n| n.get_nodes("Reporter").len() == 3);
+            if settled && owner("Reporter")().is_some() && owner("Billing")().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let (strict, statuses) = owner("Billing")().expect("a strict owner");
+        let token = statuses.iter().find(|s| s.service == "Billing").unwrap().token.unwrap();
+        (owner("Reporter")().expect("a gossip owner").0, strict, token)
+    });
+    let listed = ok(&malla(&["-c", &seed, "--json", "singletons"]));
+    println!("{listed}");
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let row = |service: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == service)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row("Reporter")["mode"], "gossip");
+    assert_eq!(row("Reporter")["owner"], gossip_owner.as_str());
+    assert_eq!(row("Reporter")["standby"].as_array().unwrap().len(), 2);
+    assert_eq!(row("Billing")["mode"], "strict");
+    assert_eq!(row("Billing")["owner"], strict_owner.as_str());
+    assert_eq!(row("Billing")["token"], token);
+    let table = ok(&malla(&["-c", &seed, "singletons"]));
+    assert!(
+        table.contains("SERVICE") && table.contains("Reporter") && table.contains("strict"),
+        "{table}"
+    );
+    assert!(!table.contains("Calculator"), "not a singleton: {table}");
+}

@@ -88,6 +88,15 @@ pub struct Singleton {
     pub(crate) hooks: Option<Arc<dyn SingletonHooks>>,
 }
 
+/// The instance metadata key a singleton's mode is published under
+/// (`gossip` or `strict`).
+pub const SINGLETON_METADATA: &str = "malla.singleton";
+
+/// The lock a strict singleton's owner holds: `malla.singleton.<service>`.
+pub fn singleton_lock(service: &str) -> String {
+    format!("{SINGLETON_METADATA}.{service}")
+}
+
 /// A strict singleton's lease when none is set: a crashed owner is replaced
 /// within about this long.
 pub const DEFAULT_SINGLETON_LEASE: Duration = Duration::from_secs(2);

@@ -25,7 +25,7 @@ use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
 use crate::options::VsnRequirement;
 use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
-use crate::singleton::{Singleton, SingletonStatus};
+use crate::singleton::{SINGLETON_METADATA, Singleton, SingletonStatus};
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest, rendezvous};
 
@@ -76,7 +76,12 @@ impl Node {
         }
         let interceptors = self.parts.layers.served.then(&options.interceptors);
         let singleton = options.singleton.or_else(|| service.singleton().map(Singleton::new));
-        let local = LocalService::new(&self.parts.id, Box::new(service), options.metadata, admin);
+        let mut metadata = options.metadata;
+        if let Some(singleton) = &singleton {
+            // Published, so tools (`malla singletons`) know what it is.
+            metadata.insert(SINGLETON_METADATA.to_owned(), singleton.mode.as_str().to_owned());
+        }
+        let local = LocalService::new(&self.parts.id, Box::new(service), metadata, admin);
         let local = local.intercepted(interceptors);
         let local = Arc::new(match singleton {
             Some(singleton) => local.into_singleton(singleton),

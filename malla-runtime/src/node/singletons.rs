@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::parts::NodeParts;
 use crate::coord::LockRequest;
 use crate::registry::LocalService;
-use crate::singleton::{Deactivation, SingletonMode, SingletonState};
+use crate::singleton::{Deactivation, SingletonMode, SingletonState, singleton_lock};
 use crate::{Error, NodeId, rendezvous};
 
 /// How often a singleton's task looks again without a cluster event (and
@@ -66,7 +66,7 @@ async fn gossip(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<Sin
 
 /// Strict mode: active while this node holds the singleton's lease.
 async fn strict(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<SingletonState>) {
-    let lock = format!("malla.singleton.{}", local.name());
+    let lock = singleton_lock(local.name());
     let lease = state.config.lease;
     loop {
         let Some(node) = parts.upgrade().filter(|p| !p.network.is_shutting_down()) else {
