@@ -35,5 +35,6 @@ mod outliers;
 pub(crate) mod served;
 
 pub use budget::RetryBudget;
+pub(crate) use hooks::Elapsed;
 pub use hooks::{AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Interceptor};
 pub use outliers::OutlierEjection;

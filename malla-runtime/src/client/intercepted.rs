@@ -9,7 +9,7 @@ use super::args::CallArgs;
 use super::call::{Call, Layered};
 use super::failover::{AttemptTarget, Outcome};
 use super::remote::Remote;
-use crate::intercept::{AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision};
+use crate::intercept::{AfterCall, AttemptInfo, AttemptOutcome, CallInfo, CallOutcome, Decision, Elapsed};
 use crate::{CallOptions, Error};
 
 impl<N: Remote> Call<'_, N> {
@@ -22,7 +22,10 @@ impl<N: Remote> Call<'_, N> {
         let mut info = CallInfo::new(&self.service, self.method, self.options.clone(), self.format);
         let deadline = info.started() + self.options.effective_timeout(self.method.timeout_ms());
         loop {
-            let started = Instant::now();
+            let started = match info.retries() {
+                0 => info.started(),
+                _ => Instant::now(),
+            };
             let mut entered = 0;
             let mut early = None;
             let layers = self.layers();
@@ -72,7 +75,7 @@ impl<N: Remote> Call<'_, N> {
             let outcome = CallOutcome {
                 result: result.as_ref().map(|_| ()),
                 ran: !ran_nowhere,
-                elapsed: started.elapsed(),
+                timer: Elapsed::since(started),
             };
             let mut retry = false;
             for layer in layers[..entered].iter().rev() {
@@ -133,7 +136,7 @@ impl<N: Remote> Call<'_, N> {
         let seen = AttemptOutcome {
             result,
             ran,
-            elapsed: started.elapsed(),
+            timer: Elapsed::since(started),
         };
         for layer in layers.iter().rev() {
             layer.after_attempt(&info, &seen);

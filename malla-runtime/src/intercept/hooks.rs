@@ -171,7 +171,7 @@ impl<'a> CallInfo<'a> {
 pub struct CallOutcome<'a> {
     pub(crate) result: Result<(), &'a Error>,
     pub(crate) ran: bool,
-    pub(crate) elapsed: Duration,
+    pub(crate) timer: Elapsed,
 }
 
 impl CallOutcome<'_> {
@@ -193,7 +193,7 @@ impl CallOutcome<'_> {
 
     /// How long the call took, its attempts and failover included.
     pub fn elapsed(&self) -> Duration {
-        self.elapsed
+        self.timer.get()
     }
 }
 
@@ -242,7 +242,7 @@ impl AttemptInfo<'_> {
 pub struct AttemptOutcome<'a> {
     pub(crate) result: Result<(), &'a Error>,
     pub(crate) ran: bool,
-    pub(crate) elapsed: Duration,
+    pub(crate) timer: Elapsed,
 }
 
 impl AttemptOutcome<'_> {
@@ -265,6 +265,27 @@ impl AttemptOutcome<'_> {
 
     /// How long the attempt took.
     pub fn elapsed(&self) -> Duration {
-        self.elapsed
+        self.timer.get()
+    }
+}
+
+/// Time since a start, read from the clock only if a hook asks, and then
+/// once: every hook of an outcome sees the same duration.
+#[derive(Debug)]
+pub(crate) struct Elapsed {
+    started: Instant,
+    read: std::cell::OnceCell<Duration>,
+}
+
+impl Elapsed {
+    pub(crate) fn since(started: Instant) -> Self {
+        Elapsed {
+            started,
+            read: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> Duration {
+        *self.read.get_or_init(|| self.started.elapsed())
     }
 }
