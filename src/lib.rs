@@ -102,7 +102,7 @@ pub use malla_runtime::{
 #[cfg(feature = "tower")]
 pub use malla_runtime::{CallService, NamedCall};
 pub use malla_runtime::{
-    DEFAULT_SINGLETON_LEASE, Deactivation, SINGLETON_METADATA, Singleton, SingletonHooks, SingletonMode,
+    DEFAULT_SINGLETON_LEASE, Deactivation, NamedService, SINGLETON_METADATA, Singleton, SingletonHooks, SingletonMode,
     SingletonStatus, singleton_lock,
 };
 

@@ -1,5 +1,7 @@
 //! What the commands print: aligned tables for people, JSON for scripts.
 
+use std::time::SystemTime;
+
 use malla::{
     Error, GroupStatus, HeldLock, Member, MemberStatus, Node, NodeId, NodeStats, RegisteredName, RunningStatus,
     ServiceManifest,
@@ -345,25 +347,38 @@ pub(crate) async fn singletons(node: &Node, as_json: bool) -> Result<String, Str
             .filter(|i| Some(&i.node) != owner.as_ref())
             .map(|i| i.node.to_string())
             .collect();
-        rows.push((service, mode, owner, token, standby));
+        // The owner's own word on when it became active; none from a node
+        // that cannot be reached or is older than the question.
+        let since = match &owner {
+            Some(owner) => node
+                .singletons_of(owner)
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|s| s.service == service && s.active))
+                .map(|s| s.since),
+            None => None,
+        };
+        rows.push((service, mode, owner, token, since, standby));
     }
     if as_json {
         let rows: Vec<_> = rows
             .iter()
-            .map(|(service, mode, owner, token, standby)| {
-                json!({"service": service, "mode": mode, "owner": owner.as_ref().map(NodeId::as_str), "token": token, "standby": standby})
+            .map(|(service, mode, owner, token, since, standby)| {
+                let since_unix_ms = since.map(unix_ms);
+                json!({"service": service, "mode": mode, "owner": owner.as_ref().map(NodeId::as_str), "token": token, "since_unix_ms": since_unix_ms, "standby": standby})
             })
             .collect();
         return Ok(serde_json::to_string_pretty(&rows).expect("JSON prints"));
     }
     let rows = rows
         .into_iter()
-        .map(|(service, mode, owner, token, standby)| {
+        .map(|(service, mode, owner, token, since, standby)| {
             vec![
                 service,
                 mode,
                 owner.map_or("-".into(), |o| o.to_string()),
                 token.map_or("-".into(), |t| t.to_string()),
+                since.map_or("-".into(), ago),
                 if standby.is_empty() {
                     "-".into()
                 } else {
@@ -372,5 +387,17 @@ pub(crate) async fn singletons(node: &Node, as_json: bool) -> Result<String, Str
             ]
         })
         .collect();
-    Ok(table(&["SERVICE", "MODE", "OWNER", "TOKEN", "STANDBY"], rows))
+    Ok(table(&["SERVICE", "MODE", "OWNER", "TOKEN", "SINCE", "STANDBY"], rows))
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long ago `at` was, on this machine's clock (the owner's may differ).
+fn ago(at: SystemTime) -> String {
+    match SystemTime::now().duration_since(at) {
+        Ok(d) => format!("{}s ago", d.as_secs()),
+        Err(_) => "just now".into(),
+    }
 }

@@ -409,9 +409,14 @@ fn singletons_are_listed_with_mode_owner_and_token() {
     assert_eq!(row("Billing")["mode"], "strict");
     assert_eq!(row("Billing")["owner"], strict_owner.as_str());
     assert_eq!(row("Billing")["token"], token);
+    for service in ["Reporter", "Billing"] {
+        let since = row(service)["since_unix_ms"].as_u64().expect("the owner says since when");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert!(since <= now.as_millis() as u64 && since > now.as_millis() as u64 - 60_000);
+    }
     let table = ok(&malla(&["-c", &seed, "singletons"]));
     assert!(
-        table.contains("SERVICE") && table.contains("Reporter") && table.contains("strict"),
+        table.contains("SERVICE") && table.contains("SINCE") && table.contains("Reporter") && table.contains("strict"),
         "{table}"
     );
     assert!(!table.contains("Calculator"), "not a singleton: {table}");

@@ -217,6 +217,12 @@ fn server_impl(svc: &Service) -> TokenStream {
 
             #singleton
         }
+
+        impl<T: #trait_ident> #p::NamedService for #server<T> {
+            fn service_manifest() -> &'static #p::ServiceManifest {
+                #client::MANIFEST
+            }
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub(crate) enum InvokeError {
     BadRequest(String),
     /// The handler panicked, or its reply could not be encoded.
     Failed(String),
+    /// No instance runs here to take it (a placed service between its
+    /// instances): the handler did not run, the caller fails over.
+    NotAvailable,
 }
 
 /// The encoded reply, or why there is none.
@@ -79,12 +82,14 @@ pub(crate) fn invoke(
                 serving,
             });
         }
+        Ok(Err(err)) if err.is_not_available() => InvokeError::NotAvailable,
         Ok(Err(err)) => InvokeError::BadRequest(err.to_string()),
         Err(panic) => InvokeError::Failed(panic_message(&*panic)),
     };
     serving.finish(match err {
         InvokeError::BadRequest(_) => "bad_request",
         InvokeError::Failed(_) => "failed",
+        InvokeError::NotAvailable => "not_available",
     });
     Err(err)
 }

@@ -16,7 +16,7 @@
 //! | handshake | `handshake` | the mutual HMAC proof that opens every connection |
 //! | dispatch | `service`, `invoke` | the [`Service`] trait generated servers implement, and `invoke`, the one dispatch path of local and remote calls |
 //! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, posts what happens to it as `LinkEvent`s |
-//! | services | `registry` | served services and the routing slot of each name; what peers may call (`Services`) |
+//! | services | `registry`, `placed` | served services and the routing slot of each name; what peers may call (`Services`); the dispatcher of a service placed somewhere, whose instance exists only while it is the active one |
 //! | network | `net` | dialing, accepting, one connection per peer, background dials |
 //! | cluster knowledge | `discovery`, `membership` | gossip on chitchat over sealed UDP (reports views through `ViewSink`); the table of nodes and instances, which publishes routes and events |
 //! | cluster formation | `cluster` | connect targets resolved by DNS, re-resolved periodically (reaches out through `Reach`) |
@@ -75,6 +75,7 @@ mod handshake;
 mod invoke;
 mod service;
 // services
+mod placed;
 mod registry;
 // the network
 mod net;
@@ -118,6 +119,7 @@ pub use node::{
 #[cfg(feature = "tower")]
 pub use node::{CallService, NamedCall};
 pub use node_id::NodeId;
+pub use placed::NamedService;
 pub use options::{Balance, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, LONGEST_DURATION, ServeOptions};
 pub use service::{AdminStatus, Service};
 pub use singleton::{
@@ -130,6 +132,7 @@ pub use singleton::{
 pub mod __private {
     pub use crate::client::{ClientCore, call};
     pub use crate::manifest::DeclaredService;
+    pub use crate::placed::NamedService;
     pub use crate::service::{
         ArgsDecoder, ArgsEncoder, DispatchError, DispatchFuture, Format, LocalFuture, LocalHandle, NoLocal,
         assert_sendable, decode_reply, encode_reply, no_local,

@@ -419,6 +419,7 @@ impl ServedToPeers for LocalService {
             .map_err(|err| match err {
                 InvokeError::BadRequest(message) => Status::BadRequest(message),
                 InvokeError::Failed(message) => Status::Failed(message),
+                InvokeError::NotAvailable => Status::NotAvailable,
             })
     }
 

@@ -56,6 +56,9 @@ pub struct DispatchError(pub(crate) DispatchErrorKind);
 #[derive(Debug)]
 pub(crate) enum DispatchErrorKind {
     UnknownMethod(usize),
+    /// The implementation is not running here now (a placed service
+    /// between its instances): the caller fails over.
+    NotAvailable,
     BadArguments(String),
     BadReply(String),
 }
@@ -65,12 +68,23 @@ impl DispatchError {
     pub fn unknown_method(index: usize) -> Self {
         DispatchError(DispatchErrorKind::UnknownMethod(index))
     }
+
+    /// No instance runs here to take the request: a caller fails over as
+    /// from a paused service.
+    pub(crate) fn not_available() -> Self {
+        DispatchError(DispatchErrorKind::NotAvailable)
+    }
+
+    pub(crate) fn is_not_available(&self) -> bool {
+        matches!(self.0, DispatchErrorKind::NotAvailable)
+    }
 }
 
 impl fmt::Display for DispatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             DispatchErrorKind::UnknownMethod(index) => write!(f, "no method number {index}"),
+            DispatchErrorKind::NotAvailable => f.write_str("the service is not running here"),
             DispatchErrorKind::BadArguments(why) => write!(f, "could not decode the arguments: {why}"),
             DispatchErrorKind::BadReply(why) => write!(f, "could not encode the reply: {why}"),
         }

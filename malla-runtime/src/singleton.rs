@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use crate::NodeId;
 
 /// How the active instance of a singleton is chosen, named for what each
 /// promises.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SingletonMode {
     /// The owner is the instance with the highest rendezvous score for the
@@ -46,14 +48,16 @@ impl SingletonMode {
 ///
 /// Hooks are plain functions run on the node's runtime: spawn what must wait.
 pub trait SingletonHooks: Send + Sync + 'static {
-    /// This instance is the active one. `token` is the lease's fencing
-    /// token in strict mode (hand it to what the singleton writes to), none
-    /// in gossip mode.
+    /// This instance is becoming the active one: called just before it
+    /// takes its first request. `token` is the lease's fencing token in
+    /// strict mode (hand it to what the singleton writes to), none in
+    /// gossip mode.
     fn on_activate(&self, token: Option<u64>) {
         let _ = token;
     }
 
-    /// This instance stands by from now on.
+    /// This instance stands by from now on: called once it stopped taking
+    /// requests (a request already running may still finish).
     fn on_deactivate(&self, reason: &Deactivation) {
         let _ = reason;
     }
@@ -136,7 +140,7 @@ impl fmt::Debug for Singleton {
 }
 
 /// A singleton served here, as [`Node::singletons`](crate::Node::singletons) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SingletonStatus {
     /// The service.
     pub service: String,

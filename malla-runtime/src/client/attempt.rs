@@ -168,6 +168,7 @@ impl<N: Remote> Call<'_, N> {
         };
         let invocation = match local.invoke(index, self.format, body, None) {
             Ok(invocation) => invocation,
+            Err(InvokeError::NotAvailable) => return Outcome::NotRun(self.not_available()),
             Err(err) => return Outcome::Done(Err(self.invoke_error(me.clone(), err))),
         };
         let reply = match with_deadline(invocation, deadline).await {

@@ -229,6 +229,7 @@ impl<N: Remote> Call<'_, N> {
         match err {
             InvokeError::BadRequest(message) => self.remote_error(node, format!("bad request: {message}")),
             InvokeError::Failed(message) => self.remote_error(node, message),
+            InvokeError::NotAvailable => self.not_available(),
         }
     }
 

@@ -290,6 +290,7 @@ impl Connection {
                 }
             }
             Err(InvokeError::BadRequest(message)) => self.respond(id, Status::BadRequest(message)),
+            Err(InvokeError::NotAvailable) => self.respond(id, Status::NotAvailable),
             Err(InvokeError::Failed(message)) => {
                 tracing::warn!(peer = %self.peer.name, %message, "request handler failed");
                 self.respond(id, Status::Failed(message));

@@ -24,8 +24,9 @@ use crate::events::Event;
 use crate::membership::{Instance, Member};
 use crate::options::ServeOptions;
 use crate::options::VsnRequirement;
+use crate::placed::{NamedService, placed};
 use crate::registry::{INTERNAL_PREFIX, LocalService, Route, is_internal};
-use crate::singleton::{SINGLETON_METADATA, Singleton, SingletonStatus};
+use crate::singleton::{SINGLETON_METADATA, Singleton, SingletonMode, SingletonStatus};
 use crate::wire::Format;
 use crate::{AdminStatus, CallOptions, Error, NodeId, Service, ServiceManifest, rendezvous};
 
@@ -107,6 +108,45 @@ impl Node {
         self.parts.publish(&local).await;
         super::singletons::start(&self.parts, &local);
         Ok(())
+    }
+
+    /// Starts a service somewhere in the cluster, again elsewhere when it
+    /// stops (Horde's `DynamicSupervisor`): of the nodes that call this for
+    /// the same service, one runs an instance that `factory` builds, with
+    /// the lease's fencing token in strict mode. When that node dies, is
+    /// drained or stops, or loses its lease, another node builds a fresh
+    /// instance; the old one is dropped once its running requests finish.
+    ///
+    /// It is served as a singleton ([`ServeOptions::singleton`], gossip
+    /// mode unless the options say otherwise, its hooks told after the
+    /// instance is built and before it is dropped): **at most one instance
+    /// at a time only in strict mode**; in gossip mode each side of a
+    /// partition may run one. Callers reach it wherever it runs, failing
+    /// over from the nodes standing by; calls from a node running it take
+    /// the encoded path, as the instance is not there to call directly.
+    ///
+    /// ```no_run
+    /// # async fn demo<S: malla_runtime::NamedService>(
+    /// #     node: malla_runtime::Node,
+    /// #     ticker: fn(Option<u64>) -> S,
+    /// # ) -> Result<(), malla_runtime::Error> {
+    /// use malla_runtime::{ServeOptions, Singleton, SingletonMode};
+    ///
+    /// // `ticker` builds a generated server: `|token| TickerServer::new(Ticker::new(token))`.
+    /// let strict = ServeOptions::default().singleton(Singleton::new(SingletonMode::Strict));
+    /// node.spawn_somewhere(ticker, strict).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn spawn_somewhere<S, F>(&self, factory: F, options: ServeOptions) -> Result<(), Error>
+    where
+        S: NamedService,
+        F: Fn(Option<u64>) -> S + Send + Sync + 'static,
+    {
+        let mut options = options;
+        let mut singleton = options.singleton.take().unwrap_or_else(|| Singleton::new(SingletonMode::default()));
+        let (service, hooks) = placed(factory, singleton.hooks.take());
+        singleton.hooks = Some(Arc::new(hooks));
+        self.serve_with(service, options.singleton(singleton)).await
     }
 
     /// Sets the admin status of a service served here. `Paused` and
@@ -459,12 +499,14 @@ impl Node {
     /// The singletons served here: mode, whether this instance is active,
     /// the owner as this node knows it, token, since when.
     pub fn singletons(&self) -> Vec<SingletonStatus> {
-        let locals = self.parts.registry.locals();
-        locals
-            .iter()
-            .filter_map(|l| l.singleton.as_ref())
-            .map(|s| s.status())
-            .collect()
+        self.parts.singletons()
+    }
+
+    /// What [`singletons`](Self::singletons) says on `node`, asked of its
+    /// built-in `malla.Introspect` service (as [`stats_of`](Self::stats_of)).
+    pub async fn singletons_of(&self, node: &NodeId) -> Result<Vec<SingletonStatus>, Error> {
+        let options = CallOptions::default().nodes([node.clone()]);
+        self.remote(introspect::SERVICE, introspect::SINGLETONS, &(), options).await
     }
 
     /// The active instance of the singleton `service` as this node knows

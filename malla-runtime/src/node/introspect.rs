@@ -1,5 +1,6 @@
 //! `malla.Introspect`, the service every node serves so that other nodes
-//! and `malla stats` can read its figures ([`NodeStats`]). It is published
+//! and `malla stats` can read its figures ([`NodeStats`]) and `malla
+//! singletons` the state of the singletons it serves. It is published
 //! nowhere: a caller names the node (`Node::stats_of`). Like any global
 //! service it takes calls only from nodes holding the cookie, hidden ones
 //! included; it reads counters and changes nothing.
@@ -8,24 +9,19 @@ use std::sync::{LazyLock, Weak};
 
 use super::stats::NodeStats;
 use crate::service::{ArgsDecoder, DispatchError, DispatchErrorKind, DispatchFuture, Format, encode_reply};
-use crate::{MethodManifest, Service, ServiceManifest};
+use crate::{MethodManifest, Service, ServiceManifest, SingletonStatus};
 
 /// The service's wire name.
 pub(super) const SERVICE: &str = "malla.Introspect";
-/// Its one method: `stats() -> NodeStats`.
+/// Its methods: `stats() -> NodeStats`, `singletons() -> Vec<SingletonStatus>`
+/// (added later: a node from before answers "unknown method").
 pub(super) const STATS: &str = "stats";
+pub(super) const SINGLETONS: &str = "singletons";
 
-static METHODS: LazyLock<[MethodManifest; 1]> = LazyLock::new(|| {
-    [MethodManifest::__new(
-        STATS,
-        crate::manifest::method_id(STATS),
-        &[],
-        "NodeStats",
-        // Callers do not check it (a call by name sends 0).
-        1,
-        true,
-        None,
-    )]
+static METHODS: LazyLock<[MethodManifest; 2]> = LazyLock::new(|| {
+    // Callers do not check the signatures (a call by name sends 0).
+    let method = |name, returns| MethodManifest::__new(name, crate::manifest::method_id(name), &[], returns, 1, true, None);
+    [method(STATS, "NodeStats"), method(SINGLETONS, "Vec<SingletonStatus>")]
 });
 
 static MANIFEST: LazyLock<ServiceManifest> =
@@ -34,6 +30,7 @@ static MANIFEST: LazyLock<ServiceManifest> =
 /// Where the figures come from: the node.
 pub(super) trait Figures: Send + Sync + 'static {
     fn stats(&self) -> NodeStats;
+    fn singletons(&self) -> Vec<SingletonStatus>;
 }
 
 /// The service, reading the node it belongs to (weakly: the node's registry
@@ -48,18 +45,15 @@ impl Service for Introspect {
     }
 
     fn dispatch(&self, method: usize, format: Format, args: &[u8]) -> Result<DispatchFuture, DispatchError> {
-        if method != 0 {
-            return Err(DispatchError::unknown_method(method));
-        }
         ArgsDecoder::new(format, args)?.finish()?;
-        let stats: Option<NodeStats> = self.node.upgrade().map(|node| node.stats());
-        Ok(Box::pin(async move {
-            match stats {
-                Some(stats) => encode_reply(format, &stats),
-                None => Err(DispatchError(DispatchErrorKind::BadReply(
-                    "the node has stopped".into(),
-                ))),
-            }
-        }))
+        let Some(node) = self.node.upgrade() else {
+            return Err(DispatchError(DispatchErrorKind::BadReply("the node has stopped".into())));
+        };
+        let reply = match method {
+            0 => encode_reply(format, &node.stats()),
+            1 => encode_reply(format, &node.singletons()),
+            other => return Err(DispatchError::unknown_method(other)),
+        };
+        Ok(Box::pin(async move { reply }))
     }
 }

@@ -32,7 +32,7 @@ use crate::intercept::served::Installed;
 use crate::membership::Membership;
 use crate::net::Network;
 use crate::registry::{LocalService, Registry, Route};
-use crate::{AdminStatus, Error, NodeId, ServeInterceptor, Service};
+use crate::{AdminStatus, Error, NodeId, ServeInterceptor, Service, SingletonStatus};
 
 /// Everything a node is made of; `Node` handles share one.
 pub(super) struct NodeParts {
@@ -208,6 +208,11 @@ impl Figures for NodeParts {
     fn stats(&self) -> NodeStats {
         let gossip = self.discovery.get().map(|d| d.stats());
         NodeStats::collect(&self.id, self.started.elapsed(), &self.registry, &self.network, gossip)
+    }
+
+    fn singletons(&self) -> Vec<SingletonStatus> {
+        let locals = self.registry.locals();
+        locals.iter().filter_map(|l| Some(l.singleton.as_ref()?.status())).collect()
     }
 }
 

@@ -7,11 +7,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use super::parts::NodeParts;
 use crate::coord::LockRequest;
 use crate::registry::LocalService;
 use crate::singleton::{Deactivation, SingletonMode, SingletonState, singleton_lock};
-use crate::{Error, NodeId, rendezvous};
+use crate::{Error, Event, NodeId, rendezvous};
 
 /// How often a singleton's task looks again without a cluster event (and
 /// how soon a paused or drained owner stands by).
@@ -33,9 +35,15 @@ pub(super) fn start(parts: &Arc<NodeParts>, local: &Arc<LocalService>) {
 /// Gossip mode: active while this node's view names it the owner.
 async fn gossip(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<SingletonState>) {
     let key = rendezvous::key_hash(local.name().as_bytes());
-    let Some(mut events) = parts.upgrade().map(|p| p.events.subscribe()) else {
+    let Some((mut events, gossip)) = parts
+        .upgrade()
+        .map(|p| (p.events.subscribe(), p.discovery.get().map(|d| d.interval)))
+    else {
         return;
     };
+    if let Some(interval) = gossip {
+        settle(&mut events, interval).await;
+    }
     loop {
         let Some(node) = parts.upgrade().filter(|p| !p.network.is_shutting_down()) else {
             break;
@@ -62,6 +70,23 @@ async fn gossip(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<Sin
         .map(|p| p.id.clone())
         .unwrap_or_else(|| NodeId::from("?"));
     transition(&me, &local, &state, false, None, None, Deactivation::Stopped);
+}
+
+/// Waits for a gossiping node's view to settle: until two gossip rounds
+/// pass without a cluster event, ten at most. A node that decided at once
+/// would see only the peers gossip had brought so far, and run an instance
+/// of its own until it saw the owner (each node of a cluster starting
+/// together did, in the tests).
+async fn settle(events: &mut broadcast::Receiver<Event>, interval: Duration) {
+    let cap = tokio::time::sleep(interval * 10);
+    tokio::pin!(cap);
+    loop {
+        tokio::select! {
+            _ = events.recv() => {}
+            () = tokio::time::sleep(interval * 2) => return,
+            () = &mut cap => return,
+        }
+    }
 }
 
 /// Strict mode: active while this node holds the singleton's lease.
@@ -137,7 +162,11 @@ async fn strict(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<Sin
     }
 }
 
-/// Applies what a task decided; on a change, logs it and tells the hooks.
+/// Applies what a task decided; on a change, logs it and tells the hooks:
+/// `on_activate` before the instance takes requests (what it starts is
+/// running when the first one arrives), `on_deactivate` after it stopped
+/// taking them. One task per singleton calls this, so the flag cannot
+/// change between the two reads.
 fn transition(
     me: &NodeId,
     local: &LocalService,
@@ -147,18 +176,18 @@ fn transition(
     token: Option<u64>,
     reason: Deactivation,
 ) {
-    let Some(now_active) = state.set(active, owner, token) else {
-        return;
-    };
     let (service, mode) = (local.name(), state.config.mode.as_str());
-    if now_active {
+    let hooks = state.config.hooks.as_deref();
+    let activating = active && !state.is_active();
+    if activating {
         tracing::info!(node = %me, service, mode, ?token, "singleton active here");
-        if let Some(hooks) = &state.config.hooks {
+        if let Some(hooks) = hooks {
             hooks.on_activate(token);
         }
-    } else {
+    }
+    if state.set(active, owner, token) == Some(false) {
         tracing::info!(node = %me, service, mode, ?reason, "singleton standing by");
-        if let Some(hooks) = &state.config.hooks {
+        if let Some(hooks) = hooks {
             hooks.on_deactivate(&reason);
         }
     }
