@@ -363,7 +363,7 @@ impl malla::ServeInterceptor for Counted {
 /// server `server` at `addr`, and a client of its `Bench`.
 pub async fn malla_client(name: &str, addr: SocketAddr, server: &str, sealed: bool) -> (malla::Node, BenchClient) {
     let client = malla::Node::builder(name)
-        .cookie("bench")
+        .cookie("bench-cookie-0123456789")
         .sealing(sealed)
         .start()
         .await
@@ -381,7 +381,7 @@ pub async fn malla_server(name: &str, sealed: bool) -> SocketAddr {
 
 async fn serve_bench(name: &str, sealed: bool, options: malla::ServeOptions) -> SocketAddr {
     let server = malla::Node::builder(name)
-        .cookie("bench")
+        .cookie("bench-cookie-0123456789")
         .sealing(sealed)
         .listen(localhost())
         .start()
@@ -440,7 +440,7 @@ fn measure_frame_sizes(server_rt: &Runtime, client_rt: &Runtime) -> (usize, usiz
     let proxy_addr = server_rt.block_on(counting_proxy(server_addr, up.clone(), down.clone()));
     client_rt.block_on(async {
         let client = malla::Node::builder("sizer-client")
-            .cookie("bench")
+            .cookie("bench-cookie-0123456789")
             .start()
             .await
             .unwrap();

@@ -19,7 +19,7 @@ use malla_test_support::{
     wait::time_until,
 };
 
-const COOKIE: &str = "dns-test-cookie";
+const COOKIE: &str = "dns-test-cookie-0123";
 /// Short, so tests take seconds; the default is 5 s.
 const RECONNECT: Duration = Duration::from_millis(500);
 

@@ -147,7 +147,7 @@ async fn a_node_with_another_cookie_never_appears() {
         .run(nodes[0].node.serve(GeometryServer::new(Geo::default())))
         .unwrap();
     let intruder =
-        NodeRuntime::start(listening("cookie-intruder", "another-cookie").seeds([nodes[0].addr(), nodes[1].addr()]));
+        NodeRuntime::start(listening("cookie-intruder", "another-cluster-cookie").seeds([nodes[0].addr(), nodes[1].addr()]));
     intruder
         .run(intruder.node.serve(GeometryServer::new(Geo::default())))
         .unwrap();
@@ -351,9 +351,9 @@ async fn nodes_mid_way_through_a_cookie_roll_form_one_cluster() {
         }
         builder
     };
-    let first = NodeRuntime::start(step("roll-1", "old-cookie", Some("new-cookie")));
-    let second = NodeRuntime::start(step("roll-2", "new-cookie", Some("old-cookie")).seeds([first.addr()]));
-    let third = NodeRuntime::start(step("roll-3", "new-cookie", None).seeds([second.addr()]));
+    let first = NodeRuntime::start(step("roll-1", "old-cluster-cookie", Some("new-cluster-cookie")));
+    let second = NodeRuntime::start(step("roll-2", "new-cluster-cookie", Some("old-cluster-cookie")).seeds([first.addr()]));
+    let third = NodeRuntime::start(step("roll-3", "new-cluster-cookie", None).seeds([second.addr()]));
     first
         .run(first.node.serve(GeometryServer::new(Geo::default())))
         .unwrap();

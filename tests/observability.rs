@@ -266,7 +266,7 @@ fn metrics_move_with_calls_failovers_and_refused_handshakes() {
     ));
     assert!(matches!(nowhere, Err(Error::ServiceNotAvailable { .. })), "{nowhere:?}");
     // A stranger with another cookie knocks.
-    let intruder = NodeRuntime::start(listening("metric-intruder", "not-the-cookie"));
+    let intruder = NodeRuntime::start(listening("metric-intruder", "not-the-cluster-cookie"));
     let refused = intruder.run(intruder.node.connect(server.addr()));
     assert!(matches!(refused, Err(Error::Unauthorized { .. })), "{refused:?}");
     // The server counts it once its side of the handshake has ended, which

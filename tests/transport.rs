@@ -69,12 +69,32 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
     assert_eq!(server.node.nodes(), vec![NodeId::from("many-b")]);
 }
 
+#[tokio::test]
+async fn a_weak_cookie_is_refused_and_no_cookie_is_ever_printed() {
+    for (weak, what) in [("short", "the cookie"), ("", "the cookie")] {
+        let err = Node::builder("weak").cookie(weak).start().await.unwrap_err().to_string();
+        println!("{err}");
+        assert!(err.contains(what) && err.contains("at least 16") && err.contains("malla cookie"), "{err}");
+    }
+    let err = Node::builder("weak")
+        .cookie("a-strong-enough-cookie")
+        .also_accept_cookie("old")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("an accepted cookie is 3 bytes"), "{err}");
+    let builder = Node::builder("printed").cookie("do-not-print-this-cookie");
+    let printed = format!("{builder:?}");
+    assert!(!printed.contains("do-not-print") && printed.contains("Secret(..)"), "{printed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_cookie_is_refused_on_both_sides_and_nothing_is_served() {
     let logs = malla_test_support::logs::capture();
     let server = geometry_node("cookie-a");
     let intruder = Node::builder("cookie-b")
-        .cookie("not-the-cookie")
+        .cookie("not-the-cluster-cookie")
         .start()
         .await
         .unwrap();

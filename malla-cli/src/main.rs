@@ -8,7 +8,7 @@
 //! malla manifest Calculator > malla.toml        # for malla_build::precompile
 //! malla call Calculator add '[40, 2]'
 //! malla stats                                     # every node's calls, requests, errors, gossip
-//! malla cookie > cookie                           # a new random cookie
+//! malla cookie --out cookie                       # a new random cookie, in a file only you can read
 //! ```
 //!
 //! The cookie is never a flag: a command line is visible to every user of
@@ -62,8 +62,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Prints a new random cookie (256 bits, hex) for a new cluster.
-    Cookie,
+    /// Prints a new random cookie (256 bits, hex) for a new cluster, or
+    /// writes it to a new file readable by its owner only.
+    Cookie {
+        /// Creates this file (it must not exist) with mode 0600 and writes
+        /// the cookie there instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        out: Option<std::path::PathBuf>,
+    },
     /// The nodes of the cluster: address, status, services.
     Nodes,
     /// Every service instance: node, version, status.
@@ -134,9 +140,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    if let Command::Cookie = cli.command {
-        println!("{}", new_cookie());
-        return Ok(());
+    if let Command::Cookie { out } = &cli.command {
+        return match out {
+            Some(path) => write_cookie(path),
+            None => {
+                println!("{}", new_cookie());
+                Ok(())
+            }
+        };
     }
     let node = join(&cli).await?;
     let result = match &cli.command {
@@ -180,7 +191,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             status.map(|s| output::group(&s, cli.json)).map_err(|e| e.to_string())
         }
-        Command::Cookie => unreachable!("answered without joining"),
+        Command::Cookie { .. } => unreachable!("answered without joining"),
         Command::Call {
             service,
             method,
@@ -239,6 +250,23 @@ async fn join(cli: &Cli) -> Result<Node, String> {
         // Not reachable yet: gossip and the reconnect loop keep trying.
         None => Ok(node),
     }
+}
+
+/// A new cookie in a new file at `path`, created readable and writable by
+/// its owner only (never widened by the umask, never left behind open to
+/// others: `malla cookie > f` would make the file under the umask first).
+fn write_cookie(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create the cookie file {}: {e}", path.display()))?;
+    writeln!(file, "{}", new_cookie())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write the cookie file {}: {e}", path.display()))
 }
 
 /// 256 random bits, as hex: a cookie no one guesses.

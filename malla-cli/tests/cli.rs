@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use malla::{AdminStatus, Node, ServeOptions};
 use serde::{Deserialize, Serialize};
 
-const COOKIE: &str = "cli-test-cookie";
+const COOKIE: &str = "cli-test-cookie-0123";
 
 #[derive(Serialize, Deserialize)]
 pub struct Stats {
@@ -245,7 +245,11 @@ fn mistakes_get_a_clear_message_and_a_failure_status() {
     let cluster = cluster("bad");
     let seed = cluster.seed.to_string();
     let wrong = std::env::temp_dir().join(format!("malla-cli-wrong-cookie-{}", std::process::id()));
-    std::fs::write(&wrong, "wrong-cookie\n").unwrap();
+    std::fs::write(&wrong, "wrong-cookie-0123456789\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let wrong = wrong.to_str().unwrap();
     let cases: [(&[&str], &str); 6] = [
         (&["nodes"], "pass --connect TARGET or set MALLA_CONNECT"),
@@ -304,6 +308,35 @@ fn a_new_cookie_is_random_and_strong() {
     assert_eq!(first.trim().len(), 64, "256 bits in hex: {first}");
     assert!(first.trim().chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(first, second);
+}
+
+#[test]
+fn a_cookie_file_is_made_private_and_an_open_one_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("malla-cli-cookie-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cookie");
+    std::fs::remove_file(&path).ok();
+    ok(&malla(&["cookie", "--out", path.to_str().unwrap()]));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "readable by its owner only");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim().len(), 64);
+    let again = malla(&["cookie", "--out", path.to_str().unwrap()]);
+    assert!(!again.status.success(), "an existing file is not overwritten");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = Command::new(env!("CARGO_BIN_EXE_malla"))
+        .args(["--connect", "127.0.0.1:9", "--cookie-file", path.to_str().unwrap(), "nodes"])
+        .env_remove("MALLA_CONFIG")
+        .env_remove("MALLA_COOKIE")
+        .env_remove("MALLA_COOKIE_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    println!("{stderr}");
+    assert!(!open.status.success());
+    assert!(stderr.contains("may be read by its group or others") && stderr.contains("chmod 600"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

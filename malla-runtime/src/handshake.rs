@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, FramedParts};
 
-use crate::NodeId;
+use crate::{NodeId, Secret};
 use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, SessionKey};
 
 /// Version of the wire protocol; peers must agree on it.
@@ -48,17 +48,22 @@ pub(crate) const PROTOCOL_VERSION: u16 = 4;
 const MAGIC: [u8; 5] = *b"MALLA";
 const DOMAIN: &[u8] = b"malla-handshake-v2";
 
-/// The shared secret of a cluster. Never printed.
+/// The shared secret of a cluster. Never printed, wiped when dropped.
 #[derive(Clone)]
-pub(crate) struct Cookie(Arc<[u8]>);
+pub(crate) struct Cookie(Arc<Secret>);
 
 impl Cookie {
+    #[cfg(test)]
     pub(crate) fn new(secret: &[u8]) -> Self {
-        Cookie(secret.into())
+        Cookie::from_secret(Secret::from(secret.to_vec()))
+    }
+
+    pub(crate) fn from_secret(secret: Secret) -> Self {
+        Cookie(Arc::new(secret))
     }
 
     pub(crate) fn secret(&self) -> &[u8] {
-        &self.0
+        self.0.expose()
     }
 }
 

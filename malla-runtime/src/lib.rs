@@ -12,7 +12,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | base | `error`, `node_id`, `rendezvous`, `manifest`, `metadata`, `singleton`, `options`, `intercept`, `events`, `sync`, `telemetry`, `wire` | errors, names, rendezvous hashing, manifests, call metadata, what a singleton is, call options, the interceptor traits, events, spans, metrics and counters, frames and headers |
+//! | base | `error`, `node_id`, `rendezvous`, `secret`, `manifest`, `metadata`, `singleton`, `options`, `intercept`, `events`, `sync`, `telemetry`, `wire` | errors, names, rendezvous hashing, secrets (cookies), manifests, call metadata, what a singleton is, call options, the interceptor traits, events, spans, metrics and counters, frames and headers |
 //! | handshake | `handshake` | the mutual HMAC proof that opens every connection |
 //! | dispatch | `service`, `invoke` | the [`Service`] trait generated servers implement, and `invoke`, the one dispatch path of local and remote calls |
 //! | connections | `connection` | one stream per peer: calls out, requests in; runs requests through `Services`, posts what happens to it as `LinkEvent`s |
@@ -65,6 +65,7 @@ mod metadata;
 mod node_id;
 mod options;
 mod rendezvous;
+mod secret;
 mod singleton;
 mod sync;
 mod telemetry;
@@ -121,6 +122,7 @@ pub use node::{CallService, NamedCall};
 pub use node_id::NodeId;
 pub use placed::NamedService;
 pub use options::{Balance, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, LONGEST_DURATION, ServeOptions};
+pub use secret::{MIN_COOKIE_LEN, Secret};
 pub use service::{AdminStatus, Service};
 pub use singleton::{
     DEFAULT_SINGLETON_LEASE, Deactivation, SINGLETON_METADATA, Singleton, SingletonHooks, SingletonMode,

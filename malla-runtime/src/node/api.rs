@@ -510,17 +510,20 @@ impl Node {
     }
 
     /// The active instance of the singleton `service` as this node knows
-    /// it: if served here, what its task last decided; otherwise the gossip
-    /// mode's choice over the instances this node sees (a strict
-    /// singleton's owner is the holder of the lock
-    /// `malla.singleton.<service>`: `node.locks()`).
+    /// it: in strict mode, if served here, what its task last decided (else
+    /// ask the group: the holder of the lock `malla.singleton.<service>`,
+    /// `node.locks()`); in gossip mode, the choice over the instances this
+    /// node sees, its own included, the same every node with this view
+    /// makes.
     pub fn singleton_owner(&self, service: &str) -> Option<NodeId> {
-        if let Some(state) = self.parts.registry.local(service).and_then(|l| l.singleton.clone()) {
+        let local = self.parts.registry.local(service);
+        if let Some(state) = local.as_ref().and_then(|l| l.singleton.as_ref())
+            && state.config.mode == SingletonMode::Strict
+        {
             return state.status().owner;
         }
-        let route = self.parts.registry.slot(service).route_full();
         let key = rendezvous::key_hash(service.as_bytes());
-        rendezvous::owner(key, route.remote.iter().map(|r| &r.node)).cloned()
+        super::singletons::gossip_owner(&self.parts, key, service, local.as_deref())
     }
 }
 

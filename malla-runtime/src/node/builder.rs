@@ -20,7 +20,7 @@ use crate::intercept::served::Installed;
 use crate::net::{NetConfig, Network, accept_loop};
 use crate::options::bounded;
 use crate::registry::Registry;
-use crate::{Error, Interceptor, NodeId, ServeInterceptor};
+use crate::{Error, Interceptor, NodeId, Secret, ServeInterceptor};
 
 /// Largest frame a node accepts unless told otherwise.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -39,7 +39,7 @@ pub const COOKIE_ENV: &str = "MALLA_COOKIE";
 /// ```no_run
 /// # async fn demo() -> Result<(), malla_runtime::Error> {
 /// let node = malla_runtime::Node::builder("node1")
-///     .cookie("secret")
+///     .cookie("a-long-random-cluster-cookie")
 ///     .listen("127.0.0.1:0".parse().unwrap())
 ///     .start()
 ///     .await?;
@@ -49,8 +49,8 @@ pub const COOKIE_ENV: &str = "MALLA_COOKIE";
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {
     name: String,
-    cookie: Option<String>,
-    also_accepted: Vec<String>,
+    cookie: Option<Secret>,
+    also_accepted: Vec<Secret>,
     sealing: bool,
     max_handlers: usize,
     max_handshakes: (usize, usize),
@@ -254,9 +254,13 @@ impl NodeBuilder {
         self
     }
 
-    /// The cluster's shared secret. Defaults to the `MALLA_COOKIE`
-    /// environment variable; a node that listens or connects needs one.
-    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+    /// The cluster's shared secret, at least [`MIN_COOKIE_LEN`] bytes
+    /// (16; `malla cookie` makes a random one). Defaults to the
+    /// `MALLA_COOKIE` environment variable; a node that listens or connects
+    /// needs one.
+    ///
+    /// [`MIN_COOKIE_LEN`]: crate::MIN_COOKIE_LEN
+    pub fn cookie(mut self, cookie: impl Into<Secret>) -> Self {
         self.cookie = Some(cookie.into());
         self
     }
@@ -269,7 +273,7 @@ impl NodeBuilder {
     /// for connections and gossip alike.
     ///
     /// [`cookie`]: Self::cookie
-    pub fn also_accept_cookie(mut self, cookie: impl Into<String>) -> Self {
+    pub fn also_accept_cookie(mut self, cookie: impl Into<Secret>) -> Self {
         self.also_accepted.push(cookie.into());
         self
     }
@@ -364,9 +368,12 @@ impl NodeBuilder {
     /// Checks the settings that can be wrong before anything is bound.
     fn check(&self) -> Result<Checked, Error> {
         NodeId::validate(&self.name).map_err(Error::Config)?;
-        let cookie = match self.cookie.clone().or_else(|| std::env::var(COOKIE_ENV).ok()) {
-            Some(c) if c.is_empty() => return Err(Error::Config("the cookie is empty".into())),
-            Some(c) => Some(Cookie::new(c.as_bytes())),
+        let from_env = || std::env::var(COOKIE_ENV).ok().map(Secret::from);
+        let cookie = match self.cookie.clone().or_else(from_env) {
+            Some(cookie) => {
+                cookie.check_cookie("the cookie")?;
+                Some(Cookie::from_secret(cookie))
+            }
             None if !self.also_accepted.is_empty() => {
                 return Err(Error::Config(
                     "`also_accept_cookie` without a cookie: set the one this node uses with `.cookie(..)`".into(),
@@ -374,10 +381,10 @@ impl NodeBuilder {
             }
             None => None,
         };
-        if self.also_accepted.iter().any(String::is_empty) {
-            return Err(Error::Config("an accepted cookie is empty".into()));
+        for accepted in &self.also_accepted {
+            accepted.check_cookie("an accepted cookie")?;
         }
-        let also_accepted = self.also_accepted.iter().map(|c| Cookie::new(c.as_bytes())).collect();
+        let also_accepted = self.also_accepted.iter().cloned().map(Cookie::from_secret).collect();
         let keyring = cookie.map(|cookie| Keyring::new(cookie, also_accepted));
         let targets = self
             .connect_targets

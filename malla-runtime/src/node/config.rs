@@ -43,7 +43,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::builder::NodeBuilder;
-use crate::Error;
+use crate::secret::read_cookie_file;
+use crate::{Error, Secret};
 
 /// Node settings, as a deployment gives them. Every field is optional; see
 /// the module documentation for the file format and the variables.
@@ -53,9 +54,11 @@ use crate::Error;
 pub struct NodeConfig {
     /// The node's name.
     pub name: Option<String>,
-    /// The cluster's cookie.
-    pub cookie: Option<String>,
-    /// A file holding the cookie (trailing whitespace ignored).
+    /// The cluster's cookie (printed as `Secret(..)`).
+    pub cookie: Option<Secret>,
+    /// A file holding the cookie (trailing whitespace ignored), readable by
+    /// its owner only. A layer (the file, the environment) gives `cookie`
+    /// or `cookie_file`, not both; the environment's beats the file's.
     pub cookie_file: Option<PathBuf>,
     /// Address to accept connections on.
     pub listen: Option<SocketAddr>,
@@ -99,14 +102,21 @@ impl NodeConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read the config file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|err| {
+        let config: NodeConfig = toml::from_str(&text).map_err(|err| {
             let (line, column) = err.span().map_or((0, 0), |span| line_column(&text, span.start));
             Error::Config(format!(
                 "{}:{line}:{column}: {}",
                 path.display(),
                 err.message().trim_end()
             ))
-        })
+        })?;
+        if config.cookie.is_some() && config.cookie_file.is_some() {
+            return Err(Error::Config(format!(
+                "{}: `cookie` and `cookie_file` both set: keep one",
+                path.display()
+            )));
+        }
+        Ok(config)
     }
 
     /// The file named by `MALLA_CONFIG`, if set, with the `MALLA_*` variables
@@ -138,11 +148,16 @@ impl NodeConfig {
         if let Some(v) = var("MALLA_NAME") {
             self.name = Some(v);
         }
-        if let Some(v) = var("MALLA_COOKIE") {
-            self.cookie = Some(v);
-        }
-        if let Some(v) = var("MALLA_COOKIE_FILE") {
-            self.cookie_file = Some(v.into());
+        // Either variable replaces whatever the file said of the cookie.
+        match (var("MALLA_COOKIE"), var("MALLA_COOKIE_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "MALLA_COOKIE and MALLA_COOKIE_FILE both set: keep one (the file)".into(),
+                ));
+            }
+            (Some(cookie), None) => (self.cookie, self.cookie_file) = (Some(cookie.into()), None),
+            (None, Some(file)) => (self.cookie, self.cookie_file) = (None, Some(file.into())),
+            (None, None) => {}
         }
         if let Some(v) = var("MALLA_LISTEN") {
             self.listen = Some(parse("MALLA_LISTEN", &v, "an address such as 0.0.0.0:7000")?);
@@ -206,14 +221,14 @@ impl NodeConfig {
         let mut builder = NodeBuilder::new(name);
         let cookie = match (self.cookie, self.cookie_file) {
             (Some(cookie), _) => Some(cookie),
-            (None, Some(file)) => Some(read_cookie(&file)?),
+            (None, Some(file)) => Some(read_cookie_file(&file)?),
             (None, None) => None,
         };
         if let Some(cookie) = cookie {
             builder = builder.cookie(cookie);
         }
         for file in &self.also_accept_cookie_files {
-            builder = builder.also_accept_cookie(read_cookie(file)?);
+            builder = builder.also_accept_cookie(read_cookie_file(file)?);
         }
         if let Some(seal) = self.sealing {
             builder = builder.sealing(seal);
@@ -270,13 +285,6 @@ impl NodeBuilder {
     }
 }
 
-/// A cookie from a file, trailing whitespace (a final newline) ignored.
-fn read_cookie(file: &Path) -> Result<String, Error> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::Config(format!("cannot read the cookie file {}: {e}", file.display())))?;
-    Ok(text.trim_end().to_owned())
-}
-
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -319,7 +327,7 @@ gossip_interval_ms = 250
         let config = config
             .with_env_vars(|name| env.get(name).map(|v| v.to_string()))
             .unwrap();
-        assert_eq!(config.cookie.as_deref(), Some("from-env"));
+        assert_eq!(config.cookie, Some(Secret::from("from-env")));
         assert_eq!(config.connect, ["a.example.com:7000", "10.0.0.1:7000"]);
         assert_eq!(config.hidden, Some(true));
         assert_eq!(config.gossip_interval_ms, Some(250));
@@ -408,5 +416,28 @@ max_handshakes = 64
             err.contains("cannot read the config file /nonexistent/malla.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_environments_cookie_beats_the_files_and_one_layer_gives_one() {
+        let config = file("name = \"c\"\ncookie = \"inline-cookie-in-the-file\"\n").unwrap();
+        assert!(!format!("{config:?}").contains("inline-cookie"), "never printed: {config:?}");
+        let config = config
+            .with_env_vars(|name| (name == "MALLA_COOKIE_FILE").then(|| "/run/secrets/c".to_string()))
+            .unwrap();
+        assert_eq!(
+            (config.cookie, config.cookie_file),
+            (None, Some(PathBuf::from("/run/secrets/c"))),
+            "MALLA_COOKIE_FILE replaces the file's inline cookie"
+        );
+        let err = file("name = \"c\"\ncookie = \"x\"\ncookie_file = \"/f\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cookie` and `cookie_file` both set"), "{err}");
+        let err = NodeConfig::default()
+            .with_env_vars(|name| name.starts_with("MALLA_COOKIE").then(|| "x".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MALLA_COOKIE and MALLA_COOKIE_FILE both set"), "{err}");
     }
 }

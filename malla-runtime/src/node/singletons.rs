@@ -48,10 +48,8 @@ async fn gossip(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<Sin
         let Some(node) = parts.upgrade().filter(|p| !p.network.is_shutting_down()) else {
             break;
         };
-        let route = node.registry.slot(local.name()).route_full();
-        // A paused or drained instance is no candidate: the others take over.
+        let owner = gossip_owner(&node, key, local.name(), Some(&local));
         let me = local.is_active().then_some(&node.id);
-        let owner = rendezvous::owner(key, me.into_iter().chain(route.remote.iter().map(|r| &r.node))).cloned();
         let active = owner.as_ref() == Some(&node.id);
         let reason = match (&owner, me) {
             (_, None) => Deactivation::Stopped,
@@ -70,6 +68,16 @@ async fn gossip(parts: Weak<NodeParts>, local: Arc<LocalService>, state: Arc<Sin
         .map(|p| p.id.clone())
         .unwrap_or_else(|| NodeId::from("?"));
     transition(&me, &local, &state, false, None, None, Deactivation::Stopped);
+}
+
+/// The gossip mode's owner of `service` (whose name hashes to `key`) in
+/// `node`'s view: the highest rendezvous score among the instances it
+/// sees, this node's own (`local`) if it is active. A paused or drained
+/// instance is no candidate: the others take over.
+pub(super) fn gossip_owner(node: &NodeParts, key: u64, service: &str, local: Option<&LocalService>) -> Option<NodeId> {
+    let route = node.registry.slot(service).route_full();
+    let me = local.filter(|l| l.is_active()).map(|_| &node.id);
+    rendezvous::owner(key, me.into_iter().chain(route.remote.iter().map(|r| &r.node))).cloned()
 }
 
 /// Waits for a gossiping node's view to settle: until two gossip rounds

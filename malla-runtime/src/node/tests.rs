@@ -15,7 +15,7 @@ use malla_test_support::wait::eventually;
 
 async fn node(name: &str) -> Node {
     Node::builder(name)
-        .cookie("sim")
+        .cookie("sim-cookie-0123456789")
         .listen("127.0.0.1:0".parse().unwrap())
         .start()
         .await
@@ -68,7 +68,7 @@ async fn simultaneous_connects_settle_on_one_connection() {
 async fn the_bound_and_the_advertised_addresses_are_told_apart() {
     let advertised: std::net::SocketAddr = "10.9.8.7:7000".parse().unwrap();
     let node = Node::builder("adv")
-        .cookie("sim")
+        .cookie("sim-cookie-0123456789")
         .listen("127.0.0.1:0".parse().unwrap())
         .advertise(advertised)
         .start()
@@ -82,7 +82,7 @@ async fn the_bound_and_the_advertised_addresses_are_told_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_node_is_forgotten_once_it_disconnects() {
     let server = node("fg-server").await;
-    let cli = Node::builder("fg-cli").cookie("sim").hidden().start().await.unwrap();
+    let cli = Node::builder("fg-cli").cookie("sim-cookie-0123456789").hidden().start().await.unwrap();
     cli.connect(server.local_addr().unwrap()).await.unwrap();
     let cli_id = cli.id().clone();
     let known = || server.parts.network.peer(&cli_id).is_some();
@@ -113,7 +113,7 @@ async fn huge_durations_are_bounded_not_overflowed() {
     let huge = Duration::MAX;
     let node = |name: &str| {
         Node::builder(name)
-            .cookie("sim")
+            .cookie("sim-cookie-0123456789")
             .listen("127.0.0.1:0".parse().unwrap())
             .tick_interval(huge)
             .gossip_interval(huge)
