@@ -89,6 +89,34 @@ async fn a_weak_cookie_is_refused_and_no_cookie_is_ever_printed() {
     assert!(!printed.contains("do-not-print") && printed.contains("Secret(..)"), "{printed}");
 }
 
+/// Anyone can make a node refuse handshakes; a flood of them costs one
+/// log line a second, which counts the ones it stands for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_cookies_is_one_log_line_a_second() {
+    let logs = malla_test_support::logs::capture();
+    let server = geometry_node("flooded");
+    let intruder = Node::builder("flooder")
+        .cookie("not-the-cluster-cookie")
+        .start()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let tries = 200;
+    for _ in 0..tries {
+        assert!(intruder.connect(server.addr()).await.is_err());
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let said: Vec<String> = logs
+        .lines_with("refused a connection")
+        .into_iter()
+        .filter(|l| l.contains("node=flooded"))
+        .collect();
+    println!("{tries} refused handshakes in {took:?}: {} lines\n{said:#?}", said.len());
+    let at_most = took.as_secs() as usize + 2;
+    assert!(!said.is_empty() && said.len() <= at_most, "{} lines for {tries}", said.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_cookie_is_refused_on_both_sides_and_nothing_is_served() {
     let logs = malla_test_support::logs::capture();

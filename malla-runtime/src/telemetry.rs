@@ -10,6 +10,7 @@
 //! | `metrics` | every metric's name and labels, and handles registered once per method |
 //! | `counters` | plain atomic counters per service, read by `Node::stats` |
 //! | `served` | one served request: its span, counters and metrics from dispatch to answer |
+//! | `throttle` | log lines an outsider can cause, said once a second with the count of the rest |
 //!
 //! Nothing here costs more than an atomic load per call when no `tracing`
 //! subscriber is interested and no `metrics` recorder is installed.
@@ -18,6 +19,7 @@ pub(crate) mod counters;
 pub(crate) mod metrics;
 mod served;
 pub(crate) mod spans;
+pub(crate) mod throttle;
 mod trace_context;
 
 pub(crate) use served::{ServiceTelemetry, Serving};

@@ -36,6 +36,7 @@ use super::envelope::{HEADER_LEN, Header, Reassembly, ReplayGuard, now_ms};
 use crate::handshake::{Cookie, Keyring};
 use crate::sync::lock;
 use crate::telemetry::metrics;
+use crate::telemetry::throttle::LogThrottle;
 
 const VERSION: u8 = 2;
 const NONCE_LEN: usize = 12;
@@ -204,7 +205,8 @@ impl Transport for SealedUdp {
             reply_to: self.reply_to,
             guard: ReplayGuard::default(),
             parts: Reassembly::default(),
-            failures: SendFailures::default(),
+            send_failures: LogThrottle::every(SEND_WARN_EVERY),
+            dropped: LogThrottle::default(),
         }))
     }
 }
@@ -221,14 +223,10 @@ struct SealedSocket {
     reply_to: SocketAddr,
     guard: ReplayGuard,
     parts: Reassembly,
-    failures: SendFailures,
-}
-
-/// Failures to send since they were last said.
-#[derive(Default)]
-struct SendFailures {
-    unsaid: u64,
-    said: Option<Instant>,
+    /// Failures to send, said once in [`SEND_WARN_EVERY`].
+    send_failures: LogThrottle,
+    /// Datagrams from outside that do not open or decode, said once a second.
+    dropped: LogThrottle,
 }
 
 impl SealedSocket {
@@ -263,11 +261,8 @@ impl SealedSocket {
     fn send_failed(&mut self, to: SocketAddr, err: &std::io::Error) {
         self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
         metrics::gossip_datagram(&self.counters.node, "sent", "send_failed");
-        self.failures.unsaid += 1;
-        if self.failures.said.is_none_or(|at| at.elapsed() >= SEND_WARN_EVERY) {
-            let failures = std::mem::take(&mut self.failures.unsaid);
-            tracing::warn!(%to, failures, "gossip send failed: {err}");
-            self.failures.said = Some(Instant::now());
+        if let Some(unsaid) = self.send_failures.admit() {
+            tracing::warn!(%to, failures = unsaid + 1, "gossip send failed: {err}");
         }
     }
 
@@ -281,7 +276,9 @@ impl SealedSocket {
         };
         let Some((header, body)) = Header::read(&envelope) else {
             self.counters.received_as(&self.counters.malformed, "malformed");
-            tracing::warn!(%from, "dropped a gossip datagram with a malformed envelope");
+            if let Some(unsaid) = self.dropped.admit() {
+                tracing::warn!(%from, unsaid, "dropped a gossip datagram with a malformed envelope");
+            }
             return None;
         };
         let now = Instant::now();
@@ -298,7 +295,9 @@ impl SealedSocket {
             }
             Err(err) => {
                 self.counters.received_as(&self.counters.malformed, "malformed");
-                tracing::warn!(%from, "dropped a malformed gossip message: {err}");
+                if let Some(unsaid) = self.dropped.admit() {
+                    tracing::warn!(%from, unsaid, "dropped a malformed gossip message: {err}");
+                }
                 None
             }
         }
@@ -379,7 +378,8 @@ mod tests {
             reply_to: udp.reply_to,
             guard: ReplayGuard::default(),
             parts: Reassembly::default(),
-            failures: SendFailures::default(),
+            send_failures: LogThrottle::every(SEND_WARN_EVERY),
+            dropped: LogThrottle::default(),
         };
         // The largest message chitchat writes.
         let plain: Vec<u8> = (0..MAX_UDP_PAYLOAD).map(|i| i as u8).collect();

@@ -18,6 +18,7 @@ use crate::connection::{
 };
 use crate::handshake::{self, Identity, Keyring, RejectReason, SessionKeys};
 use crate::telemetry::metrics;
+use crate::telemetry::throttle::LogThrottle;
 use crate::wire::Goodbye;
 use crate::{Error, NodeId};
 
@@ -53,6 +54,9 @@ pub(crate) struct Network {
     shutting_down: AtomicBool,
     /// Connections opened and not yet closed, duplicates included.
     open_connections: AtomicUsize,
+    /// Incoming handshakes refused or failed: anyone can cause them, so
+    /// they are said once a second (and counted in full as metrics).
+    refused_log: LogThrottle,
 }
 
 impl Network {
@@ -76,6 +80,7 @@ impl Network {
             stop: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             open_connections: AtomicUsize::new(0),
+            refused_log: LogThrottle::default(),
         }
     }
 
@@ -207,11 +212,15 @@ impl Network {
             }
             Err(err) if err.is_unauthorized() => {
                 metrics::handshake_refused(self.me().as_str(), true, true);
-                tracing::warn!(node = %self.me(), peer = %from, "refused a connection: {err}");
+                if let Some(unsaid) = self.refused_log.admit() {
+                    tracing::warn!(node = %self.me(), peer = %from, unsaid, "refused a connection: {err}");
+                }
             }
             Err(err) => {
                 metrics::handshake_refused(self.me().as_str(), true, false);
-                tracing::info!(node = %self.me(), peer = %from, "incoming handshake failed: {err}");
+                if let Some(unsaid) = self.refused_log.admit() {
+                    tracing::info!(node = %self.me(), peer = %from, unsaid, "incoming handshake failed: {err}");
+                }
             }
         }
     }
