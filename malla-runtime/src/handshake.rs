@@ -1,29 +1,34 @@
 //! The handshake every connection starts with, before any request: protocol
-//! version, then mutual HMAC-SHA256 challenge-response over 128-bit random
-//! nonces keyed by the cookie (Erlang's distribution handshake, with a real
-//! MAC), then the nodes' identities.
+//! version and an ephemeral X25519 key share each, then mutual HMAC-SHA256
+//! challenge-response over 128-bit random nonces keyed by the cookie
+//! (Erlang's distribution handshake, with a real MAC), then the nodes'
+//! identities.
 //!
 //! ```text
-//! dialer                                   acceptor
-//!   Hello { magic, version, nonce_d }  ->
-//!                                      <-  Hello { magic, version, nonce_a }
-//!   Auth { proof_d, identity_d }       ->  checks proof_d, then the name
-//!                                      <-  Welcome { proof_a, identity_a }  or  Reject(reason)
+//! dialer                                          acceptor
+//!   Hello { magic, version, nonce_d, share_d }  ->
+//!                                               <-  Hello { magic, version, nonce_a, share_a }
+//!   Auth { proof_d, identity_d }                ->  checks proof_d, then the name
+//!                                               <-  Welcome { proof_a, identity_a }  or  Reject(reason)
 //!   checks proof_a
 //! ```
 //!
 //! The dialer proves it knows the cookie first, so a peer without it learns
-//! nothing but our protocol version: not our name, not a MAC to attack
-//! offline. Proofs bind the role, both nonces and every field of both
-//! identities (name, incarnation, hidden, listen address, largest frame,
-//! sealing), so none can be replayed, reflected or changed on the path.
+//! nothing but our protocol version and a key share: not our name, not a
+//! MAC to attack offline. Proofs bind the role, both hellos as sent (magic,
+//! version, nonce, key share) and every field of both identities (name,
+//! incarnation, hidden, listen address, largest frame, sealing), so none
+//! can be replayed, reflected, downgraded or changed on the path.
 //!
 //! Both sides then derive one key per direction with HKDF-SHA256 from the
-//! cookie, salted with a hash of the whole transcript (both nonces, both
-//! identities), and every byte after the handshake travels in sealed records
-//! (see `wire::record`) unless both nodes were built without sealing. The
-//! keys are as secret as the cookie: there is no forward secrecy, so a
-//! leaked cookie opens recorded traffic (rotate it: see [`Keyring`]).
+//! X25519 shared secret and the cookie, salted with a hash of the whole
+//! transcript, and every byte after the handshake travels in sealed records
+//! (see `wire::record`) unless both nodes were built without sealing.
+//! **Forward secrecy**: the ephemeral secrets live only for the handshake,
+//! so whoever recorded a session and later learns the cookie still cannot
+//! open it. What the cookie still guards is who may take part: with it, a
+//! node on the path can run its own handshake with each side (a
+//! man-in-the-middle), as any member can.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,18 +40,21 @@ use futures_util::{SinkExt, StreamExt};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, FramedParts};
+use zeroize::Zeroizing;
 
 use crate::{NodeId, Secret};
 use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, SessionKey};
 
-/// Version of the wire protocol; peers must agree on it.
-pub(crate) const PROTOCOL_VERSION: u16 = 4;
+/// Version of the wire protocol; peers must agree on it. 5: the hellos
+/// carry X25519 key shares.
+pub(crate) const PROTOCOL_VERSION: u16 = 5;
 const MAGIC: [u8; 5] = *b"MALLA";
-const DOMAIN: &[u8] = b"malla-handshake-v2";
+const DOMAIN: &[u8] = b"malla-handshake-v3";
 
 /// The shared secret of a cluster. Never printed, wiped when dropped.
 #[derive(Clone)]
@@ -163,6 +171,8 @@ enum Message {
         magic: [u8; 5],
         version: u16,
         nonce: [u8; 16],
+        /// The sender's ephemeral X25519 public key.
+        share: [u8; 32],
     },
     Auth {
         proof: [u8; 32],
@@ -197,6 +207,9 @@ pub(crate) enum HandshakeError {
     /// The acceptor hung up on our proof without a word.
     #[error("the peer closed the connection after our proof: wrong cookie?")]
     ClosedAfterProof,
+    /// The peer's key share is not a usable X25519 public key.
+    #[error("the peer's key share is unusable")]
+    BadShare,
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
@@ -236,16 +249,20 @@ where
 {
     within(timeout, async {
         let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
-        let nonce_d: [u8; 16] = rand::random();
-        send(&mut framed, &hello(nonce_d)).await?;
-        let nonce_a = match recv(&mut framed).await? {
-            Message::Hello { magic, version, nonce } => check_hello(magic, version).map(|()| nonce)?,
-            Message::Reject(reason) => return Err(HandshakeError::Rejected(reason)),
-            other => return Err(unexpected(&other)),
+        let (secret, hello_d) = hello(rand::random())?;
+        send_bytes(&mut framed, &hello_d).await?;
+        let (share_a, hello_a) = match recv(&mut framed).await? {
+            (Message::Hello { magic, version, share, .. }, bytes) => {
+                check_hello(magic, version)?;
+                (share, bytes)
+            }
+            (Message::Reject(reason), _) => return Err(HandshakeError::Rejected(reason)),
+            (other, _) => return Err(unexpected(&other)),
         };
+        let shared = secret.agree(&share_a)?;
         let cookie = keyring.primary();
         let mine = Transcript::identity_bytes(me);
-        let proof = Transcript::dialer(&nonce_d, &nonce_a, &mine).proof(cookie);
+        let proof = Transcript::dialer(&hello_d, &hello_a, &mine).proof(cookie);
         send(
             &mut framed,
             &Message::Auth {
@@ -256,16 +273,16 @@ where
         .await?;
         let answer = match recv(&mut framed).await {
             Err(HandshakeError::Closed) => return Err(HandshakeError::ClosedAfterProof),
-            answer => answer?,
+            answer => answer?.0,
         };
         match answer {
             Message::Welcome { proof, identity } => {
                 let theirs = Transcript::identity_bytes(&identity);
-                let transcript = Transcript::acceptor(&nonce_a, &nonce_d, &theirs, &mine);
+                let transcript = Transcript::acceptor(&hello_d, &hello_a, &theirs, &mine);
                 if !bool::from(transcript.proof(cookie).ct_eq(&proof)) {
                     return Err(HandshakeError::WrongCookie);
                 }
-                let sealing = (me.seal || identity.seal).then(|| transcript.keys(cookie, Role::Dialer));
+                let sealing = (me.seal || identity.seal).then(|| transcript.keys(&shared, cookie, Role::Dialer));
                 Ok(established(framed, identity, sealing))
             }
             Message::Reject(reason) => Err(HandshakeError::Rejected(reason)),
@@ -290,25 +307,25 @@ where
 {
     within(timeout, async {
         let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
-        let nonce_d = match recv(&mut framed).await? {
-            Message::Hello { magic, version, nonce } => {
-                if let Err(err) = check_hello(magic, version) {
-                    if let HandshakeError::Rejected(reason) = err {
-                        let _ = send(&mut framed, &Message::Reject(RejectReason::Version(PROTOCOL_VERSION))).await;
-                        return Err(HandshakeError::Refused(reason));
-                    }
-                    return Err(err);
-                }
-                nonce
+        let first = recv(&mut framed).await.and_then(|(message, bytes)| match message {
+            Message::Hello { magic, version, share, .. } => check_hello(magic, version).map(|()| (share, bytes)),
+            other => Err(unexpected(&other)),
+        });
+        let (share_d, hello_d) = match first {
+            Ok(hello) => hello,
+            Err(HandshakeError::Rejected(reason)) => {
+                let _ = send(&mut framed, &Message::Reject(RejectReason::Version(PROTOCOL_VERSION))).await;
+                return Err(HandshakeError::Refused(reason));
             }
-            other => return Err(unexpected(&other)),
+            Err(err) => return Err(err),
         };
-        let nonce_a: [u8; 16] = rand::random();
-        send(&mut framed, &hello(nonce_a)).await?;
-        let (peer, theirs, cookie) = match recv(&mut framed).await? {
+        let (secret, hello_a) = hello(rand::random())?;
+        send_bytes(&mut framed, &hello_a).await?;
+        let shared = secret.agree(&share_d)?;
+        let (peer, theirs, cookie) = match recv(&mut framed).await?.0 {
             Message::Auth { proof, identity } => {
                 let theirs = Transcript::identity_bytes(&identity);
-                let transcript = Transcript::dialer(&nonce_d, &nonce_a, &theirs);
+                let transcript = Transcript::dialer(&hello_d, &hello_a, &theirs);
                 // Every accepted cookie is tried, so the time taken does not
                 // tell which one matched.
                 let mut matched = None;
@@ -330,7 +347,7 @@ where
             return Err(HandshakeError::Refused(reason));
         }
         let mine = Transcript::identity_bytes(me);
-        let transcript = Transcript::acceptor(&nonce_a, &nonce_d, &mine, &theirs);
+        let transcript = Transcript::acceptor(&hello_d, &hello_a, &mine, &theirs);
         send(
             &mut framed,
             &Message::Welcome {
@@ -339,17 +356,49 @@ where
             },
         )
         .await?;
-        let sealing = (me.seal || peer.seal).then(|| transcript.keys(cookie, Role::Acceptor));
+        let sealing = (me.seal || peer.seal).then(|| transcript.keys(&shared, cookie, Role::Acceptor));
         Ok(established(framed, peer, sealing))
     })
     .await
 }
 
-fn hello(nonce: [u8; 16]) -> Message {
-    Message::Hello {
+/// This side's ephemeral key and its hello, encoded as sent (the
+/// transcript holds these bytes).
+fn hello(nonce: [u8; 16]) -> Result<(Ephemeral, Vec<u8>), HandshakeError> {
+    let secret = Ephemeral::new()?;
+    let hello = Message::Hello {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
         nonce,
+        share: secret.share,
+    };
+    Ok((secret, encode(&hello)?))
+}
+
+/// An ephemeral X25519 key: made for one handshake, used once, gone with it.
+struct Ephemeral {
+    private: EphemeralPrivateKey,
+    share: [u8; 32],
+}
+
+impl Ephemeral {
+    fn new() -> Result<Self, HandshakeError> {
+        let rng = ring::rand::SystemRandom::new();
+        let private = EphemeralPrivateKey::generate(&X25519, &rng).map_err(|_| HandshakeError::BadShare)?;
+        let public = private.compute_public_key().map_err(|_| HandshakeError::BadShare)?;
+        let share = public.as_ref().try_into().map_err(|_| HandshakeError::BadShare)?;
+        Ok(Ephemeral { private, share })
+    }
+
+    /// The secret shared with the owner of `theirs`; refused if `theirs`
+    /// is not a usable public key (ring refuses one giving an all-zero secret).
+    fn agree(self, theirs: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, HandshakeError> {
+        agree_ephemeral(self.private, &UnparsedPublicKey::new(&X25519, theirs), |shared| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            out.copy_from_slice(shared);
+            out
+        })
+        .map_err(|_| HandshakeError::BadShare)
     }
 }
 
@@ -370,8 +419,8 @@ enum Role {
     Acceptor,
 }
 
-/// What a proof covers: the domain, the prover's role, both nonces (the
-/// prover's first) and the identities (the prover's, then, for the
+/// What a proof covers: the domain, the prover's role, both hellos as sent
+/// (the dialer's first) and the identities (the prover's, then, for the
 /// acceptor, the dialer's), each length-prefixed.
 struct Transcript<'a> {
     role: &'static [u8],
@@ -383,17 +432,17 @@ impl<'a> Transcript<'a> {
         postcard::to_allocvec(identity).expect("an identity is plain data")
     }
 
-    fn dialer(nonce_d: &'a [u8; 16], nonce_a: &'a [u8; 16], identity_d: &'a [u8]) -> Self {
+    fn dialer(hello_d: &'a [u8], hello_a: &'a [u8], identity_d: &'a [u8]) -> Self {
         Transcript {
             role: b"dialer",
-            parts: [nonce_d, nonce_a, identity_d, &[]],
+            parts: [hello_d, hello_a, identity_d, &[]],
         }
     }
 
-    fn acceptor(nonce_a: &'a [u8; 16], nonce_d: &'a [u8; 16], identity_a: &'a [u8], identity_d: &'a [u8]) -> Self {
+    fn acceptor(hello_d: &'a [u8], hello_a: &'a [u8], identity_a: &'a [u8], identity_d: &'a [u8]) -> Self {
         Transcript {
             role: b"acceptor",
-            parts: [nonce_a, nonce_d, identity_a, identity_d],
+            parts: [hello_d, hello_a, identity_a, identity_d],
         }
     }
 
@@ -411,21 +460,26 @@ impl<'a> Transcript<'a> {
         mac.finalize().into_bytes().into()
     }
 
-    /// The session keys: HKDF-SHA256 of the cookie, salted with the hash of
-    /// the acceptor's transcript (which holds everything both sides said).
-    fn keys(&self, cookie: &Cookie, role: Role) -> SessionKeys {
+    /// The session keys: HKDF-SHA256 of the X25519 shared secret and the
+    /// cookie, salted with the hash of the acceptor's transcript (which
+    /// holds everything both sides said). Without the shared secret, the
+    /// cookie and a recording of the handshake give nothing.
+    fn keys(&self, shared: &[u8; 32], cookie: &Cookie, role: Role) -> SessionKeys {
         use sha2::Digest;
         let mut hash = Sha256::new();
         self.feed(|bytes| hash.update(bytes));
         let salt = hash.finalize();
-        let hkdf = Hkdf::<Sha256>::new(Some(salt.as_slice()), cookie.secret());
+        let mut ikm = Zeroizing::new(Vec::with_capacity(32 + cookie.secret().len()));
+        ikm.extend_from_slice(shared);
+        ikm.extend_from_slice(cookie.secret());
+        let hkdf = Hkdf::<Sha256>::new(Some(salt.as_slice()), &ikm);
         let key = |info: &[u8]| {
             let mut key = [0u8; 32];
             hkdf.expand(info, &mut key)
                 .expect("32 bytes is a valid HKDF-SHA256 output length");
             key
         };
-        let (to_acceptor, to_dialer) = (key(b"malla-v2 dialer to acceptor"), key(b"malla-v2 acceptor to dialer"));
+        let (to_acceptor, to_dialer) = (key(b"malla-v3 dialer to acceptor"), key(b"malla-v3 acceptor to dialer"));
         match role {
             Role::Dialer => SessionKeys {
                 send: to_acceptor,
@@ -448,21 +502,52 @@ async fn within<T>(
         .unwrap_or(Err(HandshakeError::TimedOut(timeout)))
 }
 
+fn encode(message: &Message) -> Result<Vec<u8>, HandshakeError> {
+    postcard::to_allocvec(message).map_err(|e| HandshakeError::NotMalla(e.to_string()))
+}
+
 async fn send<S>(framed: &mut Framed<S, FrameCodec>, message: &Message) -> Result<(), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let bytes = postcard::to_allocvec(message).map_err(|e| HandshakeError::NotMalla(e.to_string()))?;
-    framed.send(bytes.as_slice()).await?;
+    send_bytes(framed, &encode(message)?).await
+}
+
+async fn send_bytes<S>(framed: &mut Framed<S, FrameCodec>, bytes: &[u8]) -> Result<(), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    framed.send(bytes).await?;
     Ok(())
 }
 
-async fn recv<S>(framed: &mut Framed<S, FrameCodec>) -> Result<Message, HandshakeError>
+/// The next message, and its bytes as received.
+async fn recv<S>(framed: &mut Framed<S, FrameCodec>) -> Result<(Message, Bytes), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let frame: Bytes = framed.next().await.ok_or(HandshakeError::Closed)??;
-    postcard::from_bytes(&frame).map_err(|e| HandshakeError::NotMalla(format!("undecodable handshake message: {e}")))
+    let message = decode(&frame)?;
+    Ok((message, frame))
+}
+
+fn decode(frame: &[u8]) -> Result<Message, HandshakeError> {
+    /// What every version's hello starts with.
+    #[derive(Deserialize)]
+    enum AnyHello {
+        Hello { magic: [u8; 5], version: u16 },
+    }
+    match postcard::from_bytes(frame) {
+        Ok(message) => Ok(message),
+        // The hello of another version has other fields: its start says
+        // which version it is, so that the refusal can say so.
+        Err(err) => match postcard::take_from_bytes::<AnyHello>(frame) {
+            Ok((AnyHello::Hello { magic, version }, _)) if magic == MAGIC && version != PROTOCOL_VERSION => {
+                Err(HandshakeError::Rejected(RejectReason::Version(version)))
+            }
+            _ => Err(HandshakeError::NotMalla(format!("undecodable handshake message: {err}"))),
+        },
+    }
 }
 
 fn unexpected(message: &Message) -> HandshakeError {
@@ -565,14 +650,14 @@ mod tests {
         // A dialer whose Auth is rewritten in transit: the proof covers the
         // identity it sent, not the one that arrives.
         let mut framed = Framed::new(a, FrameCodec::new(HANDSHAKE_MAX_FRAME));
-        let nonce_d = [1; 16];
-        send(&mut framed, &hello(nonce_d)).await.unwrap();
-        let Message::Hello { nonce: nonce_a, .. } = recv(&mut framed).await.unwrap() else {
+        let (_secret, hello_d) = hello([1; 16]).unwrap();
+        send_bytes(&mut framed, &hello_d).await.unwrap();
+        let (Message::Hello { .. }, hello_a) = recv(&mut framed).await.unwrap() else {
             panic!("no hello")
         };
         let sent = identity("a");
         let bytes = Transcript::identity_bytes(&sent);
-        let proof = Transcript::dialer(&nonce_d, &nonce_a, &bytes).proof(&Cookie::new(b"secret"));
+        let proof = Transcript::dialer(&hello_d, &hello_a, &bytes).proof(&Cookie::new(b"secret"));
         let mut arrives = sent.clone();
         arrives.max_frame = u32::MAX;
         send(
@@ -585,7 +670,7 @@ mod tests {
         .await
         .unwrap();
         assert!(matches!(
-            recv(&mut framed).await.unwrap(),
+            recv(&mut framed).await.unwrap().0,
             Message::Reject(RejectReason::Unauthorized)
         ));
         assert!(server.await.unwrap().is_err_and(|err| err.is_unauthorized()));
@@ -647,7 +732,7 @@ mod tests {
         let (mut a, b) = duplex(1 << 16);
         let server =
             tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("secret-name"), T, |_| Ok(())).await });
-        let hello = postcard::to_allocvec(&hello([7; 16])).unwrap();
+        let (_secret, hello) = hello([7; 16]).unwrap();
         a.write_all(&(hello.len() as u32).to_be_bytes()).await.unwrap();
         a.write_all(&hello).await.unwrap();
         a.write_all(&[0, 0, 0, 3, 1, 2, 3]).await.unwrap();
@@ -667,19 +752,131 @@ mod tests {
         let (a, b) = duplex(1 << 16);
         let server = tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("b"), T, |_| Ok(())).await });
         let mut framed = Framed::new(a, FrameCodec::new(HANDSHAKE_MAX_FRAME));
-        let old = Message::Hello {
+        let newer = Message::Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION + 1,
             nonce: [0; 16],
+            share: [9; 32],
         };
-        send(&mut framed, &old).await.unwrap();
+        send(&mut framed, &newer).await.unwrap();
         assert!(matches!(
-            recv(&mut framed).await.unwrap(),
+            recv(&mut framed).await.unwrap().0,
             Message::Reject(RejectReason::Version(PROTOCOL_VERSION))
         ));
         assert!(matches!(
             server.await.unwrap(),
             Err(HandshakeError::Refused(RejectReason::Version(_)))
         ));
+
+        // Version 4's hello had no key share: still told apart by its version.
+        #[derive(Serialize)]
+        enum HelloV4 {
+            Hello { magic: [u8; 5], version: u16, nonce: [u8; 16] },
+        }
+        let (a, b) = duplex(1 << 16);
+        let server = tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("b"), T, |_| Ok(())).await });
+        let mut framed = Framed::new(a, FrameCodec::new(HANDSHAKE_MAX_FRAME));
+        let v4 = HelloV4::Hello {
+            magic: MAGIC,
+            version: 4,
+            nonce: [0; 16],
+        };
+        send_bytes(&mut framed, &postcard::to_allocvec(&v4).unwrap()).await.unwrap();
+        assert!(matches!(
+            recv(&mut framed).await.unwrap().0,
+            Message::Reject(RejectReason::Version(PROTOCOL_VERSION))
+        ));
+        assert!(matches!(
+            server.await.unwrap(),
+            Err(HandshakeError::Refused(RejectReason::Version(4)))
+        ));
+    }
+
+    /// The frames at the front of recorded bytes, and what follows them.
+    fn frames(mut bytes: &[u8], count: usize) -> (Vec<Vec<u8>>, &[u8]) {
+        let mut frames = Vec::new();
+        for _ in 0..count {
+            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            frames.push(bytes[4..4 + len].to_vec());
+            bytes = &bytes[4 + len..];
+        }
+        (frames, bytes)
+    }
+
+    #[tokio::test]
+    async fn a_recorded_session_does_not_open_with_the_cookie_alone() {
+        use crate::wire::{RecordOpener, RecordSealer};
+        // dialer <-> tap <-> acceptor: the tap records both directions.
+        let (dialer_end, tap_d) = duplex(1 << 16);
+        let (tap_a, acceptor_end) = duplex(1 << 16);
+        let (tap_d_read, tap_d_write) = tokio::io::split(tap_d);
+        let (tap_a_read, tap_a_write) = tokio::io::split(tap_a);
+        let cookie = ring(b"the-cluster-cookie", &[]);
+        let (ia, ib) = (identity("a"), identity("b"));
+        let recorder = tokio::spawn(async move {
+            let mut to_acceptor = Vec::new();
+            let mut to_dialer = Vec::new();
+            let (mut dr, mut dw, mut ar, mut aw) = (tap_d_read, tap_d_write, tap_a_read, tap_a_write);
+            let forward = async {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = dr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    to_acceptor.extend_from_slice(&buf[..n]);
+                    let _ = aw.write_all(&buf[..n]).await;
+                }
+                aw.shutdown().await.ok();
+            };
+            let back = async {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = ar.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    to_dialer.extend_from_slice(&buf[..n]);
+                    let _ = dw.write_all(&buf[..n]).await;
+                }
+            };
+            tokio::join!(forward, back);
+            (to_acceptor, to_dialer)
+        });
+        let (dialed, accepted) = tokio::join!(
+            dial(dialer_end, &cookie, &ia, T),
+            accept(acceptor_end, &cookie, &ib, T, |_| Ok(()))
+        );
+        let (mut dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+        let keys = dialed.sealing.clone().unwrap();
+        // A request, sealed as a connection seals it.
+        let mut record = BytesMut::from(&b"transfer 100 to alice"[..]);
+        RecordSealer::new(&keys.send).seal(&mut record).unwrap();
+        dialed.stream.write_all(&record).await.unwrap();
+        dialed.stream.shutdown().await.unwrap();
+        drop((dialed, accepted));
+        let (to_acceptor, to_dialer) = recorder.await.unwrap();
+
+        // What a recorder who later learns the cookie has: every byte.
+        let (sent, sealed) = frames(&to_acceptor, 2);
+        let (answered, _) = frames(&to_dialer, 2);
+        let (hello_d, hello_a) = (&sent[0], &answered[0]);
+        let Ok(Message::Auth { identity: id_d, .. }) = decode(&sent[1]) else { panic!() };
+        let Ok(Message::Welcome { identity: id_a, .. }) = decode(&answered[1]) else { panic!() };
+        let (id_d, id_a) = (Transcript::identity_bytes(&id_d), Transcript::identity_bytes(&id_a));
+        let transcript = Transcript::acceptor(hello_d, hello_a, &id_a, &id_d);
+        let opens = |key: &SessionKey| {
+            let mut plain = BytesMut::new();
+            RecordOpener::new(key).open(&mut BytesMut::from(sealed), &mut plain).is_ok() && !plain.is_empty()
+        };
+        assert!(opens(&keys.send), "the recording holds the sealed request");
+        // The cookie with every public value, and a guess for the secret
+        // only the two ephemeral keys could give: nothing opens.
+        let cookie = Cookie::new(b"the-cluster-cookie");
+        let Message::Hello { share: share_d, .. } = decode(hello_d).unwrap() else { panic!() };
+        let Message::Hello { share: share_a, .. } = decode(hello_a).unwrap() else { panic!() };
+        for guess in [[0u8; 32], share_d, share_a] {
+            let guessed = transcript.keys(&guess, &cookie, Role::Dialer);
+            assert!(!opens(&guessed.send), "opened with a guessed secret");
+        }
+        println!("recorded {} bytes; the cookie alone opens none of them", to_acceptor.len() + to_dialer.len());
     }
 }
