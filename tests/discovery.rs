@@ -146,8 +146,9 @@ async fn a_node_with_another_cookie_never_appears() {
     nodes[0]
         .run(nodes[0].node.serve(GeometryServer::new(Geo::default())))
         .unwrap();
-    let intruder =
-        NodeRuntime::start(listening("cookie-intruder", "another-cluster-cookie").seeds([nodes[0].addr(), nodes[1].addr()]));
+    let intruder = NodeRuntime::start(
+        listening("cookie-intruder", "another-cluster-cookie").seeds([nodes[0].addr(), nodes[1].addr()]),
+    );
     intruder
         .run(intruder.node.serve(GeometryServer::new(Geo::default())))
         .unwrap();
@@ -352,7 +353,8 @@ async fn nodes_mid_way_through_a_cookie_roll_form_one_cluster() {
         builder
     };
     let first = NodeRuntime::start(step("roll-1", "old-cluster-cookie", Some("new-cluster-cookie")));
-    let second = NodeRuntime::start(step("roll-2", "new-cluster-cookie", Some("old-cluster-cookie")).seeds([first.addr()]));
+    let second =
+        NodeRuntime::start(step("roll-2", "new-cluster-cookie", Some("old-cluster-cookie")).seeds([first.addr()]));
     let third = NodeRuntime::start(step("roll-3", "new-cluster-cookie", None).seeds([second.addr()]));
     first
         .run(first.node.serve(GeometryServer::new(Geo::default())))

@@ -59,7 +59,10 @@ fn factory(node: String) -> impl Fn(Option<u64>) -> WorkerServer<Instance> + Sen
 fn placement_node_process() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
     let listen: SocketAddr = var("MALLA_PLACE_LISTEN").parse().unwrap();
-    let seeds: Vec<SocketAddr> = var("MALLA_PLACE_SEEDS").split(',').map(|s| s.parse().unwrap()).collect();
+    let seeds: Vec<SocketAddr> = var("MALLA_PLACE_SEEDS")
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
     let mode = mode(&var("MALLA_PLACE_MODE"));
     let lease = Duration::from_millis(var("MALLA_PLACE_LEASE_MS").parse().unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -80,9 +83,7 @@ fn placement_node_process() {
         };
         let node = builder.start().await.expect("the node starts");
         let options = ServeOptions::default().singleton(Singleton::new(mode).lease(lease));
-        node.spawn_somewhere(factory(name), options)
-            .await
-            .expect("offered");
+        node.spawn_somewhere(factory(name), options).await.expect("offered");
         eprintln!("node {} up", node.id());
         std::future::pending::<()>().await;
     });
@@ -194,7 +195,10 @@ fn killed_owner_is_restarted_elsewhere(mode_name: &str, first: u8, lease: Durati
     if mode_name == "strict" {
         // Only ever one activation: no node built an instance before.
         assert!(next.ends_with("#1"), "a fresh instance: {next}");
-        assert!(next_token > token, "the new lease fences the old: {next_token:?} > {token:?}");
+        assert!(
+            next_token > token,
+            "the new lease fences the old: {next_token:?} > {token:?}"
+        );
     }
     for _ in 0..20 {
         assert_eq!(caller.run(worker.whoami()).unwrap().0, next, "one instance answers");
@@ -239,7 +243,10 @@ fn a_drained_owner_drops_its_instance_and_another_node_builds_one() {
     assert!(wait_until_blocking(Duration::from_secs(10), one), "one instance runs");
     let worker = worker(caller);
     let (instance, _) = answer(caller, &worker);
-    let owner = nodes.iter().find(|n| n.node.id().as_str() == node_of(&instance)).unwrap();
+    let owner = nodes
+        .iter()
+        .find(|n| n.node.id().as_str() == node_of(&instance))
+        .unwrap();
     owner.run(owner.node.drain(Duration::from_secs(5))).unwrap();
     let moved = wait_until_blocking(Duration::from_secs(15), || {
         caller

@@ -72,9 +72,17 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
 #[tokio::test]
 async fn a_weak_cookie_is_refused_and_no_cookie_is_ever_printed() {
     for (weak, what) in [("short", "the cookie"), ("", "the cookie")] {
-        let err = Node::builder("weak").cookie(weak).start().await.unwrap_err().to_string();
+        let err = Node::builder("weak")
+            .cookie(weak)
+            .start()
+            .await
+            .unwrap_err()
+            .to_string();
         println!("{err}");
-        assert!(err.contains(what) && err.contains("at least 16") && err.contains("malla cookie"), "{err}");
+        assert!(
+            err.contains(what) && err.contains("at least 16") && err.contains("malla cookie"),
+            "{err}"
+        );
     }
     let err = Node::builder("weak")
         .cookie("a-strong-enough-cookie")
@@ -86,7 +94,10 @@ async fn a_weak_cookie_is_refused_and_no_cookie_is_ever_printed() {
     assert!(err.contains("an accepted cookie is 3 bytes"), "{err}");
     let builder = Node::builder("printed").cookie("do-not-print-this-cookie");
     let printed = format!("{builder:?}");
-    assert!(!printed.contains("do-not-print") && printed.contains("Secret(..)"), "{printed}");
+    assert!(
+        !printed.contains("do-not-print") && printed.contains("Secret(..)"),
+        "{printed}"
+    );
 }
 
 /// Anyone can make a node refuse handshakes; a flood of them costs one
@@ -112,9 +123,16 @@ async fn a_flood_of_wrong_cookies_is_one_log_line_a_second() {
         .into_iter()
         .filter(|l| l.contains("node=flooded"))
         .collect();
-    println!("{tries} refused handshakes in {took:?}: {} lines\n{said:#?}", said.len());
+    println!(
+        "{tries} refused handshakes in {took:?}: {} lines\n{said:#?}",
+        said.len()
+    );
     let at_most = took.as_secs() as usize + 2;
-    assert!(!said.is_empty() && said.len() <= at_most, "{} lines for {tries}", said.len());
+    assert!(
+        !said.is_empty() && said.len() <= at_most,
+        "{} lines for {tries}",
+        said.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

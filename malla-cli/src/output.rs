@@ -391,7 +391,8 @@ pub(crate) async fn singletons(node: &Node, as_json: bool) -> Result<String, Str
 }
 
 fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How long ago `at` was, on this machine's clock (the owner's may differ).

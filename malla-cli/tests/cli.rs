@@ -326,7 +326,13 @@ fn a_cookie_file_is_made_private_and_an_open_one_refused() {
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let open = Command::new(env!("CARGO_BIN_EXE_malla"))
-        .args(["--connect", "127.0.0.1:9", "--cookie-file", path.to_str().unwrap(), "nodes"])
+        .args([
+            "--connect",
+            "127.0.0.1:9",
+            "--cookie-file",
+            path.to_str().unwrap(),
+            "nodes",
+        ])
         .env_remove("MALLA_CONFIG")
         .env_remove("MALLA_COOKIE")
         .env_remove("MALLA_COOKIE_FILE")
@@ -335,7 +341,10 @@ fn a_cookie_file_is_made_private_and_an_open_one_refused() {
     let stderr = String::from_utf8_lossy(&open.stderr);
     println!("{stderr}");
     assert!(!open.status.success());
-    assert!(stderr.contains("may be read by its group or others") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("may be read by its group or others") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -443,8 +452,12 @@ fn singletons_are_listed_with_mode_owner_and_token() {
     assert_eq!(row("Billing")["owner"], strict_owner.as_str());
     assert_eq!(row("Billing")["token"], token);
     for service in ["Reporter", "Billing"] {
-        let since = row(service)["since_unix_ms"].as_u64().expect("the owner says since when");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let since = row(service)["since_unix_ms"]
+            .as_u64()
+            .expect("the owner says since when");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
         assert!(since <= now.as_millis() as u64 && since > now.as_millis() as u64 - 60_000);
     }
     let table = ok(&malla(&["-c", &seed, "singletons"]));

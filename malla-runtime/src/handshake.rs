@@ -39,16 +39,16 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, FramedParts};
 use zeroize::Zeroizing;
 
-use crate::{NodeId, Secret};
 use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, SessionKey};
+use crate::{NodeId, Secret};
 
 /// Version of the wire protocol; peers must agree on it. 5: the hellos
 /// carry X25519 key shares.
@@ -252,7 +252,12 @@ where
         let (secret, hello_d) = hello(rand::random())?;
         send_bytes(&mut framed, &hello_d).await?;
         let (share_a, hello_a) = match recv(&mut framed).await? {
-            (Message::Hello { magic, version, share, .. }, bytes) => {
+            (
+                Message::Hello {
+                    magic, version, share, ..
+                },
+                bytes,
+            ) => {
                 check_hello(magic, version)?;
                 (share, bytes)
             }
@@ -308,7 +313,9 @@ where
     within(timeout, async {
         let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
         let first = recv(&mut framed).await.and_then(|(message, bytes)| match message {
-            Message::Hello { magic, version, share, .. } => check_hello(magic, version).map(|()| (share, bytes)),
+            Message::Hello {
+                magic, version, share, ..
+            } => check_hello(magic, version).map(|()| (share, bytes)),
             other => Err(unexpected(&other)),
         });
         let (share_d, hello_d) = match first {
@@ -545,7 +552,9 @@ fn decode(frame: &[u8]) -> Result<Message, HandshakeError> {
             Ok((AnyHello::Hello { magic, version }, _)) if magic == MAGIC && version != PROTOCOL_VERSION => {
                 Err(HandshakeError::Rejected(RejectReason::Version(version)))
             }
-            _ => Err(HandshakeError::NotMalla(format!("undecodable handshake message: {err}"))),
+            _ => Err(HandshakeError::NotMalla(format!(
+                "undecodable handshake message: {err}"
+            ))),
         },
     }
 }
@@ -771,7 +780,11 @@ mod tests {
         // Version 4's hello had no key share: still told apart by its version.
         #[derive(Serialize)]
         enum HelloV4 {
-            Hello { magic: [u8; 5], version: u16, nonce: [u8; 16] },
+            Hello {
+                magic: [u8; 5],
+                version: u16,
+                nonce: [u8; 16],
+            },
         }
         let (a, b) = duplex(1 << 16);
         let server = tokio::spawn(async move { accept(b, &ring(b"s", &[]), &identity("b"), T, |_| Ok(())).await });
@@ -781,7 +794,9 @@ mod tests {
             version: 4,
             nonce: [0; 16],
         };
-        send_bytes(&mut framed, &postcard::to_allocvec(&v4).unwrap()).await.unwrap();
+        send_bytes(&mut framed, &postcard::to_allocvec(&v4).unwrap())
+            .await
+            .unwrap();
         assert!(matches!(
             recv(&mut framed).await.unwrap().0,
             Message::Reject(RejectReason::Version(PROTOCOL_VERSION))
@@ -859,24 +874,38 @@ mod tests {
         let (sent, sealed) = frames(&to_acceptor, 2);
         let (answered, _) = frames(&to_dialer, 2);
         let (hello_d, hello_a) = (&sent[0], &answered[0]);
-        let Ok(Message::Auth { identity: id_d, .. }) = decode(&sent[1]) else { panic!() };
-        let Ok(Message::Welcome { identity: id_a, .. }) = decode(&answered[1]) else { panic!() };
+        let Ok(Message::Auth { identity: id_d, .. }) = decode(&sent[1]) else {
+            panic!()
+        };
+        let Ok(Message::Welcome { identity: id_a, .. }) = decode(&answered[1]) else {
+            panic!()
+        };
         let (id_d, id_a) = (Transcript::identity_bytes(&id_d), Transcript::identity_bytes(&id_a));
         let transcript = Transcript::acceptor(hello_d, hello_a, &id_a, &id_d);
         let opens = |key: &SessionKey| {
             let mut plain = BytesMut::new();
-            RecordOpener::new(key).open(&mut BytesMut::from(sealed), &mut plain).is_ok() && !plain.is_empty()
+            RecordOpener::new(key)
+                .open(&mut BytesMut::from(sealed), &mut plain)
+                .is_ok()
+                && !plain.is_empty()
         };
         assert!(opens(&keys.send), "the recording holds the sealed request");
         // The cookie with every public value, and a guess for the secret
         // only the two ephemeral keys could give: nothing opens.
         let cookie = Cookie::new(b"the-cluster-cookie");
-        let Message::Hello { share: share_d, .. } = decode(hello_d).unwrap() else { panic!() };
-        let Message::Hello { share: share_a, .. } = decode(hello_a).unwrap() else { panic!() };
+        let Message::Hello { share: share_d, .. } = decode(hello_d).unwrap() else {
+            panic!()
+        };
+        let Message::Hello { share: share_a, .. } = decode(hello_a).unwrap() else {
+            panic!()
+        };
         for guess in [[0u8; 32], share_d, share_a] {
             let guessed = transcript.keys(&guess, &cookie, Role::Dialer);
             assert!(!opens(&guessed.send), "opened with a guessed secret");
         }
-        println!("recorded {} bytes; the cookie alone opens none of them", to_acceptor.len() + to_dialer.len());
+        println!(
+            "recorded {} bytes; the cookie alone opens none of them",
+            to_acceptor.len() + to_dialer.len()
+        );
     }
 }

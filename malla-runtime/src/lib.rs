@@ -120,8 +120,8 @@ pub use node::{
 #[cfg(feature = "tower")]
 pub use node::{CallService, NamedCall};
 pub use node_id::NodeId;
-pub use placed::NamedService;
 pub use options::{Balance, CallOptions, DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, LONGEST_DURATION, ServeOptions};
+pub use placed::NamedService;
 pub use secret::{MIN_COOKIE_LEN, Secret};
 pub use service::{AdminStatus, Service};
 pub use singleton::{

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use crate::ServiceManifest;
 use crate::service::{DispatchError, DispatchFuture, Format, Service};
 use crate::singleton::{Deactivation, SingletonHooks};
-use crate::ServiceManifest;
 
 /// A served service's type, for what must know its manifest before there
 /// is an instance (`Node::spawn_somewhere`). Implemented by the `…Server`
@@ -125,7 +125,10 @@ mod tests {
             None,
         );
         let refused = service.dispatch(0, Format::Postcard, &add_args(1, 2)).err();
-        assert!(refused.is_some_and(|e| e.is_not_available()), "nothing runs before activation");
+        assert!(
+            refused.is_some_and(|e| e.is_not_available()),
+            "nothing runs before activation"
+        );
 
         hooks.on_activate(Some(7));
         let reply = service.dispatch(0, Format::Postcard, &add_args(40, 2)).ok().unwrap();
@@ -135,6 +138,10 @@ mod tests {
         hooks.on_deactivate(&Deactivation::LeaseLost);
         assert!(service.dispatch(0, Format::Postcard, &add_args(1, 2)).is_err());
         hooks.on_activate(Some(7));
-        assert_eq!(built.load(Ordering::Relaxed), 2, "every activation builds a fresh instance");
+        assert_eq!(
+            built.load(Ordering::Relaxed),
+            2,
+            "every activation builds a fresh instance"
+        );
     }
 }

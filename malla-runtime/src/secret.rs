@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn short_cookies_are_refused_with_what_to_do() {
-        let err = Secret::from("short").check_cookie("the cookie").unwrap_err().to_string();
+        let err = Secret::from("short")
+            .check_cookie("the cookie")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("5 bytes") && err.contains("malla cookie"), "{err}");
         assert!(Secret::from("0123456789abcdef").check_cookie("the cookie").is_ok());
     }
@@ -155,7 +158,10 @@ mod tests {
         let err = read_cookie_file(&open).unwrap_err().to_string();
         std::fs::remove_file(&open).ok();
         if cfg!(unix) {
-            assert!(err.contains("may be read by its group or others") && err.contains("chmod 600"), "{err}");
+            assert!(
+                err.contains("may be read by its group or others") && err.contains("chmod 600"),
+                "{err}"
+            );
         }
         let private = temp("private", "0123456789abcdef0123\n", 0o600);
         let secret = read_cookie_file(&private).unwrap();

@@ -99,7 +99,9 @@ pub(super) struct Targets<'r> {
     mismatched: Option<&'r NodeId>,
     /// With a key: every instance, this node's included, in the order of
     /// their rendezvous scores for it (`LOCAL` stands for this node's).
-    ranked: Option<SmallVec<[usize; 8]>>,
+    /// Boxed: a keyed call allocates it once, and every other call's
+    /// future stays a word larger only.
+    ranked: Option<Box<[usize]>>,
 }
 
 /// This node's own instance, in a keyed order.

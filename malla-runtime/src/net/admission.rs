@@ -109,7 +109,10 @@ fn source_of(peer: IpAddr) -> IpAddr {
 impl Slots {
     /// The oldest pending handshake of `source`.
     fn oldest_of(&self, source: IpAddr) -> Option<u64> {
-        self.pending.iter().find(|(_, (ip, _))| *ip == source).map(|(id, _)| *id)
+        self.pending
+            .iter()
+            .find(|(_, (ip, _))| *ip == source)
+            .map(|(id, _)| *id)
     }
 
     /// Drops handshake `id`; 1 if it was pending.

@@ -143,7 +143,10 @@ impl Node {
         F: Fn(Option<u64>) -> S + Send + Sync + 'static,
     {
         let mut options = options;
-        let mut singleton = options.singleton.take().unwrap_or_else(|| Singleton::new(SingletonMode::default()));
+        let mut singleton = options
+            .singleton
+            .take()
+            .unwrap_or_else(|| Singleton::new(SingletonMode::default()));
         let (service, hooks) = placed(factory, singleton.hooks.take());
         singleton.hooks = Some(Arc::new(hooks));
         self.serve_with(service, options.singleton(singleton)).await
@@ -506,7 +509,8 @@ impl Node {
     /// built-in `malla.Introspect` service (as [`stats_of`](Self::stats_of)).
     pub async fn singletons_of(&self, node: &NodeId) -> Result<Vec<SingletonStatus>, Error> {
         let options = CallOptions::default().nodes([node.clone()]);
-        self.remote(introspect::SERVICE, introspect::SINGLETONS, &(), options).await
+        self.remote(introspect::SERVICE, introspect::SINGLETONS, &(), options)
+            .await
     }
 
     /// The active instance of the singleton `service` as this node knows

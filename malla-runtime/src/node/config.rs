@@ -421,7 +421,10 @@ max_handshakes = 64
     #[test]
     fn the_environments_cookie_beats_the_files_and_one_layer_gives_one() {
         let config = file("name = \"c\"\ncookie = \"inline-cookie-in-the-file\"\n").unwrap();
-        assert!(!format!("{config:?}").contains("inline-cookie"), "never printed: {config:?}");
+        assert!(
+            !format!("{config:?}").contains("inline-cookie"),
+            "never printed: {config:?}"
+        );
         let config = config
             .with_env_vars(|name| (name == "MALLA_COOKIE_FILE").then(|| "/run/secrets/c".to_string()))
             .unwrap();

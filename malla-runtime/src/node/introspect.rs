@@ -20,7 +20,8 @@ pub(super) const SINGLETONS: &str = "singletons";
 
 static METHODS: LazyLock<[MethodManifest; 2]> = LazyLock::new(|| {
     // Callers do not check the signatures (a call by name sends 0).
-    let method = |name, returns| MethodManifest::__new(name, crate::manifest::method_id(name), &[], returns, 1, true, None);
+    let method =
+        |name, returns| MethodManifest::__new(name, crate::manifest::method_id(name), &[], returns, 1, true, None);
     [method(STATS, "NodeStats"), method(SINGLETONS, "Vec<SingletonStatus>")]
 });
 
@@ -47,7 +48,9 @@ impl Service for Introspect {
     fn dispatch(&self, method: usize, format: Format, args: &[u8]) -> Result<DispatchFuture, DispatchError> {
         ArgsDecoder::new(format, args)?.finish()?;
         let Some(node) = self.node.upgrade() else {
-            return Err(DispatchError(DispatchErrorKind::BadReply("the node has stopped".into())));
+            return Err(DispatchError(DispatchErrorKind::BadReply(
+                "the node has stopped".into(),
+            )));
         };
         let reply = match method {
             0 => encode_reply(format, &node.stats()),

@@ -212,7 +212,10 @@ impl Figures for NodeParts {
 
     fn singletons(&self) -> Vec<SingletonStatus> {
         let locals = self.registry.locals();
-        locals.iter().filter_map(|l| Some(l.singleton.as_ref()?.status())).collect()
+        locals
+            .iter()
+            .filter_map(|l| Some(l.singleton.as_ref()?.status()))
+            .collect()
     }
 }
 

@@ -82,7 +82,12 @@ async fn the_bound_and_the_advertised_addresses_are_told_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_node_is_forgotten_once_it_disconnects() {
     let server = node("fg-server").await;
-    let cli = Node::builder("fg-cli").cookie("sim-cookie-0123456789").hidden().start().await.unwrap();
+    let cli = Node::builder("fg-cli")
+        .cookie("sim-cookie-0123456789")
+        .hidden()
+        .start()
+        .await
+        .unwrap();
     cli.connect(server.local_addr().unwrap()).await.unwrap();
     let cli_id = cli.id().clone();
     let known = || server.parts.network.peer(&cli_id).is_some();
