@@ -55,7 +55,8 @@
 //! | `malla_server_requests_refused_total` | counter | service, reason (`not_available`, `unknown_method`, `signature_mismatch`, `overloaded`) |
 //! | `malla_connections` | gauge | |
 //! | `malla_handshakes_refused_total` | counter | direction (`incoming`, `outgoing`), reason (`unauthorized`, `failed`) |
-//! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `send_failed`) |
+//! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `invalid`, `send_failed`) |
+//! | `malla_gossip_restarts_total` | counter | |
 //! | `malla_gossip_bytes_total` | counter | direction |
 //! | `malla_members` | gauge | status (`up`, `leaving`, `down`) |
 //! | `malla_raft_leader`, `malla_raft_term`, `malla_raft_commit_index` | gauge | (members of the consensus group) |

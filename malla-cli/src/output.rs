@@ -228,7 +228,7 @@ pub(crate) fn stats(all: &[(NodeId, Result<NodeStats, Error>)], as_json: bool) -
             Ok(stats) => stats,
             Err(err) => {
                 let mut row = vec![node.to_string()];
-                row.extend(std::iter::repeat_n("-".to_owned(), 11));
+                row.extend(std::iter::repeat_n("-".to_owned(), 12));
                 row.push(format!("no answer: {err}"));
                 nodes.push(row);
                 continue;
@@ -249,7 +249,13 @@ pub(crate) fn stats(all: &[(NodeId, Result<NodeStats, Error>)], as_json: bool) -
             total(|s| s.failovers),
             gossip.sent.to_string(),
             gossip.received.to_string(),
-            (gossip.rejected + gossip.malformed + gossip.replayed).to_string(),
+            (gossip.rejected + gossip.malformed + gossip.replayed + gossip.invalid).to_string(),
+            // A gossip task that had to be started again is news: its log
+            // says why.
+            match gossip.restarts {
+                0 => "ok".to_owned(),
+                n => format!("restarted {n}x"),
+            },
         ]);
         for s in &stats.services {
             services.push(vec![
@@ -279,6 +285,7 @@ pub(crate) fn stats(all: &[(NodeId, Result<NodeStats, Error>)], as_json: bool) -
         "GOSSIP SENT",
         "GOSSIP RECV",
         "GOSSIP REFUSED",
+        "GOSSIP",
     ];
     let by_service = [
         "NODE",

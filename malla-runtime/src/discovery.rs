@@ -5,15 +5,19 @@
 pub(crate) mod advert;
 mod envelope;
 pub(crate) mod sealed_udp;
+mod task;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use chitchat::transport::Transport;
-use chitchat::{Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle};
-use tokio::sync::Notify;
+use arc_swap::ArcSwap;
+use chitchat::{Chitchat, ChitchatId};
 use tokio_util::sync::CancellationToken;
 
 use self::advert::{
@@ -21,6 +25,8 @@ use self::advert::{
     STATUS_KEY, ServiceAdvert,
 };
 use self::sealed_udp::{GossipCounters, GossipStats, SealedUdp, Sealer};
+use self::task::{Running, Spec};
+use self::validate::NodeKey;
 use crate::handshake::Keyring;
 use crate::{Error, NodeId, ServiceManifest};
 
@@ -65,16 +71,15 @@ impl Default for GossipConfig {
 
 /// A running gossip member.
 pub(crate) struct Discovery {
-    handle: ChitchatHandle,
+    current: Arc<ArcSwap<Running>>,
     counters: Arc<GossipCounters>,
     pub(crate) interval: Duration,
     stop: CancellationToken,
-    _listener: ListenerHandle,
 }
 
 impl Discovery {
     /// Joins the cluster: chitchat on `socket`, telling `sink` of every
-    /// change.
+    /// change, and a watchdog that starts it again if it ends.
     pub(crate) async fn start(
         me: Whoami<'_>,
         socket: tokio::net::UdpSocket,
@@ -84,54 +89,77 @@ impl Discovery {
     ) -> Result<Discovery, Error> {
         let listen_addr = socket.local_addr()?;
         let counters = Arc::new(GossipCounters::new(me.name.as_str()));
+        let key = NodeKey {
+            name: me.name.as_str().to_owned(),
+            generation: me.generation,
+            gossip: me.advertise,
+        };
         let transport = SealedUdp {
             sealer: Sealer::new(keyring),
             counters: Arc::clone(&counters),
             reply_to: me.advertise,
             bound: std::sync::Mutex::new(Some(socket)),
+            me: std::sync::Mutex::new(key),
+            // A dead node stays in chitchat's state for the grace period,
+            // then as deleted for as long again.
+            forget_after: config.dead_node_grace * 2 + Duration::from_secs(60),
         };
-        let chitchat_config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(me.name.as_str(), me.generation, me.advertise),
-            cluster_id: "malla".into(),
-            gossip_interval: config.interval,
+        let spec = Arc::new(Spec {
+            name: me.name.as_str().to_owned(),
+            generation: AtomicU64::new(me.generation),
+            advertise: me.advertise,
             listen_addr,
-            seed_nodes: config.seeds.iter().map(ToString::to_string).collect(),
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: config.phi_threshold,
-                initial_interval: config.interval,
-                dead_node_grace_period: config.dead_node_grace,
-                ..FailureDetectorConfig::default()
-            },
-            marked_for_deletion_grace_period: config.dead_node_grace,
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-        };
+            config: config.clone(),
+            transport,
+            sink,
+        });
         let mut initial = vec![(STATUS_KEY.to_owned(), NodeStatus::Running.as_str().to_owned())];
         if me.hidden {
             initial.push((HIDDEN_KEY.to_owned(), "true".to_owned()));
         } else if let Some(rpc) = me.rpc {
             initial.push((RPC_KEY.to_owned(), rpc.to_string()));
         }
-        let handle = chitchat::spawn_chitchat(chitchat_config, initial, &transport as &dyn Transport)
+        let stop = CancellationToken::new();
+        let running = spec
+            .spawn(initial, &stop)
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-
-        let changed = Arc::new(Notify::new());
-        let chitchat = handle.chitchat();
-        let listener = {
-            let changed = Arc::clone(&changed);
-            chitchat.lock().await.subscribe_event("", move |_| changed.notify_one())
-        };
-        let stop = CancellationToken::new();
-        tokio::spawn(refresh(sink, chitchat, changed, config.interval, stop.clone()));
+        let current = Arc::new(ArcSwap::from_pointee(running));
+        tokio::spawn(task::watch(
+            spec,
+            Arc::clone(&current),
+            Arc::clone(&counters),
+            stop.clone(),
+        ));
         tracing::info!(node = %me.name, gossip = %listen_addr, seeds = ?config.seeds, "gossip started");
         Ok(Discovery {
-            handle,
+            current,
             counters,
             interval: config.interval,
             stop,
-            _listener: listener,
         })
+    }
+
+    /// The chitchat running now.
+    fn handle(&self) -> Arc<Running> {
+        self.current.load_full()
+    }
+
+    /// Ends the gossip task as a crash would, for the watchdog's tests.
+    #[cfg(test)]
+    pub(crate) fn kill_gossip_task(&self) {
+        self.current.load().handle.abort();
+    }
+
+    /// This node as chitchat names it now.
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> NodeKey {
+        let id = self.current.load().handle.chitchat_id().clone();
+        NodeKey {
+            name: id.node_id.to_string(),
+            generation: id.generation_id,
+            gossip: id.gossip_advertise_addr,
+        }
     }
 
     /// Publishes (or updates) a served global service; `also` are addresses
@@ -143,7 +171,8 @@ impl Discovery {
         also: impl IntoIterator<Item = SocketAddr>,
     ) {
         let name = manifest.name();
-        self.handle
+        self.handle()
+            .handle
             .with_chitchat(|chitchat| {
                 let state = chitchat.self_node_state();
                 state.set(format!("{SERVICE_PREFIX}{name}"), advert.encode());
@@ -159,6 +188,7 @@ impl Discovery {
     pub(crate) async fn publish_raft(&self, advert: &RaftAdvert) {
         let value = advert.encode();
         let changed = self
+            .handle()
             .handle
             .with_chitchat(|chitchat| {
                 let state = chitchat.self_node_state();
@@ -176,7 +206,8 @@ impl Discovery {
 
     /// Tells the cluster this node is leaving.
     pub(crate) async fn leave(&self, also: impl IntoIterator<Item = SocketAddr>) {
-        self.handle
+        self.handle()
+            .handle
             .with_chitchat(|chitchat| {
                 chitchat.self_node_state().set(STATUS_KEY, NodeStatus::Leaving.as_str());
             })
@@ -188,6 +219,7 @@ impl Discovery {
     /// change reaches everyone in about one round trip.
     async fn spread(&self, also: impl IntoIterator<Item = SocketAddr>) {
         let mut peers: std::collections::BTreeSet<SocketAddr> = self
+            .handle()
             .handle
             .with_chitchat(|chitchat| {
                 // Every known node, not just those the failure detector
@@ -203,19 +235,20 @@ impl Discovery {
             .await;
         peers.extend(also);
         for addr in peers {
-            let _ = self.handle.gossip(addr);
+            let _ = self.handle().handle.gossip(addr);
         }
     }
 
     /// Gossips with `addr` now: how `connect` makes a node known.
     pub(crate) fn introduce(&self, addr: SocketAddr) {
-        let _ = self.handle.gossip(addr);
+        let _ = self.handle().handle.gossip(addr);
     }
 
     /// The published manifest of `service` on `node`, if gossip has it.
     pub(crate) async fn manifest(&self, node: &NodeId, service: &str) -> Option<ServiceManifest> {
         let key = format!("{MANIFEST_PREFIX}{service}");
         let value = self
+            .handle()
             .handle
             .with_chitchat(|chitchat| {
                 chitchat
@@ -235,46 +268,21 @@ impl Discovery {
 
     pub(crate) async fn stop(&self) {
         self.stop.cancel();
-        let _ = self.handle.initiate_shutdown();
+        let _ = self.handle().handle.initiate_shutdown();
     }
 }
 
 impl Drop for Discovery {
     fn drop(&mut self) {
         self.stop.cancel();
-        self.handle.abort();
-    }
-}
-
-/// Rebuilds the membership table whenever gossip changes (a key, a node's
-/// liveness) and at least once a round.
-async fn refresh(
-    sink: Weak<dyn ViewSink>,
-    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
-    changed: Arc<Notify>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut live = chitchat.lock().await.live_nodes_watcher();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = changed.notified() => {}
-            changed = live.changed() => if changed.is_err() { return },
-            _ = ticker.tick() => {}
-        }
-        let view = read_view(&chitchat).await;
-        let Some(sink) = sink.upgrade() else { return };
-        sink.gossip_changed(view);
+        self.current.load().handle.abort();
     }
 }
 
 /// What every node other than this one publishes, and whether the failure
 /// detector considers it live. A restarted node may be listed twice for a
 /// while: its latest generation wins.
-async fn read_view(chitchat: &tokio::sync::Mutex<Chitchat>) -> BTreeMap<NodeId, Gossiped> {
+pub(super) async fn read_view(chitchat: &tokio::sync::Mutex<Chitchat>) -> BTreeMap<NodeId, Gossiped> {
     let chitchat = chitchat.lock().await;
     let me = chitchat.self_chitchat_id();
     let live: std::collections::BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();

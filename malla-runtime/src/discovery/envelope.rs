@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! envelope = sender (u64) | counter (u64) | sent at (u64, ms since 1970)
-//!          | reply to (family u8, ip 16, port u16) | part (u8: index << 4 | count) | body
+//!          | reply to (address) | to (address) | part (u8: index << 4 | count) | body
+//! address  = family (u8: 4 or 6) | ip (16, IPv4 mapped) | port (u16)
 //! ```
 //!
 //! All of it is under the seal, so only a cookie holder can write it:
@@ -18,14 +19,15 @@
 //!   replayed from a forged source draws no reply to that source;
 //! - chitchat writes messages of up to 65 507 bytes, the most a UDP
 //!   datagram carries, and sealing adds bytes: a message that does not fit
-//!   one datagram travels in `count` parts, reassembled by the receiver.
+//!   one datagram travels in `count` parts (at most two, enough for any
+//!   message), reassembled by the receiver.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes of the envelope before the body.
-pub(crate) const HEADER_LEN: usize = 8 + 8 + 8 + 19 + 1;
+pub(crate) const HEADER_LEN: usize = 8 + 8 + 8 + 19 + 19 + 1;
 /// How far a datagram's time may be from ours.
 const MAX_SKEW: Duration = Duration::from_secs(600);
 /// Senders remembered; past it, the one heard from longest ago is forgotten.
@@ -34,7 +36,7 @@ const MAX_SENDERS: usize = 4096;
 const MAX_PARTIAL: usize = 16;
 const PARTIAL_TTL: Duration = Duration::from_secs(5);
 /// Parts a message may have.
-const MAX_PARTS: u8 = 4;
+const MAX_PARTS: u8 = 2;
 
 /// The header of one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub(crate) struct Header {
     pub(crate) counter: u64,
     pub(crate) sent_at_ms: u64,
     pub(crate) reply_to: SocketAddr,
+    /// Where the sender sent it.
+    pub(crate) to: SocketAddr,
     /// This part's index, and how many the message has.
     pub(crate) part: (u8, u8),
 }
@@ -52,13 +56,8 @@ impl Header {
         out.extend_from_slice(&self.sender.to_le_bytes());
         out.extend_from_slice(&self.counter.to_le_bytes());
         out.extend_from_slice(&self.sent_at_ms.to_le_bytes());
-        let (family, ip) = match self.reply_to.ip() {
-            IpAddr::V4(ip) => (4u8, ip.to_ipv6_mapped()),
-            IpAddr::V6(ip) => (6u8, ip),
-        };
-        out.push(family);
-        out.extend_from_slice(&ip.octets());
-        out.extend_from_slice(&self.reply_to.port().to_le_bytes());
+        write_addr(self.reply_to, out);
+        write_addr(self.to, out);
         out.push(self.part.0 << 4 | self.part.1);
     }
 
@@ -68,15 +67,7 @@ impl Header {
             return None;
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-        let octets: [u8; 16] = bytes[25..41].try_into().expect("sixteen bytes");
-        let ip = Ipv6Addr::from(octets);
-        let ip = match bytes[24] {
-            4 => IpAddr::V4(ip.to_ipv4_mapped()?),
-            6 => IpAddr::V6(ip),
-            _ => return None,
-        };
-        let port = u16::from_le_bytes([bytes[41], bytes[42]]);
-        let part = (bytes[43] >> 4, bytes[43] & 0x0f);
+        let part = (bytes[62] >> 4, bytes[62] & 0x0f);
         if part.1 == 0 || part.1 > MAX_PARTS || part.0 >= part.1 {
             return None;
         }
@@ -84,11 +75,33 @@ impl Header {
             sender: u64_at(0),
             counter: u64_at(8),
             sent_at_ms: u64_at(16),
-            reply_to: SocketAddr::new(ip, port),
+            reply_to: read_addr(bytes[24..43].try_into().expect("an address"))?,
+            to: read_addr(bytes[43..62].try_into().expect("an address"))?,
             part,
         };
         Some((header, &bytes[HEADER_LEN..]))
     }
+}
+
+fn write_addr(addr: SocketAddr, out: &mut Vec<u8>) {
+    let (family, ip) = match addr.ip() {
+        IpAddr::V4(ip) => (4u8, ip.to_ipv6_mapped()),
+        IpAddr::V6(ip) => (6u8, ip),
+    };
+    out.push(family);
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&addr.port().to_le_bytes());
+}
+
+fn read_addr(bytes: &[u8; 19]) -> Option<SocketAddr> {
+    let octets: [u8; 16] = bytes[1..17].try_into().expect("sixteen bytes");
+    let ip = Ipv6Addr::from(octets);
+    let ip = match bytes[0] {
+        4 => IpAddr::V4(ip.to_ipv4_mapped()?),
+        6 => IpAddr::V6(ip),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, u16::from_le_bytes([bytes[17], bytes[18]])))
 }
 
 /// Milliseconds since 1970 by this machine's clock.
@@ -105,6 +118,8 @@ pub(crate) enum Refused {
     Replayed,
     /// Sent too long ago, or from too far in the future.
     Stale,
+    /// Sent to another node.
+    Misdirected,
 }
 
 /// The counters seen per sender.
@@ -121,8 +136,18 @@ struct Window {
 }
 
 impl ReplayGuard {
-    /// Whether the datagram with `header` is new and fresh; records it if so.
-    pub(crate) fn admit(&mut self, header: &Header, now_ms: u64, now: Instant) -> Result<(), Refused> {
+    /// Whether the datagram with `header` is new, fresh and sent to one of
+    /// `ours`; records it if so.
+    pub(crate) fn admit(
+        &mut self,
+        header: &Header,
+        ours: &[SocketAddr],
+        now_ms: u64,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        if !ours.contains(&header.to) {
+            return Err(Refused::Misdirected);
+        }
         if header.sent_at_ms.abs_diff(now_ms) > MAX_SKEW.as_millis() as u64 {
             return Err(Refused::Stale);
         }
@@ -202,15 +227,19 @@ mod tests {
             counter,
             sent_at_ms: 1_000_000,
             reply_to: "127.0.0.1:7000".parse().unwrap(),
+            to: US.parse().unwrap(),
             part: (0, 1),
         }
     }
 
+    const US: &str = "127.0.0.1:7001";
+
     #[test]
     fn headers_round_trip_and_garbage_is_refused() {
-        for reply_to in ["10.1.2.3:7000", "[2001:db8::1]:9"] {
+        for (reply_to, to) in [("10.1.2.3:7000", "[2001:db8::2]:7"), ("[2001:db8::1]:9", "10.0.0.1:1")] {
             let mut h = header(7, 9);
             h.reply_to = reply_to.parse().unwrap();
+            h.to = to.parse().unwrap();
             h.part = (1, 2);
             let mut bytes = Vec::new();
             h.write(&mut bytes);
@@ -221,7 +250,7 @@ mod tests {
         let mut bytes = Vec::new();
         header(1, 1).write(&mut bytes);
         assert!(Header::read(&bytes[..HEADER_LEN - 1]).is_none());
-        for bad_part in [0x00, 0x11, 0x05] {
+        for bad_part in [0x00, 0x11, 0x03, 0x21] {
             let mut bad = bytes.clone();
             bad[HEADER_LEN - 1] = bad_part;
             assert!(Header::read(&bad).is_none(), "part {bad_part:#x}");
@@ -231,7 +260,8 @@ mod tests {
     #[test]
     fn a_datagram_is_admitted_once() {
         let (mut guard, now) = (ReplayGuard::default(), Instant::now());
-        let admit = |guard: &mut ReplayGuard, counter| guard.admit(&header(1, counter), 1_000_000, now);
+        let ours = [US.parse().unwrap()];
+        let admit = |guard: &mut ReplayGuard, counter| guard.admit(&header(1, counter), &ours, 1_000_000, now);
         assert_eq!(admit(&mut guard, 10), Ok(()));
         assert_eq!(admit(&mut guard, 10), Err(Refused::Replayed));
         assert_eq!(admit(&mut guard, 12), Ok(()));
@@ -239,9 +269,22 @@ mod tests {
         assert_eq!(admit(&mut guard, 11), Err(Refused::Replayed));
         assert_eq!(admit(&mut guard, 100), Ok(()));
         assert_eq!(admit(&mut guard, 12), Err(Refused::Replayed), "too old for the window");
-        assert_eq!(guard.admit(&header(2, 10), 1_000_000, now), Ok(()), "another sender");
-        let stale = guard.admit(&header(3, 1), 1_000_000 + 11 * 60 * 1000, now);
+        assert_eq!(
+            guard.admit(&header(2, 10), &ours, 1_000_000, now),
+            Ok(()),
+            "another sender"
+        );
+        let stale = guard.admit(&header(3, 1), &ours, 1_000_000 + 11 * 60 * 1000, now);
         assert_eq!(stale, Err(Refused::Stale));
+        // Sent to another node: refused even from a sender never heard of.
+        let elsewhere = Header {
+            to: "127.0.0.2:7001".parse().unwrap(),
+            ..header(4, 1)
+        };
+        assert_eq!(
+            guard.admit(&elsewhere, &ours, 1_000_000, now),
+            Err(Refused::Misdirected)
+        );
     }
 
     #[test]

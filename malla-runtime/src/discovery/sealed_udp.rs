@@ -1,19 +1,27 @@
 //! Gossip datagrams sealed with the cookie: a chitchat `Transport` over UDP
-//! that encrypts and authenticates every datagram with ChaCha20-Poly1305
+//! that encrypts and authenticates every datagram with XChaCha20-Poly1305
 //! under a key derived from the cookie (HKDF-SHA256). A datagram that does
 //! not open is dropped and counted, so a node with another cookie never
 //! joins and never learns anything.
 //!
 //! ```text
-//! datagram = version (1) | nonce (12, random) | sealed envelope | tag (16)
+//! datagram = version (1) | nonce (24, random) | sealed envelope | tag (16)
 //! ```
 //!
-//! The envelope (see `envelope.rs`) makes replays refused, sends replies
-//! only to the address the sender sealed in, and splits a message too large
-//! for one datagram once sealed. What an attacker can do: without the
-//! cookie, nothing but make us spend one decryption per datagram it sends;
-//! on the path, drop or delay datagrams (gossip repeats itself), not replay
-//! them nor aim our replies at a third party.
+//! The nonce is random, and 192 bits of it make a repeat negligible however
+//! long one cookie seals (with 96 bits, the birthday bound of 2^48 datagrams
+//! is reachable by a large cluster over years). The envelope (see
+//! `envelope.rs`) makes replays refused, sends replies only to the address
+//! the sender sealed in, makes a datagram open only at the node it was sent
+//! to, and splits a message too large for one datagram once sealed; the
+//! message in it is then checked (see `validate.rs`) before chitchat reads
+//! it. What an attacker can do: without the cookie, nothing but make us
+//! spend one decryption per datagram it sends; on the path, drop or delay
+//! datagrams (gossip repeats itself), not replay them to anyone nor aim our
+//! replies at a third party. Gossip has no forward secrecy: its key is the
+//! cookie's, so whoever learns the cookie reads recorded gossip (which
+//! nodes run which services where; never a call).
+
 //!
 //! Pinned to chitchat 0.11: from 0.12 on, messages only reach a `Transport`
 //! as envelopes whose encoding is private to chitchat, so no transport of
@@ -26,20 +34,21 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::envelope::{HEADER_LEN, Header, Reassembly, ReplayGuard, now_ms};
+use super::envelope::{HEADER_LEN, Header, Reassembly, Refused, ReplayGuard, now_ms};
+use super::validate::{self, KnownNodes, NodeKey};
 use crate::handshake::{Cookie, Keyring};
 use crate::sync::lock;
 use crate::telemetry::metrics;
 use crate::telemetry::throttle::LogThrottle;
 
-const VERSION: u8 = 2;
-const NONCE_LEN: usize = 12;
+const VERSION: u8 = 3;
+const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const MAX_DATAGRAM: usize = 65_535;
 /// The largest UDP payload over IPv4, which every datagram must fit.
@@ -58,6 +67,8 @@ pub(crate) struct GossipCounters {
     pub(crate) rejected: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) replayed: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) restarts: AtomicU64,
     pub(crate) send_failed: AtomicU64,
     pub(crate) sent: AtomicU64,
     pub(crate) sent_bytes: AtomicU64,
@@ -75,9 +86,17 @@ pub struct GossipStats {
     pub rejected: u64,
     /// Datagrams that opened but held no valid gossip message.
     pub malformed: u64,
-    /// Datagrams that opened but were seen before (replays) or sent too long
-    /// ago.
+    /// Datagrams that opened but were seen before (replays), sent too long
+    /// ago, or sent to another node.
     pub replayed: u64,
+    /// Messages that decoded but broke a rule that keeps gossip running (a
+    /// delta about this node, versions chitchat asserts against, too many
+    /// nodes, a delta that inflates too far): only a member holding the
+    /// cookie sends them.
+    pub invalid: u64,
+    /// Times the gossip task ended and was started again. Above zero, this
+    /// node's gossip failed at least once: its log says why.
+    pub restarts: u64,
     /// Datagrams that could not be sent.
     pub send_failed: u64,
     /// Datagrams sent.
@@ -111,6 +130,8 @@ impl GossipCounters {
             rejected: self.rejected.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
             send_failed: self.send_failed.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
@@ -125,17 +146,19 @@ impl GossipCounters {
 #[derive(Clone)]
 pub(crate) struct Sealer {
     /// The primary cookie's cipher first.
-    ciphers: Arc<[ChaCha20Poly1305]>,
+    ciphers: Arc<[XChaCha20Poly1305]>,
 }
 
 impl Sealer {
     pub(crate) fn new(keyring: &Keyring) -> Self {
         let cipher = |cookie: &Cookie| {
             let mut key = [0u8; 32];
-            Hkdf::<Sha256>::new(Some(b"malla-gossip-v1"), cookie.secret())
-                .expand(b"chacha20-poly1305 key", &mut key)
+            Hkdf::<Sha256>::new(Some(b"malla-gossip-v2"), cookie.secret())
+                .expand(b"xchacha20-poly1305 key", &mut key)
                 .expect("32 bytes is a valid HKDF-SHA256 output length");
-            ChaCha20Poly1305::new(&Key::from(key))
+            let cipher = XChaCha20Poly1305::new(&Key::from(key));
+            zeroize::Zeroize::zeroize(&mut key);
+            cipher
         };
         Sealer {
             ciphers: keyring.accepted().map(cipher).collect(),
@@ -146,7 +169,7 @@ impl Sealer {
         let nonce: [u8; NONCE_LEN] = rand::random();
         let sealed = self.ciphers[0]
             .encrypt(
-                &Nonce::from(nonce),
+                &XNonce::from(nonce),
                 Payload {
                     msg: plain,
                     aad: &[VERSION],
@@ -171,7 +194,7 @@ impl Sealer {
         };
         self.ciphers
             .iter()
-            .find_map(|cipher| cipher.decrypt(&Nonce::from(nonce), payload()).ok())
+            .find_map(|cipher| cipher.decrypt(&XNonce::from(nonce), payload()).ok())
     }
 }
 
@@ -185,6 +208,11 @@ pub(crate) struct SealedUdp {
     /// A socket bound beforehand (on the node's listen port), used by the
     /// first `open`.
     pub(crate) bound: std::sync::Mutex<Option<tokio::net::UdpSocket>>,
+    /// This node as chitchat names it, for the rule that no delta is about
+    /// it; replaced when gossip restarts under a new generation.
+    pub(crate) me: std::sync::Mutex<NodeKey>,
+    /// How long a node no message names is remembered in the node budget.
+    pub(crate) forget_after: Duration,
 }
 
 #[async_trait]
@@ -195,6 +223,8 @@ impl Transport for SealedUdp {
             Some(socket) => socket,
             None => tokio::net::UdpSocket::bind(listen_addr).await?,
         };
+        let mut ours = vec![self.reply_to];
+        ours.extend(socket.local_addr().ok().filter(|addr| *addr != self.reply_to));
         Ok(Box::new(SealedSocket {
             socket,
             sealer: self.sealer.clone(),
@@ -203,12 +233,51 @@ impl Transport for SealedUdp {
             sender: rand::random(),
             counter: 0,
             reply_to: self.reply_to,
+            ours,
+            me: lock(&self.me).clone(),
+            known: KnownNodes::new(self.forget_after, Instant::now()),
             guard: ReplayGuard::default(),
             parts: Reassembly::default(),
             send_failures: LogThrottle::every(SEND_WARN_EVERY),
             dropped: LogThrottle::default(),
         }))
     }
+}
+
+/// Who sends a datagram, as its envelope says.
+#[derive(Clone, Copy)]
+pub(crate) struct From {
+    pub(crate) sender: u64,
+    pub(crate) reply_to: SocketAddr,
+}
+
+/// The datagrams that carry `plain` to `to`: one, or two parts if it does
+/// not fit one once sealed; `counter` is the next datagram's.
+pub(crate) fn datagrams(sealer: &Sealer, from: From, counter: &mut u64, plain: &[u8], to: SocketAddr) -> Vec<Vec<u8>> {
+    let parts: Vec<&[u8]> = match plain.len() {
+        0 => vec![plain],
+        _ => plain.chunks(MAX_BODY).collect(),
+    };
+    let (count, sent_at_ms) = (parts.len() as u8, now_ms());
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(index, body)| {
+            let header = Header {
+                sender: from.sender,
+                counter: *counter,
+                sent_at_ms,
+                reply_to: from.reply_to,
+                to,
+                part: (index as u8, count),
+            };
+            *counter += 1;
+            let mut envelope = Vec::with_capacity(HEADER_LEN + body.len());
+            header.write(&mut envelope);
+            envelope.extend_from_slice(body);
+            sealer.seal(&envelope)
+        })
+        .collect()
 }
 
 struct SealedSocket {
@@ -221,6 +290,10 @@ struct SealedSocket {
     /// The counter of the next datagram.
     counter: u64,
     reply_to: SocketAddr,
+    /// The addresses a datagram may be sent to for us to take it.
+    ours: Vec<SocketAddr>,
+    me: NodeKey,
+    known: KnownNodes,
     guard: ReplayGuard,
     parts: Reassembly,
     /// Failures to send, said once in [`SEND_WARN_EVERY`].
@@ -230,32 +303,13 @@ struct SealedSocket {
 }
 
 impl SealedSocket {
-    /// The datagrams that carry `plain`: one, or a few parts if it does not
-    /// fit one once sealed.
-    fn datagrams(&mut self, plain: &[u8]) -> Vec<Vec<u8>> {
-        let parts: Vec<&[u8]> = match plain.len() {
-            0 => vec![plain],
-            _ => plain.chunks(MAX_BODY).collect(),
+    /// The datagrams that carry `plain` to `to`.
+    fn datagrams(&mut self, plain: &[u8], to: SocketAddr) -> Vec<Vec<u8>> {
+        let from = From {
+            sender: self.sender,
+            reply_to: self.reply_to,
         };
-        let (count, sent_at_ms) = (parts.len() as u8, now_ms());
-        parts
-            .into_iter()
-            .enumerate()
-            .map(|(index, body)| {
-                let header = Header {
-                    sender: self.sender,
-                    counter: self.counter,
-                    sent_at_ms,
-                    reply_to: self.reply_to,
-                    part: (index as u8, count),
-                };
-                self.counter += 1;
-                let mut envelope = Vec::with_capacity(HEADER_LEN + body.len());
-                header.write(&mut envelope);
-                envelope.extend_from_slice(body);
-                self.sealer.seal(&envelope)
-            })
-            .collect()
+        datagrams(&self.sealer, from, &mut self.counter, plain, to)
     }
 
     fn send_failed(&mut self, to: SocketAddr, err: &std::io::Error) {
@@ -282,12 +336,29 @@ impl SealedSocket {
             return None;
         };
         let now = Instant::now();
-        if let Err(why) = self.guard.admit(&header, now_ms(), now) {
+        if let Err(why) = self.guard.admit(&header, &self.ours, now_ms(), now) {
             self.counters.received_as(&self.counters.replayed, "replayed");
-            tracing::debug!(%from, ?why, "dropped a gossip datagram seen before or too old");
+            match why {
+                Refused::Misdirected => {
+                    tracing::debug!(%from, to = %header.to, "dropped a gossip datagram sent to another node")
+                }
+                _ => tracing::debug!(%from, ?why, "dropped a gossip datagram seen before or too old"),
+            }
             return None;
         }
         let message = self.parts.add(&header, body, now)?;
+        let checked = validate::check(&message, &self.me).and_then(|named| self.known.admit(&named, now));
+        if let Err(why) = checked {
+            let counter = match why {
+                validate::Invalid::Malformed(_) => (&self.counters.malformed, "malformed"),
+                _ => (&self.counters.invalid, "invalid"),
+            };
+            self.counters.received_as(counter.0, counter.1);
+            if let Some(unsaid) = self.dropped.admit() {
+                tracing::warn!(%from, sender = header.reply_to.to_string(), unsaid, "dropped a gossip message: {why}");
+            }
+            return None;
+        }
         match ChitchatMessage::deserialize(&mut message.as_slice()) {
             Ok(message) => {
                 self.counters.received_as(&self.counters.accepted, "ok");
@@ -309,7 +380,7 @@ impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
         let mut plain = Vec::with_capacity(message.serialized_len());
         message.serialize(&mut plain);
-        for datagram in self.datagrams(&plain) {
+        for datagram in self.datagrams(&plain, to) {
             // A peer gone away or a full buffer: gossip is best effort.
             match self.socket.send_to(&datagram, to).await {
                 Ok(len) => {
@@ -367,6 +438,8 @@ mod tests {
             counters: Arc::default(),
             reply_to: "127.0.0.1:7000".parse().unwrap(),
             bound: std::sync::Mutex::new(None),
+            me: std::sync::Mutex::new(validate::tests::key("me", 1, 7000)),
+            forget_after: Duration::from_secs(60),
         };
         let mut socket = SealedSocket {
             socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
@@ -376,6 +449,9 @@ mod tests {
             sender: 1,
             counter: 0,
             reply_to: udp.reply_to,
+            ours: vec![udp.reply_to],
+            me: validate::tests::key("me", 1, 7000),
+            known: KnownNodes::new(Duration::from_secs(60), Instant::now()),
             guard: ReplayGuard::default(),
             parts: Reassembly::default(),
             send_failures: LogThrottle::every(SEND_WARN_EVERY),
@@ -383,7 +459,8 @@ mod tests {
         };
         // The largest message chitchat writes.
         let plain: Vec<u8> = (0..MAX_UDP_PAYLOAD).map(|i| i as u8).collect();
-        let datagrams = socket.datagrams(&plain);
+        let to = "127.0.0.1:7001".parse().unwrap();
+        let datagrams = socket.datagrams(&plain, to);
         assert_eq!(datagrams.len(), 2);
         assert!(datagrams.iter().all(|d| d.len() <= MAX_UDP_PAYLOAD));
         let mut parts = Reassembly::default();
@@ -392,11 +469,11 @@ mod tests {
         for datagram in datagrams.iter().rev() {
             let envelope = udp.sealer.open(datagram).unwrap();
             let (header, body) = Header::read(&envelope).unwrap();
-            assert_eq!(header.reply_to, udp.reply_to);
+            assert_eq!((header.reply_to, header.to), (udp.reply_to, to));
             whole = parts.add(&header, body, now);
         }
         assert_eq!(whole.as_deref(), Some(&plain[..]));
-        assert_eq!(socket.datagrams(b"small").len(), 1);
+        assert_eq!(socket.datagrams(b"small", to).len(), 1);
     }
 
     #[test]

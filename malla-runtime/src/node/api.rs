@@ -210,6 +210,12 @@ impl Node {
         self.parts.membership.up_nodes()
     }
 
+    /// This node's gossip, for the discovery tests.
+    #[cfg(test)]
+    pub(crate) fn discovery(&self) -> Option<&crate::discovery::Discovery> {
+        self.parts.discovery.get()
+    }
+
     /// The address this node's listener is bound to, if it listens: with
     /// port 0, the port it got.
     pub fn local_addr(&self) -> Option<SocketAddr> {

@@ -21,7 +21,8 @@
 //! | `malla_server_requests_refused_total` | counter | service, reason | refused before running: `not_available`, `unknown_method`, `signature_mismatch`, `overloaded` |
 //! | `malla_connections` | gauge | | connections to other nodes, open now |
 //! | `malla_handshakes_refused_total` | counter | direction (`incoming`, `outgoing`), reason (`unauthorized`, `failed`) | handshakes that did not open a connection |
-//! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `send_failed`) | gossip datagrams |
+//! | `malla_gossip_datagrams_total` | counter | direction (`sent`, `received`), result (`ok`, `rejected`, `malformed`, `replayed`, `invalid`, `send_failed`) | gossip datagrams |
+//! | `malla_gossip_restarts_total` | counter | | gossip tasks that ended and were started again |
 //! | `malla_gossip_bytes_total` | counter | direction | their bytes, sealed, without UDP and IP headers |
 //! | `malla_members` | gauge | status (`up`, `leaving`, `down`) | other visible nodes this node knows |
 //! | `malla_raft_leader` | gauge | | 1 while this node leads the consensus group, else 0 (members only) |
@@ -47,6 +48,7 @@ pub(crate) mod name {
     pub(crate) const HANDSHAKES_REFUSED: &str = "malla_handshakes_refused_total";
     pub(crate) const GOSSIP_DATAGRAMS: &str = "malla_gossip_datagrams_total";
     pub(crate) const GOSSIP_BYTES: &str = "malla_gossip_bytes_total";
+    pub(crate) const GOSSIP_RESTARTS: &str = "malla_gossip_restarts_total";
     pub(crate) const MEMBERS: &str = "malla_members";
     pub(crate) const RAFT_LEADER: &str = "malla_raft_leader";
     pub(crate) const RAFT_TERM: &str = "malla_raft_term";
@@ -216,6 +218,11 @@ pub(crate) fn gossip_datagram(node: &str, direction: &'static str, result: &'sta
 /// Bytes of gossip sent or received.
 pub(crate) fn gossip_bytes(node: &str, direction: &'static str, bytes: usize) {
     counter!(name::GOSSIP_BYTES, "node" => node.to_owned(), "direction" => direction).increment(bytes as u64);
+}
+
+/// A gossip task that ended and was started again.
+pub(crate) fn gossip_restarted(node: &str) {
+    counter!(name::GOSSIP_RESTARTS, "node" => node.to_owned()).increment(1);
 }
 
 /// How many other visible nodes are up, leaving and down.
