@@ -83,8 +83,8 @@ pub(crate) fn spawn<T: Transport>(
     let (read, write) = stream.split();
     let (sealer, opener) = match &sealing {
         Some(keys) => (
-            Some(RecordSealer::new(&keys.send)),
-            Some(RecordOpener::new(&keys.receive)),
+            Some(RecordSealer::new(&keys.send, keys.rekey_every)),
+            Some(RecordOpener::new(&keys.receive, keys.rekey_every)),
         ),
         None => (None, None),
     };

@@ -47,7 +47,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, FramedParts};
 use zeroize::Zeroizing;
 
-use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, SessionKey};
+use crate::wire::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, REKEY_EVERY, SessionKey};
 use crate::{NodeId, Secret};
 
 /// Version of the wire protocol; peers must agree on it. 5: the hellos
@@ -114,6 +114,9 @@ impl Keyring {
 pub(crate) struct SessionKeys {
     pub(crate) send: SessionKey,
     pub(crate) receive: SessionKey,
+    /// Records a key seals before the next ([`REKEY_EVERY`]; less in tests
+    /// that watch it happen).
+    pub(crate) rekey_every: u64,
 }
 
 impl fmt::Debug for SessionKeys {
@@ -491,10 +494,12 @@ impl<'a> Transcript<'a> {
             Role::Dialer => SessionKeys {
                 send: to_acceptor,
                 receive: to_dialer,
+                rekey_every: REKEY_EVERY,
             },
             Role::Acceptor => SessionKeys {
                 send: to_dialer,
                 receive: to_acceptor,
+                rekey_every: REKEY_EVERY,
             },
         }
     }
@@ -864,7 +869,9 @@ mod tests {
         let keys = dialed.sealing.clone().unwrap();
         // A request, sealed as a connection seals it.
         let mut record = BytesMut::from(&b"transfer 100 to alice"[..]);
-        RecordSealer::new(&keys.send).seal(&mut record).unwrap();
+        RecordSealer::new(&keys.send, keys.rekey_every)
+            .seal(&mut record)
+            .unwrap();
         dialed.stream.write_all(&record).await.unwrap();
         dialed.stream.shutdown().await.unwrap();
         drop((dialed, accepted));
@@ -884,7 +891,7 @@ mod tests {
         let transcript = Transcript::acceptor(hello_d, hello_a, &id_a, &id_d);
         let opens = |key: &SessionKey| {
             let mut plain = BytesMut::new();
-            RecordOpener::new(key)
+            RecordOpener::new(key, REKEY_EVERY)
                 .open(&mut BytesMut::from(sealed), &mut plain)
                 .is_ok()
                 && !plain.is_empty()

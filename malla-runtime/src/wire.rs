@@ -11,5 +11,5 @@ mod rewind;
 pub(crate) use frame::{FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, LEN_PREFIX};
 pub use message::Format;
 pub(crate) use message::{Goodbye, Header, Status, decode, encode};
-pub(crate) use record::{RecordError, RecordOpener, RecordSealer, SessionKey};
+pub(crate) use record::{REKEY_EVERY, RecordError, RecordOpener, RecordSealer, SessionKey};
 pub(crate) use rewind::rewind;

@@ -63,6 +63,12 @@ impl Output {
         }
     }
 
+    /// Records sealed so far (0 if not sealed).
+    #[cfg(test)]
+    pub(super) fn records_sealed(&self) -> u64 {
+        self.sealer.as_ref().map_or(0, |sealer| lock(sealer).sealed())
+    }
+
     /// Writes as much of `batch` as the socket takes now; true if all of it.
     pub(super) fn try_write_all(&self, batch: &mut BytesMut) -> io::Result<bool> {
         while batch.has_remaining() {

@@ -507,6 +507,10 @@ proptest! {
 /// Two connections over a socket pair, sealed with matching keys: `a`
 /// calls `b`, which serves `Echo`.
 fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
+    sealed_pair_rekeying_every(crate::wire::REKEY_EVERY)
+}
+
+fn sealed_pair_rekeying_every(rekey_every: u64) -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
     use crate::handshake::SessionKeys;
     let (ours, theirs) = UnixStream::pair().unwrap();
     let host = Arc::new(Recorder::default());
@@ -520,6 +524,7 @@ fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
     let keys = |send: u8, receive: u8| SessionKeys {
         send: [send; 32],
         receive: [receive; 32],
+        rekey_every,
     };
     let a = spawn(
         ours,
@@ -542,6 +547,48 @@ fn sealed_pair() -> (Arc<Connection>, Arc<Connection>, Arc<Recorder>) {
         config,
     );
     (a, b, host)
+}
+
+/// Keys move on every 7 records, in both directions, while 32 callers keep
+/// the connection busy: no call fails, none waits for the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_rekeys_under_load_with_no_failed_call() {
+    let (a, b, host) = sealed_pair_rekeying_every(7);
+    let started = Instant::now();
+    let callers: Vec<_> = (0..32u8)
+        .map(|caller| {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                for i in 0..100u8 {
+                    let body = postcard::to_allocvec(&vec![caller, i]).unwrap();
+                    let request = Request {
+                        signature: ECHO_SIGNATURE,
+                        ..echo_request(method_id("echo"), &body)
+                    };
+                    let deadline = Deadline::from_now(Instant::now() + Duration::from_secs(10));
+                    let reply = a.call(request, deadline).await;
+                    let reply = reply.unwrap_or_else(|err| panic!("caller {caller}, call {i}: {err:?}"));
+                    assert_eq!(postcard::from_bytes::<Vec<u8>>(&reply).unwrap(), [caller, i]);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let (sent, answered) = (a.out.records_sealed(), b.out.records_sealed());
+    println!(
+        "3200 calls in {:?}: {sent} records one way ({} keys), {answered} the other ({} keys)",
+        started.elapsed(),
+        sent / 7 + 1,
+        answered / 7 + 1
+    );
+    assert!(sent > 70 && answered > 70, "the keys moved on many times");
+    assert!(
+        host.closed.lock().unwrap().is_empty(),
+        "{:?}",
+        host.closed.lock().unwrap()
+    );
 }
 
 /// Regression: ids were taken before the outbox's lock, so two callers

@@ -247,7 +247,11 @@ async fn unchecked_chitchat_dies_of_the_first_attack() {
         .await
         .unwrap();
     // The receiver must know the node first: a digest naming it.
-    let syn = Craft::header(0).digest(std::slice::from_ref(&other)).str("malla").0.clone();
+    let syn = Craft::header(0)
+        .digest(std::slice::from_ref(&other))
+        .str("malla")
+        .0
+        .clone();
     let (what, attack, _) = attacks(&me, &other).remove(0);
     for message in [syn, attack] {
         rogue.send_to(&message, me.gossip).await.unwrap();
