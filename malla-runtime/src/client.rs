@@ -30,6 +30,7 @@ use crate::net::Network;
 use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
 use crate::telemetry::metrics::ClientMethod;
+use crate::wire::bounded::DecodeError;
 use crate::{CallOptions, Error, Interceptor, Metadata, NodeId, ServiceManifest};
 
 pub(crate) use dynamic::call_encoded;
@@ -174,7 +175,7 @@ where
     L: Any + Send + Sync,
     F: FnOnce(&L, A) -> LocalFuture<R> + Send,
     E: FnOnce(&A, &mut ArgsEncoder) -> Result<(), postcard::Error> + Send,
-    D: FnOnce(&[u8]) -> Result<R, postcard::Error> + Send,
+    D: FnOnce(&[u8]) -> Result<R, DecodeError> + Send,
 {
     let options = core.options();
     let service = &*core.service;

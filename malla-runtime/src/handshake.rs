@@ -549,11 +549,11 @@ fn decode(frame: &[u8]) -> Result<Message, HandshakeError> {
     enum AnyHello {
         Hello { magic: [u8; 5], version: u16 },
     }
-    match postcard::from_bytes(frame) {
+    match crate::wire::bounded::from_bytes(frame) {
         Ok(message) => Ok(message),
         // The hello of another version has other fields: its start says
         // which version it is, so that the refusal can say so.
-        Err(err) => match postcard::take_from_bytes::<AnyHello>(frame) {
+        Err(err) => match crate::wire::bounded::take_from_bytes::<AnyHello>(frame) {
             Ok((AnyHello::Hello { magic, version }, _)) if magic == MAGIC && version != PROTOCOL_VERSION => {
                 Err(HandshakeError::Rejected(RejectReason::Version(version)))
             }

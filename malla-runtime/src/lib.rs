@@ -140,4 +140,5 @@ pub mod __private {
         assert_sendable, decode_reply, encode_reply, no_local,
     };
     pub use crate::singleton::SingletonMode;
+    pub use crate::wire::bounded::DecodeError;
 }

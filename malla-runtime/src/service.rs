@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ServiceManifest;
+use crate::wire::bounded::{self, DecodeError};
 
 /// A served service. Implemented by the `…Server` types that
 /// `#[malla::service]` generates; not meant to be implemented by hand.
@@ -177,7 +178,7 @@ impl<'a> ArgsDecoder<'a> {
     pub fn arg<T: DeserializeOwned>(&mut self) -> Result<T, DispatchError> {
         match &mut self.inner {
             ArgsSource::Postcard(rest) => {
-                let (value, tail) = postcard::take_from_bytes(rest).map_err(|e| bad_arguments(e.to_string()))?;
+                let (value, tail) = bounded::take_from_bytes(rest).map_err(|e| bad_arguments(e.to_string()))?;
                 *rest = tail;
                 Ok(value)
             }
@@ -274,8 +275,8 @@ impl postcard::ser_flavors::Flavor for ArgsFlavor<'_> {
 /// Decodes a reply. Generated code names the type, spanned on the user's
 /// return type.
 #[doc(hidden)]
-pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(bytes)
+pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    bounded::from_bytes(bytes)
 }
 
 /// The type-erased direct-call handle of a served implementation.

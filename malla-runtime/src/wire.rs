@@ -2,6 +2,7 @@
 //! frames, each a fixed-layout header followed by a body (encoded arguments or
 //! reply). Decoding never trusts a length it has not received.
 
+pub(crate) mod bounded;
 mod frame;
 mod message;
 mod record;

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 
 use crate::service::{ArgsEncoder, EncodedArgs, LocalFuture, LocalHandle};
+use crate::wire::bounded::DecodeError;
 
 /// What the call path may do with a call's arguments: hand them by value to
 /// a direct call, or encode them (once) for the wire; and decode the reply.
@@ -36,7 +37,7 @@ where
     L: Any + Send + Sync,
     F: FnOnce(&L, A) -> LocalFuture<R> + Send,
     E: FnOnce(&A, &mut ArgsEncoder) -> Result<(), postcard::Error> + Send,
-    D: FnOnce(&[u8]) -> Result<R, postcard::Error> + Send,
+    D: FnOnce(&[u8]) -> Result<R, DecodeError> + Send,
 {
     fn call_direct(&mut self, handle: &LocalHandle) -> Option<LocalFuture<R>> {
         let handle = handle.downcast_ref::<L>()?;

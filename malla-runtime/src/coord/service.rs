@@ -91,7 +91,7 @@ impl Service for RaftService {
 }
 
 fn decode<T: DeserializeOwned>(args: &[u8]) -> Result<T, DispatchError> {
-    postcard::from_bytes(args).map_err(|e| bad(&format!("a malformed consensus request: {e}")))
+    crate::wire::bounded::from_bytes(args).map_err(|e| bad(&format!("a malformed consensus request: {e}")))
 }
 
 fn bad(why: &str) -> DispatchError {

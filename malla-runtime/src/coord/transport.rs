@@ -109,7 +109,8 @@ pub(crate) async fn call<Q: Serialize, A: DeserializeOwned>(
             _ => Failed::Network(why),
         }
     })?;
-    postcard::from_bytes(&reply).map_err(|e| Failed::Network(RpcFailure(format!("a bad answer from {node}: {e}"))))
+    crate::wire::bounded::from_bytes(&reply)
+        .map_err(|e| Failed::Network(RpcFailure(format!("a bad answer from {node}: {e}"))))
 }
 
 impl RaftNetwork<TypeConfig> for Peer {

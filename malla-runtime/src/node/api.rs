@@ -464,7 +464,7 @@ impl Node {
         let bytes = self
             .call_encoded(service, method, body, options, Format::Postcard)
             .await?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::codec(DECODE, service, method, e))
+        crate::wire::bounded::from_bytes(&bytes).map_err(|e| Error::codec(DECODE, service, method, e))
     }
 
     /// Calls `service.method` with JSON arguments (an array, one element per

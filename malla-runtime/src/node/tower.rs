@@ -89,7 +89,7 @@ impl NamedCall {
 
     /// Decodes a reply to this call.
     pub fn decode<R: DeserializeOwned>(&self, reply: &[u8]) -> Result<R, Error> {
-        postcard::from_bytes(reply).map_err(|e| Error::codec(DECODE, &self.service, &self.method, e))
+        crate::wire::bounded::from_bytes(reply).map_err(|e| Error::codec(DECODE, &self.service, &self.method, e))
     }
 }
 
