@@ -3,12 +3,12 @@
 //! that turns what the others publish into the membership table.
 
 pub(crate) mod advert;
-mod envelope;
+pub(crate) mod envelope;
 pub(crate) mod sealed_udp;
 mod task;
 #[cfg(test)]
 mod tests;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

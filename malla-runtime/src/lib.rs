@@ -90,6 +90,9 @@ mod client;
 // coordination
 mod coord;
 // the node, on top
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod node;
 #[cfg(test)]
 mod test_support;

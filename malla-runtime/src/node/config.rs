@@ -102,18 +102,25 @@ impl NodeConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read the config file {}: {e}", path.display())))?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|err| {
-            let (line, column) = err.span().map_or((0, 0), |span| line_column(&text, span.start));
-            Error::Config(format!(
-                "{}:{line}:{column}: {}",
-                path.display(),
-                err.message().trim_end()
-            ))
+        NodeConfig::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Reads TOML text; errors name `origin` (a file name), the line and the
+    /// column.
+    ///
+    /// ```
+    /// let config = malla::NodeConfig::from_toml("name = \"api\"\nlisten = \"127.0.0.1:7000\"", "inline").unwrap();
+    /// assert_eq!(config.name.as_deref(), Some("api"));
+    /// assert!(malla::NodeConfig::from_toml("name = 7", "inline").unwrap_err().to_string().contains("inline:1:8"));
+    /// ```
+    pub fn from_toml(text: &str, origin: &str) -> Result<NodeConfig, Error> {
+        let config: NodeConfig = toml::from_str(text).map_err(|err| {
+            let (line, column) = err.span().map_or((0, 0), |span| line_column(text, span.start));
+            Error::Config(format!("{origin}:{line}:{column}: {}", err.message().trim_end()))
         })?;
         if config.cookie.is_some() && config.cookie_file.is_some() {
             return Err(Error::Config(format!(
-                "{}: `cookie` and `cookie_file` both set: keep one",
-                path.display()
+                "{origin}: `cookie` and `cookie_file` both set: keep one"
             )));
         }
         Ok(config)

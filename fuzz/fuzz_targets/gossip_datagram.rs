@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| malla_runtime::fuzzing::gossip_datagram(data));
