@@ -305,4 +305,39 @@ mod tests {
         assert_eq!(parts.add(&part(1, 41), b"x", later), None);
         assert_eq!(parts.partial.len(), 1);
     }
+
+    fn addr() -> impl proptest::strategy::Strategy<Value = SocketAddr> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_header_round_trips(
+            sender: u64,
+            counter: u64,
+            sent_at_ms: u64,
+            reply_to in addr(),
+            to in addr(),
+            (count, index) in proptest::strategy::Strategy::prop_flat_map(1u8..=MAX_PARTS, |count| (proptest::strategy::Just(count), 0..count)),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+        ) {
+            // An IPv6 address that maps an IPv4 one travels as the IPv4 one.
+            let canonical = |a: SocketAddr| match a.ip() {
+                IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(a, |v4| SocketAddr::new(IpAddr::V4(v4), a.port())),
+                IpAddr::V4(_) => a,
+            };
+            let header = Header { sender, counter, sent_at_ms, reply_to, to, part: (index, count) };
+            let mut bytes = Vec::new();
+            header.write(&mut bytes);
+            bytes.extend_from_slice(&body);
+            let (read, rest) = Header::read(&bytes).unwrap();
+            let expected = Header { reply_to: canonical(reply_to), to: canonical(to), ..header };
+            proptest::prop_assert_eq!(read, expected);
+            proptest::prop_assert_eq!(rest, &body[..]);
+        }
+    }
 }

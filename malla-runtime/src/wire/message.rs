@@ -665,4 +665,65 @@ mod tests {
         ));
         assert!(out.is_empty(), "nothing is queued for a frame too large");
     }
+
+    fn status() -> impl proptest::strategy::Strategy<Value = Status> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Status::Ok),
+            Just(Status::NotAvailable),
+            Just(Status::UnknownMethod),
+            Just(Status::SignatureMismatch),
+            ".{0,40}".prop_map(Status::BadRequest),
+            ".{0,40}".prop_map(Status::Failed),
+            Just(Status::Timeout),
+            Just(Status::Overloaded),
+            ".{0,40}".prop_map(Status::Refused),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Every header, with any field values, decodes to itself after
+        /// its frame is cut from a stream.
+        #[test]
+        fn every_header_round_trips(
+            id: u64,
+            method: u32,
+            signature: u64,
+            deadline_us: u64,
+            service in "[A-Za-z0-9_.]{1,64}",
+            json: bool,
+            trace in proptest::option::of((1u128.., 1u64.., proptest::prelude::any::<u8>())),
+            status in status(),
+            which in 0u8..6,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let header = match which {
+                0 => Header::Request {
+                    id,
+                    service: &service,
+                    method,
+                    signature,
+                    deadline_us,
+                    format: if json { Format::Json } else { Format::Postcard },
+                    trace: trace.map(|(t, s, flags)| TraceContext {
+                        trace_id: t.to_be_bytes(),
+                        span_id: s.to_be_bytes(),
+                        flags,
+                    }),
+                    metadata: &[],
+                },
+                1 => Header::Response { id, status: status.clone() },
+                2 => Header::Cancel { id },
+                3 => Header::Ping,
+                4 => Header::Goodbye(Goodbye::Duplicate),
+                _ => Header::Goodbye(Goodbye::Leaving),
+            };
+            let mut out = BytesMut::new();
+            encode(&mut out, 1 << 20, &header, &body).unwrap();
+            let frame = FrameCodec::new(1 << 20).decode(&mut out).unwrap().unwrap();
+            let (decoded, rest) = decode(&frame).unwrap();
+            proptest::prop_assert_eq!(decoded, header);
+            proptest::prop_assert_eq!(rest, &body[..]);
+        }
+    }
 }
