@@ -10,31 +10,23 @@ mod task;
 mod tests;
 pub(crate) mod validate;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chitchat::{Chitchat, ChitchatId};
 use tokio_util::sync::CancellationToken;
 
 use self::advert::{
-    Advertised, Gossiped, HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RAFT_KEY, RPC_KEY, RaftAdvert, SERVICE_PREFIX,
-    STATUS_KEY, ServiceAdvert,
+    HIDDEN_KEY, MANIFEST_PREFIX, NodeStatus, RAFT_KEY, RPC_KEY, RaftAdvert, SERVICE_PREFIX, STATUS_KEY, ServiceAdvert,
 };
 use self::sealed_udp::{GossipCounters, GossipStats, SealedUdp, Sealer};
+pub(crate) use self::task::{GossipConfig, ViewSink};
 use self::task::{Running, Spec};
 use self::validate::NodeKey;
 use crate::handshake::Keyring;
 use crate::{Error, NodeId, ServiceManifest};
-
-/// Receives what gossip says about the other nodes, whenever it changes and
-/// at least once a round.
-pub(crate) trait ViewSink: Send + Sync + 'static {
-    fn gossip_changed(&self, view: BTreeMap<NodeId, Gossiped>);
-}
 
 /// Who this node is in gossip.
 pub(crate) struct Whoami<'a> {
@@ -47,26 +39,6 @@ pub(crate) struct Whoami<'a> {
     /// Where others connect to it (none for a hidden node).
     pub(crate) rpc: Option<SocketAddr>,
     pub(crate) hidden: bool,
-}
-
-/// Gossip settings, from the node builder.
-#[derive(Debug, Clone)]
-pub(crate) struct GossipConfig {
-    pub(crate) seeds: Vec<SocketAddr>,
-    pub(crate) interval: Duration,
-    pub(crate) phi_threshold: f64,
-    pub(crate) dead_node_grace: Duration,
-}
-
-impl Default for GossipConfig {
-    fn default() -> Self {
-        GossipConfig {
-            seeds: Vec::new(),
-            interval: Duration::from_millis(500),
-            phi_threshold: 8.0,
-            dead_node_grace: Duration::from_secs(15 * 60),
-        }
-    }
 }
 
 /// A running gossip member.
@@ -277,31 +249,4 @@ impl Drop for Discovery {
         self.stop.cancel();
         self.current.load().handle.abort();
     }
-}
-
-/// What every node other than this one publishes, and whether the failure
-/// detector considers it live. A restarted node may be listed twice for a
-/// while: its latest generation wins.
-pub(super) async fn read_view(chitchat: &tokio::sync::Mutex<Chitchat>) -> BTreeMap<NodeId, Gossiped> {
-    let chitchat = chitchat.lock().await;
-    let me = chitchat.self_chitchat_id();
-    let live: std::collections::BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
-    let mut latest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
-    for id in chitchat.node_states().keys().filter(|id| id.node_id != me.node_id) {
-        let entry = latest.entry(&id.node_id).or_insert(id);
-        if id.generation_id > entry.generation_id {
-            *entry = id;
-        }
-    }
-    latest
-        .into_iter()
-        .filter_map(|(name, id)| {
-            let state = chitchat.node_state(id)?;
-            let gossiped = Gossiped {
-                advertised: Advertised::parse(name, state.key_values()),
-                live: live.contains(id),
-            };
-            Some((NodeId::from(name), gossiped))
-        })
-        .collect()
 }

@@ -23,6 +23,7 @@
 //! | calls | `client` | the generated clients' core, the failover rule, one attempt seam for local and remote attempts, and the `Remote` seam to the network |
 //! | coordination | `coord` | locks and global names on an embedded Raft group (openraft) over the node's connections; reaches the node through `Cluster` |
 //! | node | `node` | the public `Node` API, the builder, and `node/parts.rs`, the one file that wires the layers together and owns their events |
+//! | fuzzing | `fuzzing` | with the `fuzzing` feature (and in tests): the fuzz targets' entry points, one per decoder |
 //!
 //! # The path of a remote call
 //!

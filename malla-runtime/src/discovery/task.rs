@@ -1,4 +1,5 @@
-//! The gossip task: chitchat started, watched, and started again if it ends.
+//! The gossip task: chitchat started, watched, and started again if it
+//! ends; its settings, and the view it reports.
 //!
 //! chitchat runs in one tokio task; if it ends (a panic on input that
 //! [`validate`](super::validate) did not foresee, a socket error), nothing
@@ -21,11 +22,38 @@ use chitchat::{Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDete
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::advert::{Advertised, Gossiped};
 use super::sealed_udp::{GossipCounters, SealedUdp};
 use super::validate::NodeKey;
-use super::{GossipConfig, ViewSink, read_view};
+use crate::NodeId;
 use crate::sync::lock;
 use crate::telemetry::metrics;
+
+/// Receives what gossip says about the other nodes, whenever it changes and
+/// at least once a round.
+pub(crate) trait ViewSink: Send + Sync + 'static {
+    fn gossip_changed(&self, view: BTreeMap<NodeId, Gossiped>);
+}
+
+/// Gossip settings, from the node builder.
+#[derive(Debug, Clone)]
+pub(crate) struct GossipConfig {
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) interval: Duration,
+    pub(crate) phi_threshold: f64,
+    pub(crate) dead_node_grace: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            seeds: Vec::new(),
+            interval: Duration::from_millis(500),
+            phi_threshold: 8.0,
+            dead_node_grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
 
 /// The longest wait between two attempts to start chitchat again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -189,4 +217,31 @@ async fn refresh_view(
         let Some(sink) = sink.upgrade() else { return };
         sink.gossip_changed(view);
     }
+}
+
+/// What every node other than this one publishes, and whether the failure
+/// detector considers it live. A restarted node may be listed twice for a
+/// while: its latest generation wins.
+async fn read_view(chitchat: &tokio::sync::Mutex<Chitchat>) -> BTreeMap<NodeId, Gossiped> {
+    let chitchat = chitchat.lock().await;
+    let me = chitchat.self_chitchat_id();
+    let live: std::collections::BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut latest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
+    for id in chitchat.node_states().keys().filter(|id| id.node_id != me.node_id) {
+        let entry = latest.entry(&id.node_id).or_insert(id);
+        if id.generation_id > entry.generation_id {
+            *entry = id;
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(name, id)| {
+            let state = chitchat.node_state(id)?;
+            let gossiped = Gossiped {
+                advertised: Advertised::parse(name, state.key_values()),
+                live: live.contains(id),
+            };
+            Some((NodeId::from(name), gossiped))
+        })
+        .collect()
 }
