@@ -254,7 +254,7 @@ pub(crate) fn stats(all: &[(NodeId, Result<NodeStats, Error>)], as_json: bool) -
             // says why.
             match gossip.restarts {
                 0 => "ok".to_owned(),
-                n => format!("restarted {n}x"),
+                n => format!("restarted:{n}"),
             },
         ]);
         for s in &stats.services {
