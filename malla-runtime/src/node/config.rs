@@ -109,9 +109,9 @@ impl NodeConfig {
     /// column.
     ///
     /// ```
-    /// let config = malla::NodeConfig::from_toml("name = \"api\"\nlisten = \"127.0.0.1:7000\"", "inline").unwrap();
+    /// let config = malla_runtime::NodeConfig::from_toml("name = \"api\"\nlisten = \"127.0.0.1:7000\"", "inline").unwrap();
     /// assert_eq!(config.name.as_deref(), Some("api"));
-    /// assert!(malla::NodeConfig::from_toml("name = 7", "inline").unwrap_err().to_string().contains("inline:1:8"));
+    /// assert!(malla_runtime::NodeConfig::from_toml("name = 7", "inline").unwrap_err().to_string().contains("inline:1:8"));
     /// ```
     pub fn from_toml(text: &str, origin: &str) -> Result<NodeConfig, Error> {
         let config: NodeConfig = toml::from_str(text).map_err(|err| {
