@@ -184,15 +184,11 @@ where
         return Box::pin(call_named(core, &**bound, method, args)).await;
     }
     if !core.layers.is_empty() {
-        let args = typed_args(args, local, encode, decode);
-        // Boxed: layers are optional, their state is not every call's.
         // They see the call before the stub would refuse it (they may
-        // answer it themselves).
-        return Box::pin(async move {
-            let layered = core.layered();
-            core.call_of(method, options, layered.as_ref()).run(args).await
-        })
-        .await;
+        // answer it themselves). `run` boxes what only layers need.
+        let layered = core.layered();
+        let args = typed_args(args, local, encode, decode);
+        return core.call_of(method, options, layered.as_ref()).run(args).await;
     }
     // The stub: nothing known, nothing to wait for. No allocation, no I/O.
     if options.nodes.is_none() && options.sna_retries == 0 && !service.slot.is_available() {

@@ -23,7 +23,9 @@ pub struct CallOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) sna_retries: u32,
     pub(crate) retry_interval: Option<Duration>,
-    pub(crate) nodes: Option<Vec<NodeId>>,
+    /// Shared: interceptors see a copy of a call's options, and a copy
+    /// should not allocate.
+    pub(crate) nodes: Option<Arc<[NodeId]>>,
     pub(crate) vsn: Option<Arc<VsnRequirement>>,
     pub(crate) balance: Balance,
     pub(crate) key: Option<u64>,

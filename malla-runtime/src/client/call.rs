@@ -3,6 +3,7 @@
 //! made safer).
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,21 +79,25 @@ struct Tally {
 }
 
 impl<N: Remote> Call<'_, N> {
-    pub(crate) async fn run<R: Send + 'static, A: CallArgs<R>>(self, mut args: A) -> Result<R, Error> {
-        if !self.layers().is_empty() {
-            // Boxed: layers are optional, their state is not every call's.
-            return Box::pin(self.run_intercepted(&mut args)).await.0;
+    /// Runs the call. Not `async fn`: one would keep a second copy of
+    /// `self` and `args` in every call's future; the block uses its own.
+    pub(crate) fn run<R: Send + 'static, A: CallArgs<R>>(self, mut args: A) -> impl Future<Output = Result<R, Error>> {
+        async move {
+            if !self.layers().is_empty() {
+                // Boxed: layers are optional, their state is not every call's.
+                return Box::pin(self.run_intercepted(&mut args)).await.0;
+            }
+            if spans::wanted() {
+                // Spans live across the call's awaits: boxed, so that a call
+                // nobody traces keeps the small future it had without them.
+                return Box::pin(self.run_traced(args)).await;
+            }
+            let started = Instant::now();
+            let mut tally = Tally::default();
+            let result = self.attempts(&mut args, None, &mut tally, started).await;
+            self.finish(None, &tally, &result, started);
+            result
         }
-        if spans::wanted() {
-            // Spans live across the call's awaits: boxed, so that a call
-            // nobody traces keeps the small future it had without them.
-            return Box::pin(self.run_traced(args)).await;
-        }
-        let started = Instant::now();
-        let mut tally = Tally::default();
-        let result = self.attempts(&mut args, None, &mut tally, started).await;
-        self.finish(None, &tally, &result, started);
-        result
     }
 
     /// Runs the call on `args`, which stay usable for another run; also
@@ -102,14 +107,18 @@ impl<N: Remote> Call<'_, N> {
         if !self.layers().is_empty() {
             return Box::pin(self.run_intercepted(args)).await;
         }
-        self.run_plain(args).await
+        self.run_plain(args, Instant::now()).await
     }
 
-    /// [`run_again`](Self::run_again) past the call layers.
-    pub(super) async fn run_plain<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
+    /// [`run_again`](Self::run_again) past the call layers, its deadline
+    /// counted from `started`.
+    pub(super) async fn run_plain<R: Send + 'static, A: CallArgs<R>>(
+        &self,
+        args: &mut A,
+        started: Instant,
+    ) -> (Result<R, Error>, bool) {
         let span = spans::wanted().then(|| spans::call(&self.service, self.method.name()));
         let span = span.as_ref().filter(|s| !s.is_disabled());
-        let started = Instant::now();
         let mut tally = Tally::default();
         let result = self.attempts(args, span, &mut tally, started).await;
         self.finish(span, &tally, &result, started);

@@ -69,7 +69,7 @@ impl<N: Remote> Call<'_, N> {
                         layered: Some(&layered),
                         ..*self
                     };
-                    inner.run_plain(args).await
+                    inner.run_plain(args, started.into()).await
                 }
             };
             let outcome = CallOutcome {
