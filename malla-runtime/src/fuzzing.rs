@@ -11,12 +11,12 @@ use chitchat::{ChitchatMessage, Deserializable};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Decoder;
 
+use crate::NodeConfig;
 use crate::discovery::envelope::{Header, Reassembly, ReplayGuard};
 use crate::discovery::sealed_udp::Sealer;
 use crate::discovery::validate::{self, KnownNodes, NodeKey};
-use crate::handshake::{self, Cookie, Identity, Keyring};
+use crate::handshake::{self, Cookie, Keyring, plain_identity};
 use crate::wire::{self, FrameCodec, RecordOpener, bounded};
-use crate::{NodeConfig, NodeId};
 
 const COOKIE: &str = "fuzzing-cookie-0123456789";
 
@@ -48,17 +48,6 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn identity(name: &str) -> Identity {
-    Identity {
-        name: NodeId::from(name),
-        incarnation: 1,
-        hidden: false,
-        listen: None,
-        max_frame: 1 << 20,
-        seal: true,
-    }
-}
-
 /// One side of the handshake, `data` being all the other side sends.
 pub fn handshake(data: &[u8], dialer: bool) {
     runtime().block_on(async {
@@ -66,7 +55,7 @@ pub fn handshake(data: &[u8], dialer: bool) {
         let _ = theirs.write_all(data).await;
         let _ = theirs.shutdown().await;
         let keyring = Keyring::new(Cookie::from_secret(crate::Secret::from(COOKIE)), Vec::new());
-        let me = identity("fuzzed");
+        let me = plain_identity("fuzzed", true);
         let timeout = Duration::from_secs(1);
         let outcome = match dialer {
             true => handshake::dial(ours, &keyring, &me, timeout).await.map(drop),

@@ -141,6 +141,20 @@ pub(crate) struct Identity {
     pub(crate) seal: bool,
 }
 
+/// A node's identity as tests and fuzz targets need it: no listen
+/// address, 1 MiB frames.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn plain_identity(name: &str, seal: bool) -> Identity {
+    Identity {
+        name: NodeId::from(name),
+        incarnation: 1,
+        hidden: false,
+        listen: None,
+        max_frame: 1 << 20,
+        seal,
+    }
+}
+
 /// Why an acceptor refuses a dialer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum RejectReason {

@@ -3,22 +3,11 @@
 
 use std::sync::OnceLock;
 
-use crate::handshake::Identity;
 use crate::manifest::method_id;
 use crate::service::{ArgsDecoder, DispatchError, DispatchFuture, Format, encode_reply};
-use crate::{MethodManifest, NodeId, Service, ServiceManifest};
+use crate::{MethodManifest, Service, ServiceManifest};
 
-/// A node's identity as tests need it: no listen address, 1 MiB frames.
-pub(crate) fn identity(name: &str, seal: bool) -> Identity {
-    Identity {
-        name: NodeId::from(name),
-        incarnation: 1,
-        hidden: false,
-        listen: None,
-        max_frame: 1 << 20,
-        seal,
-    }
-}
+pub(crate) use crate::handshake::plain_identity as identity;
 
 /// `Adder`, a hand-written service: `add(i64, i64) -> i64`, `explode()`
 /// (panics while dispatching) and `explode_later()` (panics when polled).

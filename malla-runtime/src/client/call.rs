@@ -81,6 +81,10 @@ struct Tally {
 impl<N: Remote> Call<'_, N> {
     /// Runs the call. Not `async fn`: one would keep a second copy of
     /// `self` and `args` in every call's future; the block uses its own.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` copies its arguments into its future twice"
+    )]
     pub(crate) fn run<R: Send + 'static, A: CallArgs<R>>(self, mut args: A) -> impl Future<Output = Result<R, Error>> {
         async move {
             if !self.layers().is_empty() {
