@@ -261,7 +261,11 @@ fn one_busy_one_free(prefix: &str) -> (NodeRuntime, NodeRuntime, NodeRuntime) {
     let hold = SlowClient::new(&caller.node).with_options(CallOptions::default().nodes([busy.node.id().clone()]));
     caller.spawn(async move { hold.wait(20_000).await });
     // The holder's request is in before the test's calls go out.
-    std::thread::sleep(Duration::from_millis(300));
+    let held = wait_until_blocking(Duration::from_secs(10), || {
+        let stats = busy.node.stats();
+        stats.services.iter().any(|s| s.service == "Slow" && s.in_flight == 1)
+    });
+    assert!(held, "the long call holds the busy node's one handler");
     (busy, free, caller)
 }
 

@@ -180,8 +180,7 @@ where
     let options = core.options();
     let service = &*core.service;
     if let Some(bound) = &service.bound {
-        let args = typed_args(args, local, encode, decode);
-        return Box::pin(call_named(core, &**bound, method, args)).await;
+        return boxed_call_named(core, &**bound, method, typed_args(args, local, encode, decode)).await;
     }
     if !core.layers.is_empty() {
         // They see the call before the stub would refuse it (they may
@@ -235,6 +234,18 @@ fn typed_args<A, L, F, E, D>(args: A, local: F, encode: E, decode: D) -> args::T
         encoded: None,
         handle: std::marker::PhantomData::<fn(&L)>,
     }
+}
+
+/// [`call_named`], built straight into its box, out of line: built inline,
+/// it would be laid out on the stack of every call's function first.
+#[inline(never)]
+fn boxed_call_named<'a, R: Send + 'static, A: args::CallArgs<R> + 'a>(
+    core: &'a ClientCore,
+    bound: &'a dyn NameResolver,
+    method: usize,
+    args: A,
+) -> Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'a>> {
+    Box::pin(call_named(core, bound, method, args))
 }
 
 /// A call of a client bound to a global name: to the node that holds the

@@ -44,10 +44,43 @@ impl<N: Remote> Call<'_, N> {
     ) -> impl Future<Output = Outcome<R>> + Send + 's {
         if !self.layers().is_empty() {
             // Boxed: layers are optional, their state is not every call's.
-            let intercepted: BoxedAttempt<'s, R> = Box::pin(self.attempt_intercepted(at, args));
-            return Either::Right(intercepted);
+            return Either::Right(self.boxed_attempt_intercepted(at, args));
         }
         self.attempt_plain(at, args)
+    }
+
+    // The rare attempts are built straight into their boxes, out of line:
+    // built inline, each would be laid out on the stack of the common
+    // path's function first, and copied.
+
+    #[inline(never)]
+    fn boxed_attempt_intercepted<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        at: AttemptTarget<'s>,
+        args: &'s mut A,
+    ) -> BoxedAttempt<'s, R> {
+        Box::pin(self.attempt_intercepted(at, args))
+    }
+
+    #[inline(never)]
+    fn boxed_attempt_remote<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        node: NodeId,
+        args: &'s mut A,
+        deadline: Deadline,
+        timeout: Duration,
+    ) -> BoxedAttempt<'s, R> {
+        Box::pin(self.attempt_remote(node, args, deadline, timeout, None))
+    }
+
+    #[inline(never)]
+    fn boxed_attempt_traced<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        at: AttemptTarget<'s>,
+        span: &'s Span,
+        args: &'s mut A,
+    ) -> BoxedAttempt<'s, R> {
+        Box::pin(self.attempt_traced(at.target, span, at.number, args, at.deadline, at.timeout))
     }
 
     /// An attempt past the layers, with the metadata they set.
@@ -63,22 +96,15 @@ impl<N: Remote> Call<'_, N> {
         at: AttemptTarget<'s>,
         args: &'s mut A,
     ) -> Either<impl Future<Output = Outcome<R>> + Send + 's, BoxedAttempt<'s, R>> {
-        let AttemptTarget {
-            target,
-            number,
-            deadline,
-            timeout,
-            span,
-        } = at;
-        match (target, span) {
-            (Target::Local(local), None) => Either::Left(self.attempt_local(local, args, deadline.at(), timeout)),
+        match (at.target, at.span) {
+            (Target::Local(local), None) => Either::Left(self.attempt_local(local, args, at.deadline.at(), at.timeout)),
             (Target::Remote(node), None) => {
-                Either::Right(Box::pin(self.attempt_remote(node, args, deadline, timeout, None)))
+                Either::Right(self.boxed_attempt_remote(node, args, at.deadline, at.timeout))
             }
             // Boxed: spans live across the attempt's awaits.
-            (target, Some(span)) => Either::Right(Box::pin(
-                self.attempt_traced(target, span, number, args, deadline, timeout),
-            )),
+            (target, Some(span)) => {
+                Either::Right(self.boxed_attempt_traced(AttemptTarget { target, ..at }, span, args))
+            }
         }
     }
 
@@ -164,6 +190,33 @@ impl<N: Remote> Call<'_, N> {
 
         // A stub or a dynamic call reaching a local service: the dispatcher
         // runs it as it would a remote node's request, minus the network.
+        // Boxed: its state is not that of a typed call.
+        self.boxed_attempt_dispatched(&local, index, args, deadline, timeout)
+            .await
+    }
+
+    #[inline(never)]
+    fn boxed_attempt_dispatched<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        local: &'s LocalService,
+        index: usize,
+        args: &'s mut A,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> BoxedAttempt<'s, R> {
+        Box::pin(self.attempt_dispatched(local, index, args, deadline, timeout))
+    }
+
+    /// A local attempt through the service's dispatcher, on encoded arguments.
+    async fn attempt_dispatched<R: Send + 'static, A: CallArgs<R>>(
+        &self,
+        local: &LocalService,
+        index: usize,
+        args: &mut A,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Outcome<R> {
+        let me = self.remote.me();
         let body = match args.encoded() {
             Ok(body) => body,
             Err(message) => return Outcome::Done(Err(self.codec_error("encode the arguments of", message))),

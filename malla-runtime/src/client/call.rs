@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,12 +90,12 @@ impl<N: Remote> Call<'_, N> {
         async move {
             if !self.layers().is_empty() {
                 // Boxed: layers are optional, their state is not every call's.
-                return Box::pin(self.run_intercepted(&mut args)).await.0;
+                return self.boxed_run_intercepted(&mut args).await.0;
             }
             if spans::wanted() {
                 // Spans live across the call's awaits: boxed, so that a call
                 // nobody traces keeps the small future it had without them.
-                return Box::pin(self.run_traced(args)).await;
+                return self.boxed_run_traced(&mut args).await;
             }
             let started = Instant::now();
             let mut tally = Tally::default();
@@ -104,12 +105,32 @@ impl<N: Remote> Call<'_, N> {
         }
     }
 
+    // The rare runs are built straight into their boxes, out of line: built
+    // inline, each would be laid out on the stack of the common path's
+    // function first, and copied.
+
+    #[inline(never)]
+    fn boxed_run_intercepted<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        args: &'s mut A,
+    ) -> Pin<Box<dyn Future<Output = (Result<R, Error>, bool)> + Send + 's>> {
+        Box::pin(self.run_intercepted(args))
+    }
+
+    #[inline(never)]
+    fn boxed_run_traced<'s, R: Send + 'static, A: CallArgs<R>>(
+        &'s self,
+        args: &'s mut A,
+    ) -> Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 's>> {
+        Box::pin(self.run_traced(args))
+    }
+
     /// Runs the call on `args`, which stay usable for another run; also
     /// says whether it surely ran nowhere (every attempt was refused before
     /// running), so that a caller may send it elsewhere.
     pub(crate) async fn run_again<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
         if !self.layers().is_empty() {
-            return Box::pin(self.run_intercepted(args)).await;
+            return self.boxed_run_intercepted(args).await;
         }
         self.run_plain(args, Instant::now()).await
     }
@@ -129,12 +150,12 @@ impl<N: Remote> Call<'_, N> {
         (result, !tally.ran)
     }
 
-    async fn run_traced<R: Send + 'static, A: CallArgs<R>>(&self, mut args: A) -> Result<R, Error> {
+    async fn run_traced<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A) -> Result<R, Error> {
         let span = spans::call(&self.service, self.method.name());
         let span = (!span.is_disabled()).then_some(&span);
         let started = Instant::now();
         let mut tally = Tally::default();
-        let result = self.attempts(&mut args, span, &mut tally, started).await;
+        let result = self.attempts(args, span, &mut tally, started).await;
         self.finish(span, &tally, &result, started);
         result
     }

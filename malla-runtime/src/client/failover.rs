@@ -123,7 +123,9 @@ impl<'r> Targets<'r> {
 
     /// Walks every instance in the order of their scores for `key`
     /// (highest first), this node's own among them; an explicit list of
-    /// nodes still comes as listed.
+    /// nodes still comes as listed. Out of line: its ranking is not every
+    /// call's.
+    #[inline(never)]
     pub(super) fn keyed(mut self, key: u64) -> Self {
         let local = self
             .route
