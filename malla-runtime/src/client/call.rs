@@ -49,6 +49,9 @@ pub(crate) struct Layered<'a> {
     pub(crate) encoded: &'a [u8],
 }
 
+/// A boxed future of the call path's.
+type Boxed<'s, T> = Pin<Box<dyn Future<Output = T> + Send + 's>>;
+
 /// No metadata, for calls without layers.
 static NO_METADATA: Metadata = Metadata::new();
 
@@ -113,7 +116,7 @@ impl<N: Remote> Call<'_, N> {
     fn boxed_run_intercepted<'s, R: Send + 'static, A: CallArgs<R>>(
         &'s self,
         args: &'s mut A,
-    ) -> Pin<Box<dyn Future<Output = (Result<R, Error>, bool)> + Send + 's>> {
+    ) -> Boxed<'s, (Result<R, Error>, bool)> {
         Box::pin(self.run_intercepted(args))
     }
 
@@ -121,7 +124,7 @@ impl<N: Remote> Call<'_, N> {
     fn boxed_run_traced<'s, R: Send + 'static, A: CallArgs<R>>(
         &'s self,
         args: &'s mut A,
-    ) -> Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 's>> {
+    ) -> Boxed<'s, Result<R, Error>> {
         Box::pin(self.run_traced(args))
     }
 
