@@ -205,6 +205,7 @@ where
 
 impl ClientCore {
     /// A call of method number `method` with `options`.
+    #[inline]
     fn call_of<'a>(
         &'a self,
         method: usize,

@@ -77,6 +77,7 @@ impl ServiceManifest {
         self.methods.iter().find(|m| m.name == name)
     }
 
+    #[inline]
     pub(crate) fn name_cow(&self) -> Cow<'static, str> {
         self.name.clone()
     }
@@ -155,6 +156,7 @@ impl MethodManifest {
         self.timeout_ms
     }
 
+    #[inline]
     pub(crate) fn name_cow(&self) -> Cow<'static, str> {
         self.name.clone()
     }

@@ -186,6 +186,7 @@ impl CallOptions {
         self
     }
 
+    #[inline]
     pub(crate) fn effective_timeout(&self, method_default_ms: Option<u64>) -> Duration {
         let timeout = self
             .timeout

@@ -317,6 +317,7 @@ impl ServiceSlot {
         self.route.load()
     }
 
+    #[inline]
     pub(crate) fn route_full(&self) -> Arc<Route> {
         self.route.load_full()
     }
