@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -112,7 +111,7 @@ impl<N: Remote> Call<'_, N> {
     /// one carries the span's trace context.
     async fn attempt_traced<R: Send + 'static, A: CallArgs<R>>(
         &self,
-        target: Target,
+        target: Target<'_>,
         span: &Span,
         number: u32,
         args: &mut A,
@@ -153,7 +152,7 @@ impl<N: Remote> Call<'_, N> {
 
     async fn attempt_local<R: Send + 'static, A: CallArgs<R>>(
         &self,
-        local: Arc<LocalService>,
+        local: &LocalService,
         args: &mut A,
         deadline: Instant,
         timeout: Duration,
@@ -191,7 +190,7 @@ impl<N: Remote> Call<'_, N> {
         // A stub or a dynamic call reaching a local service: the dispatcher
         // runs it as it would a remote node's request, minus the network.
         // Boxed: its state is not that of a typed call.
-        self.boxed_attempt_dispatched(&local, index, args, deadline, timeout)
+        self.boxed_attempt_dispatched(local, index, args, deadline, timeout)
             .await
     }
 

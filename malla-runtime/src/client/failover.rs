@@ -7,7 +7,6 @@
 //! have run (the connection died with it in flight) moves on only if the
 //! method is idempotent; one that timed out never does.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use smallvec::SmallVec;
@@ -28,15 +27,16 @@ pub(super) enum Outcome<R> {
     NotRun(Error),
 }
 
-/// Where one attempt goes.
-pub(super) enum Target {
-    Local(Arc<LocalService>),
+/// Where one attempt goes. The local instance is borrowed from the route
+/// the call walks: no reference count changes hands on a local call.
+pub(super) enum Target<'r> {
+    Local(&'r LocalService),
     Remote(NodeId),
 }
 
 /// Where attempt number `number` of a call goes, and its time.
 pub(super) struct AttemptTarget<'s> {
-    pub(super) target: Target,
+    pub(super) target: Target<'s>,
     pub(super) number: u32,
     pub(super) deadline: Deadline,
     pub(super) timeout: Duration,
@@ -180,10 +180,10 @@ pub(super) fn least_loaded(route: &Route, filter: Filter<'_>, in_flight: impl Fn
     }
 }
 
-impl Iterator for Targets<'_> {
-    type Item = Target;
+impl<'r> Iterator for Targets<'r> {
+    type Item = Target<'r>;
 
-    fn next(&mut self) -> Option<Target> {
+    fn next(&mut self) -> Option<Target<'r>> {
         loop {
             let index = self.next;
             self.next += 1;
@@ -195,7 +195,7 @@ impl Iterator for Targets<'_> {
                     }
                     // This node: only if it serves the service.
                     if let Some(local) = &self.route.local {
-                        return Some(Target::Local(Arc::clone(local)));
+                        return Some(Target::Local(local));
                     }
                 }
                 None if self.ranked.is_some() => {
@@ -203,7 +203,7 @@ impl Iterator for Targets<'_> {
                     let at = *ranked.get(index)?;
                     if at == LOCAL {
                         if let Some(local) = self.route.local.as_ref().filter(|l| self.filter.admits_local(l)) {
-                            return Some(Target::Local(Arc::clone(local)));
+                            return Some(Target::Local(local));
                         }
                         continue;
                     }
@@ -217,7 +217,7 @@ impl Iterator for Targets<'_> {
                 }
                 None if index == 0 => {
                     if let Some(local) = self.route.local.as_ref().filter(|l| self.filter.admits_local(l)) {
-                        return Some(Target::Local(Arc::clone(local)));
+                        return Some(Target::Local(local));
                     }
                 }
                 None => {
@@ -423,7 +423,7 @@ mod tests {
             // From each node, whose own instance is local: the same order.
             for me in &ids {
                 let route = Route {
-                    local: Some(Arc::new(LocalService::new(
+                    local: Some(std::sync::Arc::new(LocalService::new(
                         me,
                         Box::new(crate::test_support::AdderService { global: true }),
                         Default::default(),
