@@ -9,13 +9,13 @@ pub trait Sized {
     async fn add(&self, a: i64, b: i64) -> i64;
 }
 
-/// Measured at 960 bytes in the test profile (rustc 1.95, x86_64). It was
+/// Measured at 984 bytes in the test profile (rustc 1.95, x86_64). It was
 /// 1,768 while the remote attempt's state (its connection's send and reply),
 /// a local call's timer, the dispatcher's path for stubs and a second copy
 /// of the call's arguments sat inline in every call's future; they are
 /// boxed (out of line, so that the common path's stack frame does not hold
 /// them either) or gone since. A little slack for compiler versions.
-const MEASURED: usize = 960;
+const MEASURED: usize = 984;
 const LIMIT: usize = MEASURED + MEASURED / 10;
 
 #[test]

@@ -11,9 +11,11 @@
 //! | `args` | a call's arguments: by value to a direct call, or encoded once |
 //! | `dynamic` | calls by name, with encoded arguments |
 //! | `deadline` | deadlines that cost nothing when the work is done at once |
+//! | `boxed` | the rare branches' futures, boxed out of line |
 
 mod args;
 mod attempt;
+mod boxed;
 mod call;
 mod deadline;
 mod dynamic;
@@ -26,6 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use self::boxed::boxed;
 use crate::net::Network;
 use crate::registry::ServiceSlot;
 use crate::service::{ArgsEncoder, LocalFuture};
@@ -180,7 +183,8 @@ where
     let options = core.options();
     let service = &*core.service;
     if let Some(bound) = &service.bound {
-        return boxed_call_named(core, &**bound, method, typed_args(args, local, encode, decode)).await;
+        let args = typed_args(args, local, encode, decode);
+        return boxed(move || call_named(core, &**bound, method, args)).await;
     }
     if !core.layers.is_empty() {
         // They see the call before the stub would refuse it (they may
@@ -235,18 +239,6 @@ fn typed_args<A, L, F, E, D>(args: A, local: F, encode: E, decode: D) -> args::T
         encoded: None,
         handle: std::marker::PhantomData::<fn(&L)>,
     }
-}
-
-/// [`call_named`], built straight into its box, out of line: built inline,
-/// it would be laid out on the stack of every call's function first.
-#[inline(never)]
-fn boxed_call_named<'a, R: Send + 'static, A: args::CallArgs<R> + 'a>(
-    core: &'a ClientCore,
-    bound: &'a dyn NameResolver,
-    method: usize,
-    args: A,
-) -> Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'a>> {
-    Box::pin(call_named(core, bound, method, args))
 }
 
 /// A call of a client bound to a global name: to the node that holds the

@@ -2,9 +2,9 @@
 //! node's own instance (in-process) or to another node (over the network),
 //! traced or not; what it came to, as the failover rule reads it.
 
+use super::boxed::{Boxed, boxed};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -26,7 +26,7 @@ use crate::wire::Status;
 use crate::{Error, NodeId};
 
 /// An attempt's future when it is not one of the small inner ones.
-type BoxedAttempt<'s, R> = Pin<Box<dyn Future<Output = Outcome<R>> + Send + 's>>;
+type BoxedAttempt<'s, R> = Boxed<'s, Outcome<R>>;
 
 impl<N: Remote> Call<'_, N> {
     /// One attempt of the call: the one place every attempt goes through,
@@ -43,43 +43,9 @@ impl<N: Remote> Call<'_, N> {
     ) -> impl Future<Output = Outcome<R>> + Send + 's {
         if !self.layers().is_empty() {
             // Boxed: layers are optional, their state is not every call's.
-            return Either::Right(self.boxed_attempt_intercepted(at, args));
+            return Either::Right(boxed(move || self.attempt_intercepted(at, args)));
         }
         self.attempt_plain(at, args)
-    }
-
-    // The rare attempts are built straight into their boxes, out of line:
-    // built inline, each would be laid out on the stack of the common
-    // path's function first, and copied.
-
-    #[inline(never)]
-    fn boxed_attempt_intercepted<'s, R: Send + 'static, A: CallArgs<R>>(
-        &'s self,
-        at: AttemptTarget<'s>,
-        args: &'s mut A,
-    ) -> BoxedAttempt<'s, R> {
-        Box::pin(self.attempt_intercepted(at, args))
-    }
-
-    #[inline(never)]
-    fn boxed_attempt_remote<'s, R: Send + 'static, A: CallArgs<R>>(
-        &'s self,
-        node: NodeId,
-        args: &'s mut A,
-        deadline: Deadline,
-        timeout: Duration,
-    ) -> BoxedAttempt<'s, R> {
-        Box::pin(self.attempt_remote(node, args, deadline, timeout, None))
-    }
-
-    #[inline(never)]
-    fn boxed_attempt_traced<'s, R: Send + 'static, A: CallArgs<R>>(
-        &'s self,
-        at: AttemptTarget<'s>,
-        span: &'s Span,
-        args: &'s mut A,
-    ) -> BoxedAttempt<'s, R> {
-        Box::pin(self.attempt_traced(at.target, span, at.number, args, at.deadline, at.timeout))
     }
 
     /// An attempt past the layers, with the metadata they set.
@@ -97,13 +63,13 @@ impl<N: Remote> Call<'_, N> {
     ) -> Either<impl Future<Output = Outcome<R>> + Send + 's, BoxedAttempt<'s, R>> {
         match (at.target, at.span) {
             (Target::Local(local), None) => Either::Left(self.attempt_local(local, args, at.deadline.at(), at.timeout)),
-            (Target::Remote(node), None) => {
-                Either::Right(self.boxed_attempt_remote(node, args, at.deadline, at.timeout))
-            }
+            (Target::Remote(node), None) => Either::Right(boxed(move || {
+                self.attempt_remote(node, args, at.deadline, at.timeout, None)
+            })),
             // Boxed: spans live across the attempt's awaits.
-            (target, Some(span)) => {
-                Either::Right(self.boxed_attempt_traced(AttemptTarget { target, ..at }, span, args))
-            }
+            (target, Some(span)) => Either::Right(boxed(move || {
+                self.attempt_traced(target, span, at.number, args, at.deadline, at.timeout)
+            })),
         }
     }
 
@@ -190,20 +156,7 @@ impl<N: Remote> Call<'_, N> {
         // A stub or a dynamic call reaching a local service: the dispatcher
         // runs it as it would a remote node's request, minus the network.
         // Boxed: its state is not that of a typed call.
-        self.boxed_attempt_dispatched(local, index, args, deadline, timeout)
-            .await
-    }
-
-    #[inline(never)]
-    fn boxed_attempt_dispatched<'s, R: Send + 'static, A: CallArgs<R>>(
-        &'s self,
-        local: &'s LocalService,
-        index: usize,
-        args: &'s mut A,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> BoxedAttempt<'s, R> {
-        Box::pin(self.attempt_dispatched(local, index, args, deadline, timeout))
+        boxed(|| self.attempt_dispatched(local, index, args, deadline, timeout)).await
     }
 
     /// A local attempt through the service's dispatcher, on encoded arguments.

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use super::args::CallArgs;
+use super::boxed::boxed;
 use super::failover::{AttemptTarget, Filter, Outcome, Targets, least_loaded, no_node_ran, pick_failure};
 use super::remote::Remote;
 use crate::connection::Deadline;
@@ -48,9 +48,6 @@ pub(crate) struct Layered<'a> {
     /// The same, encoded (an attempt's inner call only).
     pub(crate) encoded: &'a [u8],
 }
-
-/// A boxed future of the call path's.
-type Boxed<'s, T> = Pin<Box<dyn Future<Output = T> + Send + 's>>;
 
 /// No metadata, for calls without layers.
 static NO_METADATA: Metadata = Metadata::new();
@@ -93,12 +90,12 @@ impl<N: Remote> Call<'_, N> {
         async move {
             if !self.layers().is_empty() {
                 // Boxed: layers are optional, their state is not every call's.
-                return self.boxed_run_intercepted(&mut args).await.0;
+                return boxed(|| self.run_intercepted(&mut args)).await.0;
             }
             if spans::wanted() {
                 // Spans live across the call's awaits: boxed, so that a call
                 // nobody traces keeps the small future it had without them.
-                return self.boxed_run_traced(&mut args).await;
+                return boxed(|| self.run_traced(&mut args)).await;
             }
             let started = Instant::now();
             let mut tally = Tally::default();
@@ -108,32 +105,12 @@ impl<N: Remote> Call<'_, N> {
         }
     }
 
-    // The rare runs are built straight into their boxes, out of line: built
-    // inline, each would be laid out on the stack of the common path's
-    // function first, and copied.
-
-    #[inline(never)]
-    fn boxed_run_intercepted<'s, R: Send + 'static, A: CallArgs<R>>(
-        &'s self,
-        args: &'s mut A,
-    ) -> Boxed<'s, (Result<R, Error>, bool)> {
-        Box::pin(self.run_intercepted(args))
-    }
-
-    #[inline(never)]
-    fn boxed_run_traced<'s, R: Send + 'static, A: CallArgs<R>>(
-        &'s self,
-        args: &'s mut A,
-    ) -> Boxed<'s, Result<R, Error>> {
-        Box::pin(self.run_traced(args))
-    }
-
     /// Runs the call on `args`, which stay usable for another run; also
     /// says whether it surely ran nowhere (every attempt was refused before
     /// running), so that a caller may send it elsewhere.
     pub(crate) async fn run_again<R: Send + 'static, A: CallArgs<R>>(&self, args: &mut A) -> (Result<R, Error>, bool) {
         if !self.layers().is_empty() {
-            return self.boxed_run_intercepted(args).await;
+            return boxed(|| self.run_intercepted(args)).await;
         }
         self.run_plain(args, Instant::now()).await
     }
