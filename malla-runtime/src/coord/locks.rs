@@ -217,10 +217,12 @@ impl Coordinator {
         let ttl_ms = check_lease(name, ttl)?;
         // Once tried, if `timeout` is zero; the group still gets its time.
         let wait = !timeout.is_zero();
-        let deadline = Instant::now() + if wait { timeout } else { REQUEST_TIMEOUT };
+        let started = Instant::now();
+        let deadline = started + if wait { timeout } else { REQUEST_TIMEOUT };
         self.release_earlier_lives(deadline).await?;
         let holder = self.holder();
         let mut pause = Duration::from_millis(10);
+        let mut late = None;
         loop {
             let sent = Instant::now();
             let command = Command::Acquire {
@@ -229,8 +231,17 @@ impl Coordinator {
                 ttl_ms,
                 service: None,
             };
-            match self.write(command, deadline, "lock").await {
-                Ok(Response::Granted { token }) if Instant::now() < valid_until(sent, ttl) => {
+            let answer = match self.write(command, deadline, "lock").await {
+                Ok(answer) => answer,
+                Err(err) => {
+                    // The request may have reached the leader and been
+                    // granted: give it back, in the background.
+                    self.abandon(key, holder);
+                    return Err(err);
+                }
+            };
+            match judge(answer, late, Instant::now() < valid_until(sent, ttl)) {
+                Verdict::Hold(token) => {
                     let lost = self.keeper.hold(key, token, ttl, sent);
                     return Ok(LockGuard {
                         name: name.to_owned(),
@@ -240,11 +251,10 @@ impl Coordinator {
                         released: false,
                     });
                 }
-                // Granted, but so late that the lease is already spent.
-                Ok(Response::Granted { token }) => {
-                    let _ = self.unlock(name, FencingToken(token)).await;
-                }
-                Ok(Response::Busy { node, .. }) => {
+                // Asked again as the same holder, the group renews the
+                // grant; past the deadline, `write` fails and it is given back.
+                Verdict::Renew(token) => late = Some(token),
+                Verdict::Busy(node) => {
                     let now = Instant::now();
                     if !wait || now + pause >= deadline {
                         return Err(Error::LockBusy {
@@ -255,14 +265,16 @@ impl Coordinator {
                     tokio::time::sleep(jitter(pause)).await;
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
-                Ok(Response::Refused(reason)) => return Err(Error::InvalidName { reason }),
-                Ok(other) => return Err(unexpected(&other)),
-                Err(err) => {
-                    // The request may have reached the leader and been
-                    // granted: give it back, in the background.
+                Verdict::Lapsed => {
                     self.abandon(key, holder);
-                    return Err(err);
+                    return Err(Error::NoQuorum {
+                        operation: format!("lock `{name}`"),
+                        waited: started.elapsed(),
+                        reason: "the group granted it too late to use, and the grant lapsed before it could be renewed"
+                            .into(),
+                    });
                 }
+                Verdict::Fail(err) => return Err(err),
             }
         }
     }
@@ -357,7 +369,71 @@ pub(crate) fn unexpected(response: &Response) -> Error {
     Error::Config(format!("unexpected answer from the consensus group: {response:?}"))
 }
 
+/// What one answer of the group to a lock request means.
+#[derive(Debug)]
+enum Verdict {
+    /// Granted in time: held, with this token.
+    Hold(u64),
+    /// Granted, but the answer came after the lease it started was spent
+    /// (the request waited out an election): ask again to renew it.
+    Renew(u64),
+    /// Held by this node, by another holder: wait, or refuse.
+    Busy(String),
+    /// A grant this request already had lapsed before it was renewed.
+    /// Neither `Busy` nor a new grant may be answered then: for a while the
+    /// lock was held by this request, so a refusal would hide that it took
+    /// effect, and other requests refused meanwhile would be unexplained.
+    Lapsed,
+    Fail(Error),
+}
+
+/// Judges `answer`, given the token of a grant this request already got too
+/// late (`late`) and whether `answer` came while its lease is still ours.
+fn judge(answer: Response, late: Option<u64>, in_time: bool) -> Verdict {
+    match answer {
+        Response::Granted { token } if late.is_some_and(|late| late != token) => Verdict::Lapsed,
+        Response::Granted { token } if in_time => Verdict::Hold(token),
+        Response::Granted { token } => Verdict::Renew(token),
+        Response::Busy { .. } if late.is_some() => Verdict::Lapsed,
+        Response::Busy { node, .. } => Verdict::Busy(node),
+        Response::Refused(reason) => Verdict::Fail(Error::InvalidName { reason }),
+        other => Verdict::Fail(unexpected(&other)),
+    }
+}
+
 /// `pause`, give or take a quarter, so that waiters spread out.
 fn jitter(pause: Duration) -> Duration {
     pause.mul_f64(rand::random_range(0.75..1.25))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(token: u64) -> Response {
+        Response::Granted { token }
+    }
+
+    fn busy() -> Response {
+        Response::Busy {
+            node: "other".into(),
+            token: 3,
+        }
+    }
+
+    #[test]
+    fn a_grant_in_time_is_held_and_a_late_one_renewed() {
+        assert!(matches!(judge(granted(7), None, true), Verdict::Hold(7)));
+        assert!(matches!(judge(granted(7), None, false), Verdict::Renew(7)));
+        assert!(matches!(judge(granted(7), Some(7), true), Verdict::Hold(7)));
+        assert!(matches!(judge(granted(7), Some(7), false), Verdict::Renew(7)));
+        assert!(matches!(judge(busy(), None, true), Verdict::Busy(node) if node == "other"));
+    }
+
+    #[test]
+    fn a_request_once_granted_is_never_answered_busy_or_a_new_grant() {
+        assert!(matches!(judge(busy(), Some(7), true), Verdict::Lapsed));
+        assert!(matches!(judge(granted(9), Some(7), true), Verdict::Lapsed));
+        assert!(matches!(judge(granted(9), Some(7), false), Verdict::Lapsed));
+    }
 }
