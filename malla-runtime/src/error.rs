@@ -153,8 +153,9 @@ pub enum Error {
     Shutdown,
 
     /// The consensus group could not be reached with a quorum before the
-    /// deadline: nothing was granted (a request may still be applied if it
-    /// reached the leader; a lock so granted is freed when its lease runs out).
+    /// deadline, or a grant ran out before its answer could be used: nothing
+    /// is held (a request may still be applied if it reached the leader; a
+    /// lock so granted is freed when its lease runs out).
     #[error("no quorum: {operation} waited {waited:?} for the consensus group ({reason})")]
     NoQuorum {
         /// What was asked, e.g. "lock `jobs`".

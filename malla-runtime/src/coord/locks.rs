@@ -267,12 +267,7 @@ impl Coordinator {
                 }
                 Verdict::Lapsed => {
                     self.abandon(key, holder);
-                    return Err(Error::NoQuorum {
-                        operation: format!("lock `{name}`"),
-                        waited: started.elapsed(),
-                        reason: "the group granted it too late to use, and the grant lapsed before it could be renewed"
-                            .into(),
-                    });
+                    return Err(lapsed(format!("lock `{name}`"), started.elapsed()));
                 }
                 Verdict::Fail(err) => return Err(err),
             }
@@ -365,6 +360,18 @@ pub(crate) fn check_lease(name: &str, ttl: Duration) -> Result<u64, Error> {
     Ok(ttl_ms)
 }
 
+/// The error for a request whose grant lapsed before it could be used: it
+/// held for a while, then ran out, so neither a grant nor `Busy` is true.
+pub(crate) fn lapsed(operation: String, waited: Duration) -> Error {
+    Error::NoQuorum {
+        operation,
+        waited,
+        reason: "the group granted it, but the answer was lost or came too late to use, and the grant lapsed before \
+                 it could be renewed"
+            .into(),
+    }
+}
+
 pub(crate) fn unexpected(response: &Response) -> Error {
     Error::Config(format!("unexpected answer from the consensus group: {response:?}"))
 }
@@ -379,7 +386,8 @@ enum Verdict {
     Renew(u64),
     /// Held by this node, by another holder: wait, or refuse.
     Busy(String),
-    /// A grant this request already had lapsed before it was renewed.
+    /// A grant this request already had (seen too late, or not seen at all:
+    /// an earlier send's answer was lost) lapsed before it was renewed.
     /// Neither `Busy` nor a new grant may be answered then: for a while the
     /// lock was held by this request, so a refusal would hide that it took
     /// effect, and other requests refused meanwhile would be unexplained.
@@ -395,6 +403,7 @@ fn judge(answer: Response, late: Option<u64>, in_time: bool) -> Verdict {
         Response::Granted { token } if in_time => Verdict::Hold(token),
         Response::Granted { token } => Verdict::Renew(token),
         Response::Busy { .. } if late.is_some() => Verdict::Lapsed,
+        Response::Lapsed => Verdict::Lapsed,
         Response::Busy { node, .. } => Verdict::Busy(node),
         Response::Refused(reason) => Verdict::Fail(Error::InvalidName { reason }),
         other => Verdict::Fail(unexpected(&other)),
@@ -435,5 +444,6 @@ mod tests {
         assert!(matches!(judge(busy(), Some(7), true), Verdict::Lapsed));
         assert!(matches!(judge(granted(9), Some(7), true), Verdict::Lapsed));
         assert!(matches!(judge(granted(9), Some(7), false), Verdict::Lapsed));
+        assert!(matches!(judge(Response::Lapsed, None, true), Verdict::Lapsed));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::coordinator::Coordinator;
-use super::locks::{FencingToken, REQUEST_TIMEOUT, check_lease, unexpected};
+use super::locks::{FencingToken, REQUEST_TIMEOUT, check_lease, lapsed, unexpected};
 use super::table::{Command, Key, Response, check_name};
 use super::wire::{Answer, Query};
 use crate::client::NameResolver;
@@ -100,6 +100,7 @@ impl Coordinator {
                 node: NodeId::from(node.as_str()),
             }),
             Ok(Response::Refused(reason)) => Err(Error::InvalidName { reason }),
+            Ok(Response::Lapsed) => Err(lapsed(format!("register `{name}`"), sent.elapsed())),
             Ok(other) => Err(unexpected(&other)),
             Err(err) => {
                 self.abandon(key, holder);

@@ -122,11 +122,18 @@ pub(crate) enum Response {
     Founded {
         group: u64,
     },
+    /// This request was granted earlier (its answer was lost, or came too
+    /// late to use), and that grant has since run out: it took effect and
+    /// ended, so it is answered neither a grant nor `Busy`.
+    Lapsed,
 }
 
-/// Releases remembered, so that a release sent again (its first answer was
-/// lost, and it was committed after all) is answered `Released` again.
-pub(crate) const REMEMBERED_RELEASES: usize = 4096;
+/// Releases and lapsed grants remembered, each: a release sent again (its
+/// first answer was lost, and it was committed after all) is answered
+/// `Released` again, and a request sent again after its grant ran out is
+/// answered `Lapsed`. Requests are retried within seconds, so the last
+/// 4,096 of each are plenty.
+pub(crate) const REMEMBERED: usize = 4096;
 
 /// Every lock and name, by key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +143,8 @@ pub(crate) struct Table {
     pub(crate) group: Option<u64>,
     /// The last releases, oldest first: key, token, node.
     released: VecDeque<(Key, u64, String)>,
+    /// The last leases that ran out, oldest first, by their holder.
+    lapsed: VecDeque<(Key, Holder)>,
 }
 
 impl Table {
@@ -171,10 +180,7 @@ impl Table {
             Command::Release { key, token, node } => match self.leases.get(&key) {
                 Some(lease) if lease.token == token && lease.holder.node == node => {
                     self.leases.remove(&key);
-                    if self.released.len() >= REMEMBERED_RELEASES {
-                        self.released.pop_front();
-                    }
-                    self.released.push_back((key, token, node));
+                    remember(&mut self.released, (key, token, node));
                     Response::Released
                 }
                 other => {
@@ -204,8 +210,8 @@ impl Table {
                     .leases
                     .get(&key)
                     .is_some_and(|l| l.token == token && l.renewed_at == renewed_at);
-                if lapsed {
-                    self.leases.remove(&key);
+                if lapsed && let Some(lease) = self.leases.remove(&key) {
+                    remember(&mut self.lapsed, (key, lease.holder));
                 }
                 Response::Freed(usize::from(lapsed))
             }
@@ -232,12 +238,22 @@ impl Table {
         if let Err(why) = check_name(key.name()).and_then(|()| check_ttl(ttl_ms)) {
             return Response::Refused(why);
         }
-        if let Some(lease) = self.leases.get_mut(&key) {
-            if lease.holder == holder {
-                // The same request again (its answer was lost): still held.
-                lease.renewed_at = index;
-                return Response::Granted { token: lease.token };
-            }
+        if let Some(lease) = self.leases.get_mut(&key)
+            && lease.holder == holder
+        {
+            // The same request again (its answer was lost): still held.
+            lease.renewed_at = index;
+            return Response::Granted { token: lease.token };
+        }
+        // Owners are random: compared first, they rule out nearly all.
+        if self
+            .lapsed
+            .iter()
+            .any(|(k, h)| h.owner == holder.owner && *h == holder && *k == key)
+        {
+            return Response::Lapsed;
+        }
+        if let Some(lease) = self.leases.get(&key) {
             return Response::Busy {
                 node: lease.holder.node.clone(),
                 token: lease.token,
@@ -259,10 +275,38 @@ impl Table {
         Response::Granted { token: index }
     }
 
+    /// A table from a snapshot's bytes, those written before lapsed grants
+    /// were remembered included.
+    pub(crate) fn decode(bytes: &[u8]) -> postcard::Result<Table> {
+        #[derive(Deserialize)]
+        struct Earlier {
+            leases: BTreeMap<Key, Lease>,
+            group: Option<u64>,
+            released: VecDeque<(Key, u64, String)>,
+        }
+        postcard::from_bytes(bytes).or_else(|err| {
+            let earlier: Earlier = postcard::from_bytes(bytes).map_err(|_| err)?;
+            Ok(Table {
+                leases: earlier.leases,
+                group: earlier.group,
+                released: earlier.released,
+                lapsed: VecDeque::new(),
+            })
+        })
+    }
+
     /// The lock or name `key`, if held.
     pub(crate) fn get(&self, key: &Key) -> Option<&Lease> {
         self.leases.get(key)
     }
+}
+
+/// Appends `entry` to `memory`, forgetting the oldest past `REMEMBERED`.
+fn remember<T>(memory: &mut VecDeque<T>, entry: T) {
+    if memory.len() >= REMEMBERED {
+        memory.pop_front();
+    }
+    memory.push_back(entry);
 }
 
 /// Why `name` cannot be a lock or a global name, if it cannot.
@@ -349,6 +393,56 @@ mod tests {
         );
         assert_eq!(table.apply(8, release(2, "a")), Response::NotHeld { held: None });
         assert_eq!(acquire(&mut table, 9, "x", &b), Response::Granted { token: 9 });
+    }
+
+    #[test]
+    fn a_request_sent_again_after_its_grant_lapsed_is_told_so() {
+        let mut table = Table::default();
+        let (a, b) = (holder("a", 1), holder("b", 2));
+        assert_eq!(acquire(&mut table, 1, "x", &a), Response::Granted { token: 1 });
+        let expire = Command::Expire {
+            key: Key::Lock("x".into()),
+            token: 1,
+            renewed_at: 1,
+        };
+        assert_eq!(table.apply(2, expire), Response::Freed(1));
+        // Free: neither granted again, as if it never held it...
+        assert_eq!(acquire(&mut table, 3, "x", &a), Response::Lapsed);
+        assert!(table.get(&Key::Lock("x".into())).is_none());
+        // ... nor, held by another, refused as if it never had.
+        assert_eq!(acquire(&mut table, 4, "x", &b), Response::Granted { token: 4 });
+        assert_eq!(acquire(&mut table, 5, "x", &a), Response::Lapsed);
+        // Another request of the same node is a new one.
+        assert_eq!(
+            acquire(&mut table, 6, "x", &holder("a", 3)),
+            Response::Busy {
+                node: "b".into(),
+                token: 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_snapshot_written_before_lapses_were_remembered_still_reads() {
+        #[derive(Serialize)]
+        struct Earlier {
+            leases: BTreeMap<Key, Lease>,
+            group: Option<u64>,
+            released: VecDeque<(Key, u64, String)>,
+        }
+        let mut table = Table::default();
+        acquire(&mut table, 1, "x", &holder("a", 1));
+        table.group = Some(7);
+        let earlier = Earlier {
+            leases: table.leases.clone(),
+            group: table.group,
+            released: VecDeque::from([(Key::Lock("y".into()), 5, "b".into())]),
+        };
+        let read = Table::decode(&postcard::to_allocvec(&earlier).unwrap()).unwrap();
+        assert_eq!(read.leases, table.leases);
+        assert_eq!((read.group, read.released.len()), (Some(7), 1));
+        assert_eq!(Table::decode(&postcard::to_allocvec(&read).unwrap()).unwrap(), read);
+        assert!(Table::decode(&[0xff; 3]).is_err());
     }
 
     #[test]

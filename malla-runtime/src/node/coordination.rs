@@ -15,7 +15,9 @@ impl Node {
     /// guard until it is dropped or released.
     ///
     /// Fails with [`Error::LockBusy`] if another holder keeps it past the
-    /// timeout, [`Error::NoQuorum`] if the group cannot be reached,
+    /// timeout (this request never held it), [`Error::NoQuorum`] if the
+    /// group cannot be reached or the request's grant ran out before its
+    /// answer could be used (it may have held the lock for a while),
     /// [`Error::InvalidName`] for an empty name, one over 256 bytes or a
     /// lease out of bounds.
     ///

@@ -99,7 +99,7 @@ impl Machine {
 
 impl State {
     fn restore(&mut self, stored: &Stored) -> std::io::Result<()> {
-        let table: Table = postcard::from_bytes(&stored.data).map_err(std::io::Error::other)?;
+        let table = Table::decode(&stored.data).map_err(std::io::Error::other)?;
         // Deadlines start over, the whole lease from now: never earlier
         // than promised.
         let now = Instant::now();
