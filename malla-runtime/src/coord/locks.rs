@@ -253,7 +253,10 @@ impl Coordinator {
                 }
                 // Asked again as the same holder, the group renews the
                 // grant; past the deadline, `write` fails and it is given back.
-                Verdict::Renew(token) => late = Some(token),
+                Verdict::Renew(token) => {
+                    tracing::debug!(lock = name, token, "granted too late to use; asking again renews it");
+                    late = Some(token);
+                }
                 Verdict::Busy(node) => {
                     let now = Instant::now();
                     if !wait || now + pause >= deadline {
@@ -266,6 +269,7 @@ impl Coordinator {
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
                 Verdict::Lapsed => {
+                    tracing::debug!(lock = name, "the grant ran out before its answer could be used");
                     self.abandon(key, holder);
                     return Err(lapsed(format!("lock `{name}`"), started.elapsed()));
                 }
